@@ -1,0 +1,50 @@
+//! `nvlm`: run NVLM-D from the terminal.
+
+mod devices;
+mod selftest;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// NVLM-D inference engine for Hopper GPUs.
+#[derive(Parser)]
+#[command(name = "nvlm", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List compute devices: CPU threads, the CUDA driver, GPUs and their architecture.
+    Devices,
+    /// Run every op on a device and compare it with the CPU reference.
+    Selftest {
+        /// `cpu`, `cuda` or `cuda:N`.
+        #[arg(long, default_value = "cuda")]
+        device: String,
+    },
+    /// Chat with NVLM-D about images (not available yet: the model lands in a later release).
+    Chat,
+    /// Answer one prompt, optionally about images (not available yet: the model lands in a later release).
+    Generate,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Devices => devices::run(),
+        Command::Selftest { device } => selftest::run(&device),
+        Command::Chat | Command::Generate => Err(anyhow::anyhow!(
+            "the NVLM-D model is not wired into this build yet: only `devices` and `selftest` work today"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! The CUDA backend: NVRTC compilation with an on-disk cache, loaded modules per device, cuBLASLt GEMMs, and the
+//! launch wrappers the op dispatchers call.
+
+pub(crate) mod elementwise;
+pub mod matmul;
+pub mod module_cache;
+pub mod nvrtc;
+pub mod sources;

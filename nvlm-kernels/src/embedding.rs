@@ -1,0 +1,58 @@
+//! Embedding gather and row scatter (image rows overwriting text embeddings at `<|vision_pad|>` positions).
+
+use nvlm_tensor::{Device, Tensor};
+
+use crate::check::{float_dtype, index_dtype, rank, same_device, same_dtype};
+use crate::cpu::{f32_values, from_f32, index_values};
+use crate::{KernelError, Result};
+
+/// Rows of `table[vocab, d]` at `ids[n]` → `[n, d]` in the table's dtype; an id outside the vocabulary is an error.
+pub fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
+    const OP: &str = "embedding";
+    index_dtype(OP, ids)?;
+    rank(OP, "ids", ids, 1)?;
+    rank(OP, "table", table, 2)?;
+    let dtype = float_dtype(OP, table)?;
+    let (vocab, d) = (table.shape()[0], table.shape()[1]);
+    match same_device(OP, &[ids, table])? {
+        Device::Cpu => {
+            let ids = index_values(ids)?;
+            let tv = f32_values(table)?;
+            let mut out = Vec::with_capacity(ids.len() * d);
+            for &id in &ids {
+                if id < 0 || id as usize >= vocab {
+                    return Err(KernelError::invalid(OP, format!("token id {id} outside a vocabulary of {vocab}")));
+                }
+                out.extend_from_slice(&tv[id as usize * d..(id as usize + 1) * d]);
+            }
+            from_f32(out, dtype, &[ids.len(), d])
+        }
+        device => Err(KernelError::unsupported(OP, device)),
+    }
+}
+
+/// A copy of `x[n, d]` whose rows at `positions[m]` are replaced, in order, by `rows[m, d]`.
+pub fn scatter_rows(x: &Tensor, positions: &Tensor, rows: &Tensor) -> Result<Tensor> {
+    const OP: &str = "scatter_rows";
+    let dtype = float_dtype(OP, x)?;
+    same_dtype(OP, rows, x)?;
+    index_dtype(OP, positions)?;
+    rank(OP, "x", x, 2)?;
+    rank(OP, "positions", positions, 1)?;
+    let (n, d) = (x.shape()[0], x.shape()[1]);
+    rows.expect_shape(OP, "rows", &[positions.numel(), d])?;
+    match same_device(OP, &[x, positions, rows])? {
+        Device::Cpu => {
+            let mut out = f32_values(x)?.into_owned();
+            let rv = f32_values(rows)?;
+            for (i, &p) in index_values(positions)?.iter().enumerate() {
+                if p < 0 || p as usize >= n {
+                    return Err(KernelError::invalid(OP, format!("row {p} outside a tensor of {n} rows")));
+                }
+                out[p as usize * d..(p as usize + 1) * d].copy_from_slice(&rv[i * d..(i + 1) * d]);
+            }
+            from_f32(out, dtype, x.shape())
+        }
+        device => Err(KernelError::unsupported(OP, device)),
+    }
+}

@@ -1,0 +1,34 @@
+//! Every op of NVLM-D, behind device-dispatching functions.
+//!
+//! Each op checks shapes, dtypes and devices, then runs the f32 CPU reference (multithreaded where it matters) for
+//! host tensors or a CUDA kernel for device tensors. Ops without a CUDA kernel yet return
+//! [`KernelError::Unsupported`] on a GPU tensor. See the README for the op table.
+
+mod activation;
+mod attention;
+mod check;
+pub mod cpu;
+pub mod cuda;
+mod elementwise;
+mod embedding;
+mod error;
+mod matmul;
+mod norm;
+mod patch;
+mod rope;
+mod sampling;
+mod shape;
+mod softmax;
+
+pub use activation::{gelu, silu_mul};
+pub use attention::{attention, AttentionMask};
+pub use elementwise::{add, cast, mul, scale, scale_channels};
+pub use embedding::{embedding, scatter_rows};
+pub use error::{KernelError, Result};
+pub use matmul::{batched_matmul, matmul};
+pub use norm::{add_rms_norm, layer_norm, rms_norm, rms_norm_partial_stats};
+pub use patch::{patch_embed, unfold_patches};
+pub use rope::{rotary_embedding, DynamicNtk, RopeConfig};
+pub use sampling::{argmax, filtered_distribution, sample, uniform, SamplingParams};
+pub use shape::{concat, split, transpose_last2};
+pub use softmax::softmax;

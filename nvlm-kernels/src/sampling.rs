@@ -1,0 +1,132 @@
+//! Choosing the next token: argmax, and temperature / top-k / top-p sampling with a seeded counter-based RNG.
+//!
+//! The random draw for row `r` at decode step `s` is [`uniform`]`(seed, s, r)`: a pure function, so a sequence is
+//! reproducible from its seed alone, on any device and in any batch order.
+
+use nvlm_tensor::{Device, Tensor};
+
+use crate::check::{float_dtype, rank};
+use crate::cpu::{f32_values, tensor_of};
+use crate::{KernelError, Result};
+
+/// Sampling settings for one batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingParams {
+    /// Softmax temperature; `0` means greedy (argmax).
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens; `0` disables.
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens whose probability reaches `top_p`; `1.0` disables.
+    pub top_p: f32,
+    /// RNG seed.
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
+    }
+}
+
+/// Index of the largest logit per row of `logits[b, v]` (the first one on ties) → i32 `[b]`.
+pub fn argmax(logits: &Tensor) -> Result<Tensor> {
+    const OP: &str = "argmax";
+    float_dtype(OP, logits)?;
+    rank(OP, "logits", logits, 2)?;
+    match logits.device() {
+        Device::Cpu => {
+            let v = logits.shape()[1];
+            let values = f32_values(logits)?;
+            let ids = values.chunks(v.max(1)).map(|row| argmax_row(row) as i32).collect::<Vec<_>>();
+            tensor_of(ids, &[logits.shape()[0]])
+        }
+        device => Err(KernelError::unsupported(OP, device)),
+    }
+}
+
+fn argmax_row(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in row.iter().enumerate() {
+        if x > row[best] || row[best].is_nan() {
+            best = i;
+        }
+    }
+    best
+}
+
+/// One token per row of `logits[b, v]` → i32 `[b]`: greedy when `temperature == 0`, else softmax(logits / T)
+/// restricted to top-k then top-p (in that order, as transformers' warpers), drawn with `uniform(seed, step, row)`.
+pub fn sample(logits: &Tensor, params: &SamplingParams, step: u64) -> Result<Tensor> {
+    const OP: &str = "sample";
+    if params.temperature < 0.0 || !params.temperature.is_finite() {
+        return Err(KernelError::invalid(OP, format!("temperature {} must be >= 0", params.temperature)));
+    }
+    if !(params.top_p > 0.0 && params.top_p <= 1.0) {
+        return Err(KernelError::invalid(OP, format!("top_p {} must be in (0, 1]", params.top_p)));
+    }
+    if params.temperature == 0.0 {
+        return argmax(logits);
+    }
+    float_dtype(OP, logits)?;
+    rank(OP, "logits", logits, 2)?;
+    match logits.device() {
+        Device::Cpu => {
+            let v = logits.shape()[1];
+            let values = f32_values(logits)?;
+            let ids = values
+                .chunks(v.max(1))
+                .enumerate()
+                .map(|(r, row)| sample_row(row, params, uniform(params.seed, step, r as u64)) as i32)
+                .collect::<Vec<_>>();
+            tensor_of(ids, &[logits.shape()[0]])
+        }
+        device => Err(KernelError::unsupported(OP, device)),
+    }
+}
+
+/// The candidate tokens and their (unnormalised) weights after temperature, top-k and top-p, most likely first.
+pub fn filtered_distribution(row: &[f32], params: &SamplingParams) -> Vec<(usize, f32)> {
+    let mut order: Vec<usize> = (0..row.len()).collect();
+    order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+    if params.top_k > 0 {
+        order.truncate(params.top_k);
+    }
+    let max = row[order[0]] / params.temperature;
+    let weights: Vec<f32> = order.iter().map(|&i| (row[i] / params.temperature - max).exp()).collect();
+    let total: f32 = weights.iter().sum();
+    let mut kept = Vec::with_capacity(order.len());
+    let mut cumulative = 0f32;
+    for (&i, &w) in order.iter().zip(&weights) {
+        if cumulative >= params.top_p * total && !kept.is_empty() {
+            break;
+        }
+        kept.push((i, w));
+        cumulative += w;
+    }
+    kept
+}
+
+fn sample_row(row: &[f32], params: &SamplingParams, u: f32) -> usize {
+    let kept = filtered_distribution(row, params);
+    let total: f32 = kept.iter().map(|(_, w)| w).sum();
+    let target = u * total;
+    let mut cumulative = 0f32;
+    for &(i, w) in &kept {
+        cumulative += w;
+        if target < cumulative {
+            return i;
+        }
+    }
+    kept.last().map(|&(i, _)| i).unwrap_or(0)
+}
+
+/// A uniform draw in `[0, 1)` from `(seed, step, row)`: SplitMix64 of a mixed counter, top 24 bits.
+pub fn uniform(seed: u64, step: u64, row: u64) -> f32 {
+    let mut z = seed
+        .wrapping_add(step.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(row.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    (z >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+}

@@ -1,0 +1,98 @@
+//! The CUDA probe and the per-ordinal context/stream registry.
+//!
+//! cudarc, built with `dynamic-loading`, panics when asked to load a library that is not there. Everything here
+//! checks `is_culib_present()` before the first driver call, so a machine without CUDA gets `false` or an error.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{CudaContext, CudaStream};
+
+use crate::{Result, TensorError};
+
+/// One CUDA device as the engine uses it: its context and its compute stream.
+#[derive(Debug)]
+pub struct CudaDevice {
+    ordinal: usize,
+    context: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+}
+
+fn driver_library_present() -> bool {
+    // SAFETY: only tries to dlopen the driver library by its candidate names.
+    unsafe { cudarc::driver::sys::is_culib_present() }
+}
+
+/// Number of CUDA devices, or an error saying why there are none usable.
+pub fn cuda_device_count() -> Result<usize> {
+    if !driver_library_present() {
+        return Err(TensorError::CudaUnavailable(
+            "the NVIDIA driver library (libcuda.so) was not found; install the driver or add its folder to \
+             LD_LIBRARY_PATH, or run with --device cpu"
+                .into(),
+        ));
+    }
+    let n = CudaContext::device_count().map_err(|e| {
+        TensorError::CudaUnavailable(format!("the driver is present but cuInit/cuDeviceGetCount failed: {e}"))
+    })?;
+    Ok(n.max(0) as usize)
+}
+
+/// True when at least one CUDA device can be used. Never panics.
+pub fn cuda_available() -> bool {
+    matches!(cuda_device_count(), Ok(n) if n > 0)
+}
+
+fn registry() -> &'static Mutex<HashMap<usize, Arc<CudaDevice>>> {
+    static DEVICES: OnceLock<Mutex<HashMap<usize, Arc<CudaDevice>>>> = OnceLock::new();
+    DEVICES.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+impl CudaDevice {
+    /// The device for `ordinal`, created on first use (context + compute stream), or a clear error.
+    pub fn get(ordinal: usize) -> Result<Arc<CudaDevice>> {
+        let mut devices = registry().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(device) = devices.get(&ordinal) {
+            return Ok(device.clone());
+        }
+        let count = cuda_device_count()?;
+        if ordinal >= count {
+            return Err(TensorError::CudaUnavailable(format!(
+                "cuda:{ordinal} requested but this machine has {count} CUDA device(s)"
+            )));
+        }
+        let context = CudaContext::new(ordinal).map_err(TensorError::driver("creating a CUDA context"))?;
+        let stream = context.new_stream().map_err(TensorError::driver("creating a CUDA stream"))?;
+        let device = Arc::new(CudaDevice { ordinal, context, stream });
+        devices.insert(ordinal, device.clone());
+        Ok(device)
+    }
+
+    /// The device ordinal.
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    /// The cudarc context.
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.context
+    }
+
+    /// The compute stream every op of this device is queued on.
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// `sm_XY` (with the `a` suffix on Hopper, whose wgmma/TMA instructions need `sm_90a`).
+    pub fn arch(&self) -> Result<String> {
+        let (major, minor) =
+            self.context.compute_capability().map_err(TensorError::driver("reading compute capability"))?;
+        let suffix = if major == 9 && minor == 0 { "a" } else { "" };
+        Ok(format!("sm_{major}{minor}{suffix}"))
+    }
+
+    /// Waits for all work queued on the compute stream.
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(TensorError::driver("synchronizing the stream"))
+    }
+}

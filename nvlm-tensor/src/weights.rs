@@ -1,0 +1,81 @@
+//! Named host tensors, as models consume them: the seam between checkpoint readers and models.
+
+use std::collections::BTreeMap;
+
+use crate::{DType, Element, Result, Tensor, TensorError};
+
+/// A borrowed host tensor: dtype, shape and its little-endian bytes (possibly unaligned, e.g. inside an mmap).
+#[derive(Debug, Clone)]
+pub struct TensorView<'a> {
+    /// Element type.
+    pub dtype: DType,
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+    /// `numel * dtype.size_in_bytes()` bytes.
+    pub data: &'a [u8],
+}
+
+impl TensorView<'_> {
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// A source of named weights (a safetensors folder, a converted Megatron checkpoint, an in-memory map).
+pub trait Weights {
+    /// The tensor called `name`, or [`TensorError::MissingWeight`].
+    fn get(&self, name: &str) -> Result<TensorView<'_>>;
+    /// All names, sorted.
+    fn names(&self) -> Vec<String>;
+    /// True when `name` exists.
+    fn contains(&self, name: &str) -> bool {
+        self.get(name).is_ok()
+    }
+}
+
+/// Weights held in memory: for tests, tiny models, and tensors produced at run time.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryWeights {
+    tensors: BTreeMap<String, (DType, Vec<usize>, Vec<u8>)>,
+}
+
+impl MemoryWeights {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) `name` from typed values; fails when `values` does not fill `shape`.
+    pub fn insert<T: Element>(&mut self, name: &str, shape: &[usize], values: &[T]) -> Result<()> {
+        let numel: usize = shape.iter().product();
+        if numel != values.len() {
+            return Err(TensorError::shape(
+                "MemoryWeights::insert",
+                format!("`{name}`: shape {shape:?} needs {numel} values, got {}", values.len()),
+            ));
+        }
+        let bytes = bytemuck::cast_slice(values).to_vec();
+        self.tensors.insert(name.to_string(), (T::DTYPE, shape.to_vec(), bytes));
+        Ok(())
+    }
+
+    /// Adds a host tensor under `name`.
+    pub fn insert_tensor(&mut self, name: &str, tensor: &Tensor) -> Result<()> {
+        let bytes = tensor.cpu_bytes()?.to_vec();
+        self.tensors.insert(name.to_string(), (tensor.dtype(), tensor.shape().to_vec(), bytes));
+        Ok(())
+    }
+}
+
+impl Weights for MemoryWeights {
+    fn get(&self, name: &str) -> Result<TensorView<'_>> {
+        let (dtype, shape, data) =
+            self.tensors.get(name).ok_or_else(|| TensorError::MissingWeight(name.to_string()))?;
+        Ok(TensorView { dtype: *dtype, shape: shape.clone(), data })
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.tensors.keys().cloned().collect()
+    }
+}
