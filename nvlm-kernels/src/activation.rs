@@ -15,7 +15,11 @@ pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     match same_device(OP, &[gate, up])? {
         Device::Cpu => {
             let (g, u) = (f32_values(gate)?, f32_values(up)?);
-            let y = g.iter().zip(u.iter()).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u).collect();
+            let y = g
+                .iter()
+                .zip(u.iter())
+                .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
             from_f32(y, dtype, gate.shape())
         }
         Device::Cuda(_) => crate::cuda::elementwise::silu_mul(gate, up),

@@ -37,12 +37,19 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: AttentionMask, scale:
     if bk != b || dk != d || hkv == 0 || hq % hkv != 0 {
         return Err(KernelError::shape(
             OP,
-            format!("q {:?} and k/v {:?}: batch and head_dim must match, kv heads divide q heads", q.shape(), k.shape()),
+            format!(
+                "q {:?} and k/v {:?}: batch and head_dim must match, kv heads divide q heads",
+                q.shape(),
+                k.shape()
+            ),
         ));
     }
     if let AttentionMask::Causal { query_offset } = mask {
         if query_offset + tq > tk {
-            return Err(KernelError::shape(OP, format!("{tq} causal queries at offset {query_offset} need > {tk} keys")));
+            return Err(KernelError::shape(
+                OP,
+                format!("{tq} causal queries at offset {query_offset} need > {tk} keys"),
+            ));
         }
     }
     match same_device(OP, &[q, k, v])? {
@@ -51,30 +58,32 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: AttentionMask, scale:
             let group = hq / hkv;
             let mut out = vec![0f32; b * tq * hq * d];
             // One task per (batch, query token): rows of `hq * d` outputs.
-            out.par_chunks_mut((hq * d).max(1)).enumerate().for_each(|(row, o)| {
-                let (bi, i) = (row / tq, row % tq);
-                let visible = match mask {
-                    AttentionMask::Bidirectional => tk,
-                    AttentionMask::Causal { query_offset } => query_offset + i + 1,
-                };
-                let mut scores = vec![0f32; visible];
-                let mut probs = vec![0f32; visible];
-                for h in 0..hq {
-                    let kh = h / group;
-                    let qrow = &qv[((bi * tq + i) * hq + h) * d..][..d];
-                    for (j, s) in scores.iter_mut().enumerate() {
-                        let krow = &kv[((bi * tk + j) * hkv + kh) * d..][..d];
-                        *s = qrow.iter().zip(krow).map(|(a, b)| a * b).sum::<f32>() * scale;
+            out.par_chunks_mut((hq * d).max(1))
+                .enumerate()
+                .for_each(|(row, o)| {
+                    let (bi, i) = (row / tq, row % tq);
+                    let visible = match mask {
+                        AttentionMask::Bidirectional => tk,
+                        AttentionMask::Causal { query_offset } => query_offset + i + 1,
+                    };
+                    let mut scores = vec![0f32; visible];
+                    let mut probs = vec![0f32; visible];
+                    for h in 0..hq {
+                        let kh = h / group;
+                        let qrow = &qv[((bi * tq + i) * hq + h) * d..][..d];
+                        for (j, s) in scores.iter_mut().enumerate() {
+                            let krow = &kv[((bi * tk + j) * hkv + kh) * d..][..d];
+                            *s = qrow.iter().zip(krow).map(|(a, b)| a * b).sum::<f32>() * scale;
+                        }
+                        softmax_row(&scores, &mut probs);
+                        let oh = &mut o[h * d..(h + 1) * d];
+                        oh.fill(0.0);
+                        for (j, &p) in probs.iter().enumerate() {
+                            let vrow = &vv[((bi * tk + j) * hkv + kh) * d..][..d];
+                            oh.iter_mut().zip(vrow).for_each(|(acc, &x)| *acc += p * x);
+                        }
                     }
-                    softmax_row(&scores, &mut probs);
-                    let oh = &mut o[h * d..(h + 1) * d];
-                    oh.fill(0.0);
-                    for (j, &p) in probs.iter().enumerate() {
-                        let vrow = &vv[((bi * tk + j) * hkv + kh) * d..][..d];
-                        oh.iter_mut().zip(vrow).for_each(|(acc, &x)| *acc += p * x);
-                    }
-                }
-            });
+                });
             from_f32(out, dtype, q.shape())
         }
         device => Err(KernelError::unsupported(OP, device)),

@@ -12,7 +12,11 @@ fn binary(op: &'static str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32)
     b.expect_shape(op, "rhs", a.shape())?;
     match same_device(op, &[a, b])? {
         Device::Cpu => {
-            let y = f32_values(a)?.iter().zip(f32_values(b)?.iter()).map(|(&x, &y)| f(x, y)).collect();
+            let y = f32_values(a)?
+                .iter()
+                .zip(f32_values(b)?.iter())
+                .map(|(&x, &y)| f(x, y))
+                .collect();
             from_f32(y, dtype, a.shape())
         }
         device => Err(KernelError::unsupported(op, device)),
@@ -48,7 +52,11 @@ pub fn scale_channels(x: &Tensor, v: &Tensor) -> Result<Tensor> {
     match same_device(OP, &[x, v])? {
         Device::Cpu => {
             let vv = f32_values(v)?;
-            let y = f32_values(x)?.iter().enumerate().map(|(i, &a)| a * vv[i % d]).collect();
+            let y = f32_values(x)?
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| a * vv[i % d])
+                .collect();
             from_f32(y, dtype, x.shape())
         }
         device => Err(KernelError::unsupported(OP, device)),

@@ -21,7 +21,10 @@ pub fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
             let mut out = Vec::with_capacity(ids.len() * d);
             for &id in &ids {
                 if id < 0 || id as usize >= vocab {
-                    return Err(KernelError::invalid(OP, format!("token id {id} outside a vocabulary of {vocab}")));
+                    return Err(KernelError::invalid(
+                        OP,
+                        format!("token id {id} outside a vocabulary of {vocab}"),
+                    ));
                 }
                 out.extend_from_slice(&tv[id as usize * d..(id as usize + 1) * d]);
             }
@@ -47,7 +50,10 @@ pub fn scatter_rows(x: &Tensor, positions: &Tensor, rows: &Tensor) -> Result<Ten
             let rv = f32_values(rows)?;
             for (i, &p) in index_values(positions)?.iter().enumerate() {
                 if p < 0 || p as usize >= n {
-                    return Err(KernelError::invalid(OP, format!("row {p} outside a tensor of {n} rows")));
+                    return Err(KernelError::invalid(
+                        OP,
+                        format!("row {p} outside a tensor of {n} rows"),
+                    ));
                 }
                 out[p as usize * d..(p as usize + 1) * d].copy_from_slice(&rv[i * d..(i + 1) * d]);
             }

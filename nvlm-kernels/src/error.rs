@@ -50,7 +50,10 @@ pub type Result<T, E = KernelError> = std::result::Result<T, E>;
 impl KernelError {
     /// Shorthand for [`KernelError::InvalidArgument`].
     pub fn invalid(op: &'static str, detail: impl Into<String>) -> Self {
-        KernelError::InvalidArgument { op, detail: detail.into() }
+        KernelError::InvalidArgument {
+            op,
+            detail: detail.into(),
+        }
     }
 
     /// Shorthand for a shape error.
@@ -60,11 +63,18 @@ impl KernelError {
 
     /// Shorthand for [`KernelError::Unsupported`] with no hint.
     pub fn unsupported(op: &'static str, device: Device) -> Self {
-        KernelError::Unsupported { op, device, hint: "; run this op with --device cpu" }
+        KernelError::Unsupported {
+            op,
+            device,
+            hint: "; run this op with --device cpu",
+        }
     }
 
     /// A mapper for CUDA errors of any displayable type.
     pub fn cuda<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> Self {
-        move |e| KernelError::Cuda { op, detail: e.to_string() }
+        move |e| KernelError::Cuda {
+            op,
+            detail: e.to_string(),
+        }
     }
 }

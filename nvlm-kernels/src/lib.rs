@@ -19,6 +19,7 @@ mod rope;
 mod sampling;
 mod shape;
 mod softmax;
+pub mod validate;
 
 pub use activation::{gelu, silu_mul};
 pub use attention::{attention, AttentionMask};

@@ -24,7 +24,12 @@ pub fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     if x.last_dim() != k {
         return Err(KernelError::shape(
             OP,
-            format!("input {:?} has {} features but weight {:?} takes {k}", x.shape(), x.last_dim(), w.shape()),
+            format!(
+                "input {:?} has {} features but weight {:?} takes {k}",
+                x.shape(),
+                x.last_dim(),
+                w.shape()
+            ),
         ));
     }
     let mut tensors = vec![x, w];
@@ -41,7 +46,8 @@ pub fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
             let mut y = gemm_nt(&f32_values(x)?, &f32_values(w)?, m, n, k);
             if let Some(b) = bias {
                 let b = f32_values(b)?;
-                y.par_chunks_mut(n.max(1)).for_each(|row| row.iter_mut().zip(b.iter()).for_each(|(v, b)| *v += b));
+                y.par_chunks_mut(n.max(1))
+                    .for_each(|row| row.iter_mut().zip(b.iter()).for_each(|(v, b)| *v += b));
             }
             from_f32(y, dtype, &out_shape)
         }
@@ -65,7 +71,11 @@ pub fn batched_matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tenso
     if bb != batch || kb != k {
         return Err(KernelError::shape(
             OP,
-            format!("lhs {:?} and rhs {:?} (transpose_b = {transpose_b}) do not chain", a.shape(), b.shape()),
+            format!(
+                "lhs {:?} and rhs {:?} (transpose_b = {transpose_b}) do not chain",
+                a.shape(),
+                b.shape()
+            ),
         ));
     }
     match same_device(OP, &[a, b])? {
@@ -75,7 +85,11 @@ pub fn batched_matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tenso
             out.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(i, c)| {
                 let (ai, bi) = (&av[i * m * k..(i + 1) * m * k], &bv[i * n * k..(i + 1) * n * k]);
                 // b[k, n] row-major has strides (n, 1); b[n, k] read as its transpose has strides (1, k).
-                let (rsb, csb) = if transpose_b { (1, k as isize) } else { (n as isize, 1) };
+                let (rsb, csb) = if transpose_b {
+                    (1, k as isize)
+                } else {
+                    (n as isize, 1)
+                };
                 sgemm(ai, bi, c, m, n, k, rsb, csb);
             });
             from_f32(out, dtype, &[batch, m, n])
@@ -121,11 +135,13 @@ pub(crate) fn gemm_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec
     let threads = rayon::current_num_threads().max(1);
     if m >= 2 * threads || n < 64 {
         let rows_per_chunk = m.div_ceil(threads).max(1);
-        y.par_chunks_mut((rows_per_chunk * n).max(1)).enumerate().for_each(|(i, c)| {
-            let r0 = i * rows_per_chunk;
-            let rows = c.len() / n.max(1);
-            sgemm(&x[r0 * k..(r0 + rows) * k], w, c, rows, n, k, 1, k as isize);
-        });
+        y.par_chunks_mut((rows_per_chunk * n).max(1))
+            .enumerate()
+            .for_each(|(i, c)| {
+                let r0 = i * rows_per_chunk;
+                let rows = c.len() / n.max(1);
+                sgemm(&x[r0 * k..(r0 + rows) * k], w, c, rows, n, k, 1, k as isize);
+            });
     } else {
         // Few rows (decode): split the output columns, i.e. the weight rows, across threads.
         let cols_per_chunk = n.div_ceil(threads);
@@ -135,7 +151,16 @@ pub(crate) fn gemm_nt(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec
                 let j0 = i * cols_per_chunk;
                 let cols = cols_per_chunk.min(n - j0);
                 let mut part = vec![0f32; m * cols];
-                sgemm(x, &w[j0 * k..(j0 + cols) * k], &mut part, m, cols, k, 1, k as isize);
+                sgemm(
+                    x,
+                    &w[j0 * k..(j0 + cols) * k],
+                    &mut part,
+                    m,
+                    cols,
+                    k,
+                    1,
+                    k as isize,
+                );
                 (j0, part)
             })
             .collect();

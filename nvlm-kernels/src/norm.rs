@@ -24,7 +24,10 @@ pub fn rms_norm_partial_stats(x: &Tensor, weight: &Tensor, eps: f32, stat_channe
     let width = x.last_dim();
     vector(OP, "weight", weight, width)?;
     if stat_channels == 0 || stat_channels > width {
-        return Err(KernelError::invalid(OP, format!("statistics over {stat_channels} of {width} channels")));
+        return Err(KernelError::invalid(
+            OP,
+            format!("statistics over {stat_channels} of {width} channels"),
+        ));
     }
     match same_device(OP, &[x, weight])? {
         Device::Cpu => {
@@ -39,7 +42,14 @@ pub fn rms_norm_partial_stats(x: &Tensor, weight: &Tensor, eps: f32, stat_channe
     }
 }
 
-fn rms_row(row: &[f32], w: &[f32], eps: f32, stat_channels: usize, dtype: nvlm_tensor::DType, out: &mut [f32]) {
+fn rms_row(
+    row: &[f32],
+    w: &[f32],
+    eps: f32,
+    stat_channels: usize,
+    dtype: nvlm_tensor::DType,
+    out: &mut [f32],
+) {
     let mean_square = row[..stat_channels].iter().map(|v| v * v).sum::<f32>() / stat_channels as f32;
     let inv = 1.0 / (mean_square + eps).sqrt();
     for ((o, &v), &g) in out.iter_mut().zip(row).zip(w) {
@@ -58,9 +68,15 @@ pub fn add_rms_norm(x: &Tensor, residual: &Tensor, weight: &Tensor, eps: f32) ->
     match same_device(OP, &[x, residual, weight])? {
         Device::Cpu => {
             let (xv, rv) = (f32_values(x)?, f32_values(residual)?);
-            let sum: Vec<f32> = xv.iter().zip(rv.iter()).map(|(a, b)| round_to(a + b, dtype)).collect();
+            let sum: Vec<f32> = xv
+                .iter()
+                .zip(rv.iter())
+                .map(|(a, b)| round_to(a + b, dtype))
+                .collect();
             let w = f32_values(weight)?;
-            let y = map_rows(&sum, width, width, |_, row, out| rms_row(row, &w, eps, width, dtype, out));
+            let y = map_rows(&sum, width, width, |_, row, out| {
+                rms_row(row, &w, eps, width, dtype, out)
+            });
             Ok((from_f32(y, dtype, x.shape())?, from_f32(sum, dtype, x.shape())?))
         }
         device => Err(KernelError::unsupported(OP, device)),

@@ -12,9 +12,17 @@ pub fn unfold_patches(pixels: &Tensor, patch: usize) -> Result<Tensor> {
     const OP: &str = "unfold_patches";
     let dtype = float_dtype(OP, pixels)?;
     rank(OP, "pixels", pixels, 4)?;
-    let [t, c, h, w] = [pixels.shape()[0], pixels.shape()[1], pixels.shape()[2], pixels.shape()[3]];
+    let [t, c, h, w] = [
+        pixels.shape()[0],
+        pixels.shape()[1],
+        pixels.shape()[2],
+        pixels.shape()[3],
+    ];
     if patch == 0 || h % patch != 0 || w % patch != 0 {
-        return Err(KernelError::shape(OP, format!("{h}x{w} image is not a whole number of {patch}px patches")));
+        return Err(KernelError::shape(
+            OP,
+            format!("{h}x{w} image is not a whole number of {patch}px patches"),
+        ));
     }
     let (gh, gw) = (h / patch, w / patch);
     match pixels.device() {
@@ -44,9 +52,17 @@ pub fn unfold_patches(pixels: &Tensor, patch: usize) -> Result<Tensor> {
 pub fn patch_embed(pixels: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     const OP: &str = "patch_embed";
     rank(OP, "weight", weight, 4)?;
-    let [d, c, p, p2] = [weight.shape()[0], weight.shape()[1], weight.shape()[2], weight.shape()[3]];
+    let [d, c, p, p2] = [
+        weight.shape()[0],
+        weight.shape()[1],
+        weight.shape()[2],
+        weight.shape()[3],
+    ];
     if p != p2 || pixels.rank() != 4 || pixels.shape()[1] != c {
-        return Err(KernelError::shape(OP, format!("pixels {:?} with weight {:?}", pixels.shape(), weight.shape())));
+        return Err(KernelError::shape(
+            OP,
+            format!("pixels {:?} with weight {:?}", pixels.shape(), weight.shape()),
+        ));
     }
     let patches = unfold_patches(pixels, p)?;
     matmul(&patches, &weight.reshape(&[d, c * p * p])?, Some(bias))

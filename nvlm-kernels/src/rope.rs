@@ -33,7 +33,8 @@ impl RopeConfig {
         match self.dynamic {
             Some(ntk) if seq_len > ntk.original_max_positions => {
                 let d = self.head_dim as f64;
-                let ratio = ntk.factor * seq_len as f64 / ntk.original_max_positions as f64 - (ntk.factor - 1.0);
+                let ratio =
+                    ntk.factor * seq_len as f64 / ntk.original_max_positions as f64 - (ntk.factor - 1.0);
                 self.theta * ratio.powf(d / (d - 2.0))
             }
             _ => self.theta,
@@ -44,7 +45,9 @@ impl RopeConfig {
     pub fn inv_freq(&self, seq_len: usize) -> Vec<f32> {
         let base = self.base_for(seq_len) as f32;
         let d = self.head_dim;
-        (0..d / 2).map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32)).collect()
+        (0..d / 2)
+            .map(|i| 1.0 / base.powf((2 * i) as f32 / d as f32))
+            .collect()
     }
 }
 
@@ -57,10 +60,16 @@ pub fn rotary_embedding(x: &Tensor, positions: &Tensor, inv_freq: &[f32]) -> Res
     index_dtype(OP, positions)?;
     let (tokens, heads, d) = (x.shape()[0], x.shape()[1], x.shape()[2]);
     if positions.shape() != [tokens] {
-        return Err(KernelError::shape(OP, format!("positions {:?} for {tokens} tokens", positions.shape())));
+        return Err(KernelError::shape(
+            OP,
+            format!("positions {:?} for {tokens} tokens", positions.shape()),
+        ));
     }
     if d % 2 != 0 || inv_freq.len() != d / 2 {
-        return Err(KernelError::shape(OP, format!("head_dim {d} with {} frequencies", inv_freq.len())));
+        return Err(KernelError::shape(
+            OP,
+            format!("head_dim {d} with {} frequencies", inv_freq.len()),
+        ));
     }
     match same_device(OP, &[x, positions])? {
         Device::Cpu => {

@@ -24,7 +24,12 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        SamplingParams { temperature: 0.0, top_k: 0, top_p: 1.0, seed: 0 }
+        SamplingParams {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
     }
 }
 
@@ -37,7 +42,10 @@ pub fn argmax(logits: &Tensor) -> Result<Tensor> {
         Device::Cpu => {
             let v = logits.shape()[1];
             let values = f32_values(logits)?;
-            let ids = values.chunks(v.max(1)).map(|row| argmax_row(row) as i32).collect::<Vec<_>>();
+            let ids = values
+                .chunks(v.max(1))
+                .map(|row| argmax_row(row) as i32)
+                .collect::<Vec<_>>();
             tensor_of(ids, &[logits.shape()[0]])
         }
         device => Err(KernelError::unsupported(OP, device)),
@@ -59,10 +67,16 @@ fn argmax_row(row: &[f32]) -> usize {
 pub fn sample(logits: &Tensor, params: &SamplingParams, step: u64) -> Result<Tensor> {
     const OP: &str = "sample";
     if params.temperature < 0.0 || !params.temperature.is_finite() {
-        return Err(KernelError::invalid(OP, format!("temperature {} must be >= 0", params.temperature)));
+        return Err(KernelError::invalid(
+            OP,
+            format!("temperature {} must be >= 0", params.temperature),
+        ));
     }
     if !(params.top_p > 0.0 && params.top_p <= 1.0) {
-        return Err(KernelError::invalid(OP, format!("top_p {} must be in (0, 1]", params.top_p)));
+        return Err(KernelError::invalid(
+            OP,
+            format!("top_p {} must be in (0, 1]", params.top_p),
+        ));
     }
     if params.temperature == 0.0 {
         return argmax(logits);
@@ -92,7 +106,10 @@ pub fn filtered_distribution(row: &[f32], params: &SamplingParams) -> Vec<(usize
         order.truncate(params.top_k);
     }
     let max = row[order[0]] / params.temperature;
-    let weights: Vec<f32> = order.iter().map(|&i| (row[i] / params.temperature - max).exp()).collect();
+    let weights: Vec<f32> = order
+        .iter()
+        .map(|&i| (row[i] / params.temperature - max).exp())
+        .collect();
     let total: f32 = weights.iter().sum();
     let mut kept = Vec::with_capacity(order.len());
     let mut cumulative = 0f32;

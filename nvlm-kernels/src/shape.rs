@@ -7,7 +7,11 @@ use crate::{KernelError, Result};
 
 /// Splits a shape around `dim`: (product of dims before, size at dim, product of dims after).
 fn around(shape: &[usize], dim: usize) -> (usize, usize, usize) {
-    (shape[..dim].iter().product(), shape[dim], shape[dim + 1..].iter().product())
+    (
+        shape[..dim].iter().product(),
+        shape[dim],
+        shape[dim + 1..].iter().product(),
+    )
 }
 
 fn host_bytes<'a>(op: &'static str, t: &'a Tensor) -> Result<&'a [u8]> {
@@ -20,9 +24,14 @@ fn host_bytes<'a>(op: &'static str, t: &'a Tensor) -> Result<&'a [u8]> {
 /// Concatenation along `dim`; every other dimension and the dtype must agree.
 pub fn concat(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
     const OP: &str = "concat";
-    let first = tensors.first().ok_or_else(|| KernelError::invalid(OP, "no tensors"))?;
+    let first = tensors
+        .first()
+        .ok_or_else(|| KernelError::invalid(OP, "no tensors"))?;
     if dim >= first.rank() {
-        return Err(KernelError::shape(OP, format!("dim {dim} of a rank-{} tensor", first.rank())));
+        return Err(KernelError::shape(
+            OP,
+            format!("dim {dim} of a rank-{} tensor", first.rank()),
+        ));
     }
     let device = same_device(OP, tensors)?;
     let mut shape = first.shape().to_vec();
@@ -31,14 +40,20 @@ pub fn concat(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
         crate::check::same_dtype(OP, t, first)?;
         let mut probe = t.shape().to_vec();
         if probe.len() != shape.len() {
-            return Err(KernelError::shape(OP, format!("{:?} and {:?}", first.shape(), t.shape())));
+            return Err(KernelError::shape(
+                OP,
+                format!("{:?} and {:?}", first.shape(), t.shape()),
+            ));
         }
         shape[dim] += probe[dim];
         probe[dim] = 0;
         let mut expect = first.shape().to_vec();
         expect[dim] = 0;
         if probe != expect {
-            return Err(KernelError::shape(OP, format!("{:?} and {:?} differ outside dim {dim}", first.shape(), t.shape())));
+            return Err(KernelError::shape(
+                OP,
+                format!("{:?} and {:?} differ outside dim {dim}", first.shape(), t.shape()),
+            ));
         }
     }
     if device != Device::Cpu {
@@ -60,7 +75,10 @@ pub fn concat(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
 pub fn split(x: &Tensor, dim: usize, sizes: &[usize]) -> Result<Vec<Tensor>> {
     const OP: &str = "split";
     if dim >= x.rank() || sizes.iter().sum::<usize>() != x.shape()[dim] {
-        return Err(KernelError::shape(OP, format!("sizes {sizes:?} along dim {dim} of {:?}", x.shape())));
+        return Err(KernelError::shape(
+            OP,
+            format!("sizes {sizes:?} along dim {dim} of {:?}", x.shape()),
+        ));
     }
     let bytes = host_bytes(OP, x)?;
     let elem = x.dtype().size_in_bytes();
@@ -85,7 +103,10 @@ pub fn split(x: &Tensor, dim: usize, sizes: &[usize]) -> Result<Vec<Tensor>> {
 pub fn transpose_last2(x: &Tensor) -> Result<Tensor> {
     const OP: &str = "transpose_last2";
     if x.rank() < 2 {
-        return Err(KernelError::shape(OP, format!("needs rank >= 2, found {:?}", x.shape())));
+        return Err(KernelError::shape(
+            OP,
+            format!("needs rank >= 2, found {:?}", x.shape()),
+        ));
     }
     let bytes = host_bytes(OP, x)?;
     let elem = x.dtype().size_in_bytes();

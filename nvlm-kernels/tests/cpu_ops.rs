@@ -1,4 +1,6 @@
 //! Every CPU op against an independent f64 reference, on random inputs with awkward shapes, plus the error paths.
+// The references are written as plain index loops on purpose: they mirror the formulas, not the implementation.
+#![allow(clippy::needless_range_loop, clippy::type_complexity)]
 
 mod common;
 
@@ -15,27 +17,58 @@ fn ids(v: Vec<i64>) -> Tensor {
 fn matmul_matches_f64_on_awkward_shapes() {
     let mut r = rng(1);
     // (m, n, k): single elements, odd sizes, a decode-like row (column-split path), many rows (row-split path).
-    for &(m, n, k) in &[(1, 1, 1), (3, 5, 7), (17, 33, 65), (1, 300, 96), (2, 129, 31), (70, 9, 130)] {
+    for &(m, n, k) in &[
+        (1, 1, 1),
+        (3, 5, 7),
+        (17, 33, 65),
+        (1, 300, 96),
+        (2, 129, 31),
+        (70, 9, 130),
+    ] {
         let (x, xv) = random(&mut r, &[m, k], DType::F32);
         let (w, wv) = random(&mut r, &[n, k], DType::F32);
         let (b, bv) = random(&mut r, &[n], DType::F32);
         let y = matmul(&x, &w, Some(&b)).unwrap();
         assert_eq!(y.shape(), &[m, n]);
-        assert_close(&format!("matmul {m}x{n}x{k}"), &y.to_f64_vec().unwrap(), &matmul_ref(&xv, &wv, Some(&bv), m, n, k), f32_tol(k), 1e-6);
+        assert_close(
+            &format!("matmul {m}x{n}x{k}"),
+            &y.to_f64_vec().unwrap(),
+            &matmul_ref(&xv, &wv, Some(&bv), m, n, k),
+            f32_tol(k),
+            1e-6,
+        );
         let y = matmul(&x, &w, None).unwrap();
-        assert_close("matmul no bias", &y.to_f64_vec().unwrap(), &matmul_ref(&xv, &wv, None, m, n, k), f32_tol(k), 1e-6);
+        assert_close(
+            "matmul no bias",
+            &y.to_f64_vec().unwrap(),
+            &matmul_ref(&xv, &wv, None, m, n, k),
+            f32_tol(k),
+            1e-6,
+        );
     }
     // Rank-3 input, bf16 weights upcast under f32 activations.
     let (x, xv) = random(&mut r, &[2, 3, 16], DType::F32);
     let (w, wv) = random(&mut r, &[8, 16], DType::BF16);
     let y = matmul(&x, &w, None).unwrap();
     assert_eq!((y.shape(), y.dtype()), (&[2, 3, 8][..], DType::F32));
-    assert_close("matmul rank-3", &y.to_f64_vec().unwrap(), &matmul_ref(&xv, &wv, None, 6, 8, 16), f32_tol(16), 1e-6);
+    assert_close(
+        "matmul rank-3",
+        &y.to_f64_vec().unwrap(),
+        &matmul_ref(&xv, &wv, None, 6, 8, 16),
+        f32_tol(16),
+        1e-6,
+    );
     // bf16 activations: one rounding of the f32 result.
     let (xb, xbv) = random(&mut r, &[4, 16], DType::BF16);
     let y = matmul(&xb, &w, None).unwrap();
     assert_eq!(y.dtype(), DType::BF16);
-    assert_close("matmul bf16", &y.to_f64_vec().unwrap(), &matmul_ref(&xbv, &wv, None, 4, 8, 16), 1e-3, 1.0 / 128.0);
+    assert_close(
+        "matmul bf16",
+        &y.to_f64_vec().unwrap(),
+        &matmul_ref(&xbv, &wv, None, 4, 8, 16),
+        1e-3,
+        1.0 / 128.0,
+    );
 }
 
 #[test]
@@ -59,7 +92,14 @@ fn batched_matmul_matches_f64_both_layouts() {
     let y = batched_matmul(&a, &bt, true).unwrap().to_f64_vec().unwrap();
     let mut want = Vec::new();
     for i in 0..batch {
-        want.extend(matmul_ref(&av[i * m * k..][..m * k], &btv[i * n * k..][..n * k], None, m, n, k));
+        want.extend(matmul_ref(
+            &av[i * m * k..][..m * k],
+            &btv[i * n * k..][..n * k],
+            None,
+            m,
+            n,
+            k,
+        ));
     }
     assert_close("bmm a·bᵀ", &y, &want, f32_tol(k), 1e-6);
     // b[k, n] = transpose of bt[n, k].
@@ -76,12 +116,24 @@ fn rms_norm_follows_the_reference_order() {
         let (x, xv) = random(&mut r, &[rows, width], DType::F32);
         let (w, wv) = random(&mut r, &[width], DType::F32);
         let y = rms_norm(&x, &w, 1e-6).unwrap().to_f64_vec().unwrap();
-        assert_close("rms_norm f32", &y, &rms_norm_ref(&xv, &wv, 1e-6, width, width, |v| v), 1e-5, 1e-5);
+        assert_close(
+            "rms_norm f32",
+            &y,
+            &rms_norm_ref(&xv, &wv, 1e-6, width, width, |v| v),
+            1e-5,
+            1e-5,
+        );
         // bf16: the normalised value is rounded to bf16 before the weight multiplies it, then rounded again.
         let (xb, xbv) = random(&mut r, &[rows, width], DType::BF16);
         let (wb, wbv) = random(&mut r, &[width], DType::BF16);
         let y = rms_norm(&xb, &wb, 1e-6).unwrap().to_f64_vec().unwrap();
-        assert_close("rms_norm bf16", &y, &rms_norm_ref(&xbv, &wbv, 1e-6, width, width, round_bf16), 1e-6, 1.0 / 128.0);
+        assert_close(
+            "rms_norm bf16",
+            &y,
+            &rms_norm_ref(&xbv, &wbv, 1e-6, width, width, round_bf16),
+            1e-6,
+            1.0 / 128.0,
+        );
     }
     let x = Tensor::from_vec(vec![0f32; 6], &[2, 3]).unwrap();
     let w = Tensor::from_vec(vec![0f32; 4], &[4]).unwrap();
@@ -94,8 +146,17 @@ fn qk_norm_variance_over_real_channels_only() {
     // 5 heads of 4 stored padded to 7: statistics over the first 20 of 28 channels, every channel normalised.
     let (x, xv) = random(&mut r, &[3, 28], DType::F32);
     let (w, wv) = random(&mut r, &[28], DType::F32);
-    let y = rms_norm_partial_stats(&x, &w, 1e-6, 20).unwrap().to_f64_vec().unwrap();
-    assert_close("qk-norm", &y, &rms_norm_ref(&xv, &wv, 1e-6, 28, 20, |v| v), 1e-5, 1e-5);
+    let y = rms_norm_partial_stats(&x, &w, 1e-6, 20)
+        .unwrap()
+        .to_f64_vec()
+        .unwrap();
+    assert_close(
+        "qk-norm",
+        &y,
+        &rms_norm_ref(&xv, &wv, 1e-6, 28, 20, |v| v),
+        1e-5,
+        1e-5,
+    );
     assert!(rms_norm_partial_stats(&x, &w, 1e-6, 29).is_err());
     assert!(rms_norm_partial_stats(&x, &w, 1e-6, 0).is_err());
 }
@@ -109,7 +170,13 @@ fn add_rms_norm_returns_norm_and_sum() {
     let (y, sum) = add_rms_norm(&x, &res, &w, 1e-6).unwrap();
     let want_sum: Vec<f64> = xv.iter().zip(&rv).map(|(a, b)| a + b).collect();
     assert_close("residual sum", &sum.to_f64_vec().unwrap(), &want_sum, 1e-6, 1e-6);
-    assert_close("add_rms_norm", &y.to_f64_vec().unwrap(), &rms_norm_ref(&want_sum, &wv, 1e-6, 33, 33, |v| v), 1e-5, 1e-5);
+    assert_close(
+        "add_rms_norm",
+        &y.to_f64_vec().unwrap(),
+        &rms_norm_ref(&want_sum, &wv, 1e-6, 33, 33, |v| v),
+        1e-5,
+        1e-5,
+    );
     let bad = Tensor::from_vec(vec![0f32; 33], &[1, 33]).unwrap();
     assert!(add_rms_norm(&x, &bad, &w, 1e-6).is_err());
 }
@@ -118,12 +185,21 @@ fn add_rms_norm_returns_norm_and_sum() {
 fn layer_norm_matches_f64() {
     let mut r = rng(6);
     for &(rows, width) in &[(1, 1), (4, 9), (3, 129)] {
-        let v: Vec<f64> = values(&mut r, rows * width, 3.0).iter().map(|x| x + 0.5).collect();
+        let v: Vec<f64> = values(&mut r, rows * width, 3.0)
+            .iter()
+            .map(|x| x + 0.5)
+            .collect();
         let (x, xv) = tensor(&v, &[rows, width], DType::F32);
         let (w, wv) = random(&mut r, &[width], DType::F32);
         let (b, bv) = random(&mut r, &[width], DType::F32);
         let y = layer_norm(&x, &w, &b, 1e-5).unwrap().to_f64_vec().unwrap();
-        assert_close("layer_norm", &y, &layer_norm_ref(&xv, &wv, &bv, 1e-5, width), 1e-5, 1e-5);
+        assert_close(
+            "layer_norm",
+            &y,
+            &layer_norm_ref(&xv, &wv, &bv, 1e-5, width),
+            1e-5,
+            1e-5,
+        );
     }
 }
 
@@ -131,11 +207,18 @@ fn layer_norm_matches_f64() {
 fn rope_rotates_by_position_times_frequency() {
     let mut r = rng(7);
     let (tokens, heads, d) = (5, 3, 8);
-    let cfg = RopeConfig { theta: 10_000.0, head_dim: d, dynamic: None };
+    let cfg = RopeConfig {
+        theta: 10_000.0,
+        head_dim: d,
+        dynamic: None,
+    };
     let (x, xv) = random(&mut r, &[tokens, heads, d], DType::F32);
     let positions = [0i64, 1, 7, 100, 4095];
     let inv = cfg.inv_freq(4096);
-    let y = rotary_embedding(&x, &ids(positions.to_vec()), &inv).unwrap().to_f64_vec().unwrap();
+    let y = rotary_embedding(&x, &ids(positions.to_vec()), &inv)
+        .unwrap()
+        .to_f64_vec()
+        .unwrap();
     let mut want = vec![0.0; xv.len()];
     for t in 0..tokens {
         for h in 0..heads {
@@ -161,13 +244,19 @@ fn dynamic_ntk_base_matches_transformers() {
     let cfg = RopeConfig {
         theta: 1e6,
         head_dim: 128,
-        dynamic: Some(DynamicNtk { factor: 3.0, original_max_positions: 32768 }),
+        dynamic: Some(DynamicNtk {
+            factor: 3.0,
+            original_max_positions: 32768,
+        }),
     };
     assert_eq!(cfg.base_for(1), 1e6);
     assert_eq!(cfg.base_for(32768), 1e6);
     for (seq, want) in [(32769usize, 1.000093e6), (65536, 4.08899e6), (98304, 7.21959e6)] {
         let got = cfg.base_for(seq);
-        assert!((got - want).abs() / want < 2e-6, "seq {seq}: base {got}, expected {want}");
+        assert!(
+            (got - want).abs() / want < 2e-6,
+            "seq {seq}: base {got}, expected {want}"
+        );
     }
     let plain = RopeConfig { dynamic: None, ..cfg };
     assert_eq!(plain.base_for(98304), 1e6);
@@ -184,14 +273,27 @@ fn silu_mul_and_gelu_match_f64() {
     let (g, gv) = tensor(&v, &[257], DType::F32);
     let (u, uv) = random(&mut r, &[257], DType::F32);
     let y = silu_mul(&g, &u).unwrap().to_f64_vec().unwrap();
-    let want: Vec<f64> = gv.iter().zip(&uv).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+    let want: Vec<f64> = gv
+        .iter()
+        .zip(&uv)
+        .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+        .collect();
     assert_close("silu_mul", &y, &want, 1e-6, 1e-5);
     let y = gelu(&g).unwrap().to_f64_vec().unwrap();
-    let want: Vec<f64> = gv.iter().map(|x| 0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt()))).collect();
+    let want: Vec<f64> = gv
+        .iter()
+        .map(|x| 0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt())))
+        .collect();
     assert_close("gelu", &y, &want, 1e-6, 1e-5);
     // Known values of exact GELU.
     let (t, _) = tensor(&[1.0, -1.0, 0.0], &[3], DType::F32);
-    assert_close("gelu(±1)", &gelu(&t).unwrap().to_f64_vec().unwrap(), &[0.8413447460685429, -0.15865525393145707, 0.0], 1e-6, 0.0);
+    assert_close(
+        "gelu(±1)",
+        &gelu(&t).unwrap().to_f64_vec().unwrap(),
+        &[0.8413447460685429, -0.15865525393145707, 0.0],
+        1e-6,
+        0.0,
+    );
     assert!(silu_mul(&g, &Tensor::from_vec(vec![0f32; 3], &[3]).unwrap()).is_err());
 }
 
@@ -222,17 +324,34 @@ fn attention_matches_f64_for_gqa_ratios_and_masks() {
         let (q, qv) = random(&mut r, &[b, tq, hq, d], DType::F32);
         let (k, kv) = random(&mut r, &[b, tk, hkv, d], DType::F32);
         let (v, vv) = random(&mut r, &[b, tk, hkv, d], DType::F32);
-        let mask = offset.map_or(AttentionMask::Bidirectional, |o| AttentionMask::Causal { query_offset: o });
+        let mask = offset.map_or(AttentionMask::Bidirectional, |o| AttentionMask::Causal {
+            query_offset: o,
+        });
         let scale = 1.0 / (d as f64).sqrt();
-        let y = attention(&q, &k, &v, mask, scale as f32).unwrap().to_f64_vec().unwrap();
+        let y = attention(&q, &k, &v, mask, scale as f32)
+            .unwrap()
+            .to_f64_vec()
+            .unwrap();
         let want = attention_ref(&qv, &kv, &vv, b, tq, tk, hq, hkv, d, offset, scale);
-        assert_close(&format!("attention {b}x{tq}x{tk} heads {hq}/{hkv} {mask:?}"), &y, &want, 1e-5, 1e-5);
+        assert_close(
+            &format!("attention {b}x{tq}x{tk} heads {hq}/{hkv} {mask:?}"),
+            &y,
+            &want,
+            1e-5,
+            1e-5,
+        );
     }
     let q = Tensor::zeros(&[1, 2, 6, 4], DType::F32, nvlm_tensor::Device::Cpu).unwrap();
     let k = Tensor::zeros(&[1, 2, 4, 4], DType::F32, nvlm_tensor::Device::Cpu).unwrap();
-    assert!(attention(&q, &k, &k, AttentionMask::Bidirectional, 1.0).is_err(), "4 kv heads do not divide 6");
+    assert!(
+        attention(&q, &k, &k, AttentionMask::Bidirectional, 1.0).is_err(),
+        "4 kv heads do not divide 6"
+    );
     let k = Tensor::zeros(&[1, 2, 3, 4], DType::F32, nvlm_tensor::Device::Cpu).unwrap();
-    assert!(attention(&q, &k, &k, AttentionMask::Causal { query_offset: 1 }, 1.0).is_err(), "not enough keys");
+    assert!(
+        attention(&q, &k, &k, AttentionMask::Causal { query_offset: 1 }, 1.0).is_err(),
+        "not enough keys"
+    );
 }
 
 #[test]
@@ -249,7 +368,10 @@ fn embedding_gathers_and_scatter_overwrites() {
     assert!(embedding(&ids(vec![-1]), &table).is_err());
     let (x, xv) = random(&mut r, &[5, 2], DType::F32);
     let (rows, rv) = random(&mut r, &[2, 2], DType::F32);
-    let y = scatter_rows(&x, &ids(vec![3, 1]), &rows).unwrap().to_f64_vec().unwrap();
+    let y = scatter_rows(&x, &ids(vec![3, 1]), &rows)
+        .unwrap()
+        .to_f64_vec()
+        .unwrap();
     let mut want = xv.clone();
     want[6..8].copy_from_slice(&rv[0..2]);
     want[2..4].copy_from_slice(&rv[2..4]);
@@ -261,20 +383,48 @@ fn embedding_gathers_and_scatter_overwrites() {
 #[test]
 fn argmax_and_sampling_behave() {
     let logits = Tensor::from_vec(vec![0.0f32, 3.0, 3.0, -1.0, 5.0, 1.0, 2.0, 0.5], &[2, 4]).unwrap();
-    assert_eq!(argmax(&logits).unwrap().to_vec::<i32>().unwrap(), vec![1, 0], "first index wins ties");
+    assert_eq!(
+        argmax(&logits).unwrap().to_vec::<i32>().unwrap(),
+        vec![1, 0],
+        "first index wins ties"
+    );
     let greedy = SamplingParams::default();
-    assert_eq!(sample(&logits, &greedy, 0).unwrap().to_vec::<i32>().unwrap(), vec![1, 0]);
-    let top1 = SamplingParams { temperature: 1.0, top_k: 1, top_p: 1.0, seed: 7 };
-    assert_eq!(sample(&logits, &top1, 3).unwrap().to_vec::<i32>().unwrap(), vec![1, 0]);
+    assert_eq!(
+        sample(&logits, &greedy, 0).unwrap().to_vec::<i32>().unwrap(),
+        vec![1, 0]
+    );
+    let top1 = SamplingParams {
+        temperature: 1.0,
+        top_k: 1,
+        top_p: 1.0,
+        seed: 7,
+    };
+    assert_eq!(
+        sample(&logits, &top1, 3).unwrap().to_vec::<i32>().unwrap(),
+        vec![1, 0]
+    );
     // Row [5, 1, 2, 0.5]: p ≈ [0.93, 0.017, 0.046, 0.010]; top_p = 0.5 keeps the first token only.
-    let nucleus = SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.5, seed: 7 };
+    let nucleus = SamplingParams {
+        temperature: 1.0,
+        top_k: 0,
+        top_p: 0.5,
+        seed: 7,
+    };
     for step in 0..20 {
-        assert_eq!(sample(&logits, &nucleus, step).unwrap().to_vec::<i32>().unwrap()[1], 0);
+        assert_eq!(
+            sample(&logits, &nucleus, step).unwrap().to_vec::<i32>().unwrap()[1],
+            0
+        );
     }
     // Frequencies follow softmax(logits / T) within sampling noise; the same seed gives the same draws.
     let row = [1.0f32, 0.0, 2.0, -1.0];
     let t = Tensor::from_vec(row.to_vec(), &[1, 4]).unwrap();
-    let params = SamplingParams { temperature: 2.0, top_k: 0, top_p: 1.0, seed: 42 };
+    let params = SamplingParams {
+        temperature: 2.0,
+        top_k: 0,
+        top_p: 1.0,
+        seed: 42,
+    };
     let n = 20_000;
     let mut counts = [0usize; 4];
     let mut first_run = Vec::new();
@@ -289,10 +439,15 @@ fn argmax_and_sampling_behave() {
     for i in 0..4 {
         let freq = counts[i] as f64 / n as f64;
         let sigma = (probs[i] * (1.0 - probs[i]) / n as f64).sqrt();
-        assert!((freq - probs[i]).abs() < 5.0 * sigma, "token {i}: frequency {freq}, probability {}", probs[i]);
+        assert!(
+            (freq - probs[i]).abs() < 5.0 * sigma,
+            "token {i}: frequency {freq}, probability {}",
+            probs[i]
+        );
     }
-    let again: Vec<usize> =
-        (0..50).map(|s| sample(&t, &params, s).unwrap().to_vec::<i32>().unwrap()[0] as usize).collect();
+    let again: Vec<usize> = (0..50)
+        .map(|s| sample(&t, &params, s).unwrap().to_vec::<i32>().unwrap()[0] as usize)
+        .collect();
     assert_eq!(first_run, again);
     // top-k = 2 never draws outside the two best.
     let k2 = SamplingParams { top_k: 2, ..params };
@@ -301,7 +456,15 @@ fn argmax_and_sampling_behave() {
         assert!(id == 0 || id == 2, "top-k 2 drew {id}");
     }
     assert!(sample(&t, &SamplingParams { top_p: 0.0, ..params }, 0).is_err());
-    assert!(sample(&t, &SamplingParams { temperature: -1.0, ..params }, 0).is_err());
+    assert!(sample(
+        &t,
+        &SamplingParams {
+            temperature: -1.0,
+            ..params
+        },
+        0
+    )
+    .is_err());
 }
 
 #[test]
@@ -324,10 +487,34 @@ fn elementwise_ops_match_f64() {
     let prod: Vec<f64> = av.iter().zip(&bv).map(|(x, y)| x * y).collect();
     let scaled: Vec<f64> = av.iter().map(|x| x * 0.375).collect();
     let channels: Vec<f64> = av.iter().enumerate().map(|(i, x)| x * sv[i % 5]).collect();
-    assert_close("add", &add(&a, &b).unwrap().to_f64_vec().unwrap(), &sum, 1e-7, 1e-6);
-    assert_close("mul", &mul(&a, &b).unwrap().to_f64_vec().unwrap(), &prod, 1e-7, 1e-6);
-    assert_close("scale", &scale(&a, 0.375).unwrap().to_f64_vec().unwrap(), &scaled, 1e-7, 1e-6);
-    assert_close("scale_channels", &scale_channels(&a, &s).unwrap().to_f64_vec().unwrap(), &channels, 1e-7, 1e-6);
+    assert_close(
+        "add",
+        &add(&a, &b).unwrap().to_f64_vec().unwrap(),
+        &sum,
+        1e-7,
+        1e-6,
+    );
+    assert_close(
+        "mul",
+        &mul(&a, &b).unwrap().to_f64_vec().unwrap(),
+        &prod,
+        1e-7,
+        1e-6,
+    );
+    assert_close(
+        "scale",
+        &scale(&a, 0.375).unwrap().to_f64_vec().unwrap(),
+        &scaled,
+        1e-7,
+        1e-6,
+    );
+    assert_close(
+        "scale_channels",
+        &scale_channels(&a, &s).unwrap().to_f64_vec().unwrap(),
+        &channels,
+        1e-7,
+        1e-6,
+    );
     assert!(add(&a, &s).is_err());
     assert!(scale_channels(&a, &b).is_err());
     let half = cast(&a, DType::BF16).unwrap();
@@ -342,7 +529,10 @@ fn concat_split_transpose_move_data_exactly() {
     let b = Tensor::from_vec((6..10).map(|i| i as f32).collect(), &[2, 2]).unwrap();
     let c = concat(&[&a, &b], 1).unwrap();
     assert_eq!(c.shape(), &[2, 5]);
-    assert_eq!(c.to_f32_vec().unwrap(), vec![0., 1., 2., 6., 7., 3., 4., 5., 8., 9.]);
+    assert_eq!(
+        c.to_f32_vec().unwrap(),
+        vec![0., 1., 2., 6., 7., 3., 4., 5., 8., 9.]
+    );
     let parts = split(&c, 1, &[3, 2]).unwrap();
     assert_eq!(parts[0].to_f32_vec().unwrap(), a.to_f32_vec().unwrap());
     assert_eq!(parts[1].to_f32_vec().unwrap(), b.to_f32_vec().unwrap());
@@ -350,9 +540,13 @@ fn concat_split_transpose_move_data_exactly() {
     assert_eq!(rows.shape(), &[4, 3]);
     assert!(concat(&[&a, &b], 0).is_err());
     assert!(split(&c, 1, &[3, 3]).is_err());
-    let t = transpose_last2(&Tensor::from_vec((0..12).map(|i| i as f32).collect(), &[2, 2, 3]).unwrap()).unwrap();
+    let t =
+        transpose_last2(&Tensor::from_vec((0..12).map(|i| i as f32).collect(), &[2, 2, 3]).unwrap()).unwrap();
     assert_eq!(t.shape(), &[2, 3, 2]);
-    assert_eq!(t.to_f32_vec().unwrap(), vec![0., 3., 1., 4., 2., 5., 6., 9., 7., 10., 8., 11.]);
+    assert_eq!(
+        t.to_f32_vec().unwrap(),
+        vec![0., 3., 1., 4., 2., 5., 6., 9., 7., 10., 8., 11.]
+    );
 }
 
 #[test]
@@ -384,6 +578,15 @@ fn patch_embed_equals_a_strided_convolution() {
             }
         }
     }
-    assert_close("patch_embed", &y.to_f64_vec().unwrap(), &want, f32_tol(c * p * p), 1e-6);
-    assert!(unfold_patches(&px, 4).is_err(), "6x4 is not a whole number of 4px patches");
+    assert_close(
+        "patch_embed",
+        &y.to_f64_vec().unwrap(),
+        &want,
+        f32_tol(c * p * p),
+        1e-6,
+    );
+    assert!(
+        unfold_patches(&px, 4).is_err(),
+        "6x4 is not a whole number of 4px patches"
+    );
 }

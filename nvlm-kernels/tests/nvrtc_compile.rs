@@ -12,7 +12,9 @@ const ARCH: &str = "sm_90a";
 fn every_kernel_compiles_for_sm90a_without_spills() {
     let required = std::env::var("NVLM_REQUIRE_NVRTC").as_deref() == Ok("1");
     if std::env::var(NVRTC_LIB_ENV).is_err() && !required {
-        println!("skipped: {NVRTC_LIB_ENV} is not set (run `cargo xtask test`, which installs the pinned NVRTC)");
+        println!(
+            "skipped: {NVRTC_LIB_ENV} is not set (run `cargo xtask test`, which installs the pinned NVRTC)"
+        );
         return;
     }
     if let Err(e) = ensure_nvrtc() {
@@ -20,7 +22,10 @@ fn every_kernel_compiles_for_sm90a_without_spills() {
     }
     let (major, minor) = nvrtc_version().unwrap();
     println!("NVRTC {major}.{minor}, target {ARCH}");
-    println!("{:<12} {:<20} {:>9} {:>12} {:>11}", "source", "function", "registers", "spill-stores", "spill-loads");
+    println!(
+        "{:<12} {:<20} {:>9} {:>12} {:>11}",
+        "source", "function", "registers", "spill-stores", "spill-loads"
+    );
     let mut failures = Vec::new();
     for kernel in KERNEL_SOURCES {
         let compiled = match compile(kernel.name, &kernel.program(), ARCH, true) {
@@ -30,11 +35,18 @@ fn every_kernel_compiles_for_sm90a_without_spills() {
                 continue;
             }
         };
-        assert!(compiled.cubin.starts_with(b"\x7fELF"), "{}: NVRTC did not return an ELF cubin", kernel.name);
+        assert!(
+            compiled.cubin.starts_with(b"\x7fELF"),
+            "{}: NVRTC did not return an ELF cubin",
+            kernel.name
+        );
         let usage = parse_resource_usage(&compiled.log);
         for function in kernel.functions {
             match usage.iter().find(|u| u.function == *function) {
-                None => failures.push(format!("{}: entry `{function}` missing from the ptxas report", kernel.name)),
+                None => failures.push(format!(
+                    "{}: entry `{function}` missing from the ptxas report",
+                    kernel.name
+                )),
                 Some(u) => {
                     println!(
                         "{:<12} {:<20} {:>9} {:>12} {:>11}",
@@ -47,5 +59,9 @@ fn every_kernel_compiles_for_sm90a_without_spills() {
             }
         }
     }
-    assert!(failures.is_empty(), "compile check failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "compile check failed:\n{}",
+        failures.join("\n")
+    );
 }

@@ -33,7 +33,9 @@ pub fn cuda_device_count() -> Result<usize> {
         ));
     }
     let n = CudaContext::device_count().map_err(|e| {
-        TensorError::CudaUnavailable(format!("the driver is present but cuInit/cuDeviceGetCount failed: {e}"))
+        TensorError::CudaUnavailable(format!(
+            "the driver is present but cuInit/cuDeviceGetCount failed: {e}"
+        ))
     })?;
     Ok(n.max(0) as usize)
 }
@@ -62,8 +64,14 @@ impl CudaDevice {
             )));
         }
         let context = CudaContext::new(ordinal).map_err(TensorError::driver("creating a CUDA context"))?;
-        let stream = context.new_stream().map_err(TensorError::driver("creating a CUDA stream"))?;
-        let device = Arc::new(CudaDevice { ordinal, context, stream });
+        let stream = context
+            .new_stream()
+            .map_err(TensorError::driver("creating a CUDA stream"))?;
+        let device = Arc::new(CudaDevice {
+            ordinal,
+            context,
+            stream,
+        });
         devices.insert(ordinal, device.clone());
         Ok(device)
     }
@@ -85,14 +93,18 @@ impl CudaDevice {
 
     /// `sm_XY` (with the `a` suffix on Hopper, whose wgmma/TMA instructions need `sm_90a`).
     pub fn arch(&self) -> Result<String> {
-        let (major, minor) =
-            self.context.compute_capability().map_err(TensorError::driver("reading compute capability"))?;
+        let (major, minor) = self
+            .context
+            .compute_capability()
+            .map_err(TensorError::driver("reading compute capability"))?;
         let suffix = if major == 9 && minor == 0 { "a" } else { "" };
         Ok(format!("sm_{major}{minor}{suffix}"))
     }
 
     /// Waits for all work queued on the compute stream.
     pub fn synchronize(&self) -> Result<()> {
-        self.stream.synchronize().map_err(TensorError::driver("synchronizing the stream"))
+        self.stream
+            .synchronize()
+            .map_err(TensorError::driver("synchronizing the stream"))
     }
 }

@@ -108,7 +108,15 @@ mod tests {
 
     #[test]
     fn sizes_and_names_round_trip() {
-        for d in [DType::BF16, DType::F16, DType::F32, DType::I32, DType::I64, DType::U8, DType::F8E4M3] {
+        for d in [
+            DType::BF16,
+            DType::F16,
+            DType::F32,
+            DType::I32,
+            DType::I64,
+            DType::U8,
+            DType::F8E4M3,
+        ] {
             assert_eq!(DType::from_safetensors_name(d.safetensors_name()), Some(d));
         }
         assert_eq!(DType::BF16.size_in_bytes(), 2);
@@ -121,6 +129,9 @@ mod tests {
         // 1 + 2^-8 lies exactly between two bf16 values (1 and 1 + 2^-7): ties go to the even mantissa, 1.0.
         assert_eq!(bf16::from_f64(1.0 + 2f64.powi(-8)).to_f64(), 1.0);
         // 1 + 3*2^-8 lies between 1 + 2^-7 and 1 + 2^-6: ties go to even, 1 + 2^-6.
-        assert_eq!(bf16::from_f64(1.0 + 3.0 * 2f64.powi(-8)).to_f64(), 1.0 + 2f64.powi(-6));
+        assert_eq!(
+            bf16::from_f64(1.0 + 3.0 * 2f64.powi(-8)).to_f64(),
+            1.0 + 2f64.powi(-6)
+        );
     }
 }

@@ -56,7 +56,10 @@ pub type Result<T, E = TensorError> = std::result::Result<T, E>;
 impl TensorError {
     /// Shorthand for a [`TensorError::Shape`].
     pub fn shape(op: &'static str, detail: impl Into<String>) -> Self {
-        TensorError::Shape { op, detail: detail.into() }
+        TensorError::Shape {
+            op,
+            detail: detail.into(),
+        }
     }
 
     /// Shorthand for a [`TensorError::Driver`] mapper: `.map_err(TensorError::driver("upload"))`.

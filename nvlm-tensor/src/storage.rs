@@ -16,7 +16,10 @@ pub struct CpuBuffer {
 impl CpuBuffer {
     /// `len` zero bytes.
     pub fn zeroed(len: usize) -> Self {
-        CpuBuffer { words: vec![0u64; len.div_ceil(8)], len }
+        CpuBuffer {
+            words: vec![0u64; len.div_ceil(8)],
+            len,
+        }
     }
 
     /// A copy of `bytes`.

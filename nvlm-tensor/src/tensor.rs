@@ -35,7 +35,11 @@ impl Tensor {
         if numel_of(shape) != values.len() {
             return Err(TensorError::shape(
                 "Tensor::from_slice",
-                format!("shape {shape:?} needs {} values, got {}", numel_of(shape), values.len()),
+                format!(
+                    "shape {shape:?} needs {} values, got {}",
+                    numel_of(shape),
+                    values.len()
+                ),
             ));
         }
         Tensor::from_bytes(bytemuck::cast_slice(values), T::DTYPE, shape, device)
@@ -58,7 +62,12 @@ impl Tensor {
                 Storage::Cuda(Arc::new(CudaBuffer { slice, device }))
             }
         };
-        Ok(Tensor { storage, offset: 0, shape: shape.to_vec(), dtype })
+        Ok(Tensor {
+            storage,
+            offset: 0,
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// A copy of a borrowed host view (e.g. a weight in an mmap) on `device`.
@@ -92,10 +101,18 @@ impl Tensor {
         if buffer.len() != numel_of(shape) * dtype.size_in_bytes() {
             return Err(TensorError::shape(
                 "Tensor::from_cpu_buffer",
-                format!("{dtype} {shape:?} does not match a buffer of {} bytes", buffer.len()),
+                format!(
+                    "{dtype} {shape:?} does not match a buffer of {} bytes",
+                    buffer.len()
+                ),
             ));
         }
-        Ok(Tensor { storage: Storage::Cpu(Arc::new(buffer)), offset: 0, shape: shape.to_vec(), dtype })
+        Ok(Tensor {
+            storage: Storage::Cpu(Arc::new(buffer)),
+            offset: 0,
+            shape: shape.to_vec(),
+            dtype,
+        })
     }
 
     /// Wraps a device allocation (as CUDA kernels produce them). The allocation must hold at least
@@ -149,18 +166,17 @@ impl Tensor {
 
     /// Product of all dimensions but the last: the number of rows a row-wise op sees.
     pub fn rows(&self) -> usize {
-        let last = self.last_dim();
-        if last == 0 {
-            0
-        } else {
-            self.numel() / last
-        }
+        self.numel().checked_div(self.last_dim()).unwrap_or(0)
     }
 
     /// Fails unless the dtype is `dtype`.
     pub fn expect_dtype(&self, op: &'static str, dtype: DType) -> Result<()> {
         if self.dtype != dtype {
-            return Err(TensorError::DType { op, expected: dtype.to_string(), found: self.dtype });
+            return Err(TensorError::DType {
+                op,
+                expected: dtype.to_string(),
+                found: self.dtype,
+            });
         }
         Ok(())
     }
@@ -168,7 +184,10 @@ impl Tensor {
     /// Fails unless the shape is `shape`.
     pub fn expect_shape(&self, op: &'static str, what: &str, shape: &[usize]) -> Result<()> {
         if self.shape != shape {
-            return Err(TensorError::shape(op, format!("{what}: expected {shape:?}, found {:?}", self.shape)));
+            return Err(TensorError::shape(
+                op,
+                format!("{what}: expected {shape:?}, found {:?}", self.shape),
+            ));
         }
         Ok(())
     }
@@ -180,10 +199,18 @@ impl Tensor {
         if numel_of(shape) != self.numel() {
             return Err(TensorError::shape(
                 "reshape",
-                format!("{:?} ({} elements) to {shape:?} ({} elements)", self.shape, self.numel(), numel_of(shape)),
+                format!(
+                    "{:?} ({} elements) to {shape:?} ({} elements)",
+                    self.shape,
+                    self.numel(),
+                    numel_of(shape)
+                ),
             ));
         }
-        Ok(Tensor { shape: shape.to_vec(), ..self.clone() })
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            ..self.clone()
+        })
     }
 
     /// Rows `start..start+len` of the leading dimension, sharing storage.
@@ -200,13 +227,20 @@ impl Tensor {
         let row_bytes = numel_of(&self.shape[1..]) * self.dtype.size_in_bytes();
         let mut shape = self.shape.clone();
         shape[0] = len;
-        Ok(Tensor { offset: self.offset + start * row_bytes, shape, ..self.clone() })
+        Ok(Tensor {
+            offset: self.offset + start * row_bytes,
+            shape,
+            ..self.clone()
+        })
     }
 
     /// Entry `index` of the leading dimension, with that dimension dropped, sharing storage.
     pub fn index0(&self, index: usize) -> Result<Tensor> {
         let view = self.narrow0(index, 1)?;
-        Ok(Tensor { shape: self.shape[1..].to_vec(), ..view })
+        Ok(Tensor {
+            shape: self.shape[1..].to_vec(),
+            ..view
+        })
     }
 
     // ---------------------------------------------------------------- raw access (for kernels)
@@ -217,7 +251,10 @@ impl Tensor {
             Storage::Cpu(buffer) => Ok(&buffer.as_bytes()[self.offset..self.offset + self.size_in_bytes()]),
             Storage::Cuda(_) => Err(TensorError::Device {
                 op: "cpu_bytes",
-                detail: format!("tensor is on {}; copy it with to_device(Device::Cpu)", self.device()),
+                detail: format!(
+                    "tensor is on {}; copy it with to_device(Device::Cpu)",
+                    self.device()
+                ),
             }),
         }
     }
@@ -295,7 +332,10 @@ impl Tensor {
         if !self.device().is_cpu() {
             return Err(TensorError::Device {
                 op: "to_dtype",
-                detail: format!("tensor is on {}; use nvlm_kernels::cast for device tensors", self.device()),
+                detail: format!(
+                    "tensor is on {}; use nvlm_kernels::cast for device tensors",
+                    self.device()
+                ),
             });
         }
         match (self.dtype, dtype) {
@@ -338,9 +378,13 @@ fn narrow<T: Element>(values: &[f64], shape: &[usize]) -> Result<Tensor> {
 fn upload(device: &CudaDevice, bytes: &[u8]) -> Result<CudaSlice<u8>> {
     let stream = device.stream();
     if bytes.is_empty() {
-        return stream.alloc_zeros::<u8>(1).map_err(TensorError::driver("allocating device memory"));
+        return stream
+            .alloc_zeros::<u8>(1)
+            .map_err(TensorError::driver("allocating device memory"));
     }
-    stream.clone_htod(bytes).map_err(TensorError::driver("host-to-device copy"))
+    stream
+        .clone_htod(bytes)
+        .map_err(TensorError::driver("host-to-device copy"))
 }
 
 fn download(buffer: &CudaBuffer, offset: usize, len: usize) -> Result<Vec<u8>> {

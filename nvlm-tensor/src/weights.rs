@@ -52,27 +52,38 @@ impl MemoryWeights {
         if numel != values.len() {
             return Err(TensorError::shape(
                 "MemoryWeights::insert",
-                format!("`{name}`: shape {shape:?} needs {numel} values, got {}", values.len()),
+                format!(
+                    "`{name}`: shape {shape:?} needs {numel} values, got {}",
+                    values.len()
+                ),
             ));
         }
         let bytes = bytemuck::cast_slice(values).to_vec();
-        self.tensors.insert(name.to_string(), (T::DTYPE, shape.to_vec(), bytes));
+        self.tensors
+            .insert(name.to_string(), (T::DTYPE, shape.to_vec(), bytes));
         Ok(())
     }
 
     /// Adds a host tensor under `name`.
     pub fn insert_tensor(&mut self, name: &str, tensor: &Tensor) -> Result<()> {
         let bytes = tensor.cpu_bytes()?.to_vec();
-        self.tensors.insert(name.to_string(), (tensor.dtype(), tensor.shape().to_vec(), bytes));
+        self.tensors
+            .insert(name.to_string(), (tensor.dtype(), tensor.shape().to_vec(), bytes));
         Ok(())
     }
 }
 
 impl Weights for MemoryWeights {
     fn get(&self, name: &str) -> Result<TensorView<'_>> {
-        let (dtype, shape, data) =
-            self.tensors.get(name).ok_or_else(|| TensorError::MissingWeight(name.to_string()))?;
-        Ok(TensorView { dtype: *dtype, shape: shape.clone(), data })
+        let (dtype, shape, data) = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| TensorError::MissingWeight(name.to_string()))?;
+        Ok(TensorView {
+            dtype: *dtype,
+            shape: shape.clone(),
+            data,
+        })
     }
 
     fn names(&self) -> Vec<String> {

@@ -11,7 +11,10 @@ fn views_share_storage_and_check_bounds() {
     assert_eq!(rows.as_slice::<f32>().unwrap()[0], 6.0);
     let third = t.index0(3).unwrap();
     assert_eq!(third.shape(), &[3, 2]);
-    assert_eq!(third.as_slice::<f32>().unwrap(), &[18.0, 19.0, 20.0, 21.0, 22.0, 23.0]);
+    assert_eq!(
+        third.as_slice::<f32>().unwrap(),
+        &[18.0, 19.0, 20.0, 21.0, 22.0, 23.0]
+    );
     assert!(matches!(t.narrow0(3, 2), Err(TensorError::Shape { .. })));
     assert!(matches!(t.reshape(&[5, 5]), Err(TensorError::Shape { .. })));
     assert_eq!(t.reshape(&[6, 4]).unwrap().rows(), 6);
@@ -42,9 +45,15 @@ fn dtype_conversions_round_as_expected() {
     }
     // 1 + 2^-8 is a tie between 1 and 1 + 2^-7 in bf16; nearest-even gives 1.
     assert_eq!(back[3], 1.0);
-    let ints = Tensor::from_vec(vec![1.9f32, -1.9, 300.0], &[3]).unwrap().to_dtype(DType::I64).unwrap();
+    let ints = Tensor::from_vec(vec![1.9f32, -1.9, 300.0], &[3])
+        .unwrap()
+        .to_dtype(DType::I64)
+        .unwrap();
     assert_eq!(ints.as_slice::<i64>().unwrap(), &[1, -1, 300]);
-    let bytes = Tensor::from_vec(vec![300.0f32, -5.0], &[2]).unwrap().to_dtype(DType::U8).unwrap();
+    let bytes = Tensor::from_vec(vec![300.0f32, -5.0], &[2])
+        .unwrap()
+        .to_dtype(DType::U8)
+        .unwrap();
     assert_eq!(bytes.as_slice::<u8>().unwrap(), &[255, 0]);
     assert!(t.to_dtype(DType::F8E4M3).is_err());
 }
@@ -73,10 +82,18 @@ fn no_cuda_means_errors_not_panics() {
 #[test]
 fn memory_weights_serve_views() {
     let mut w = MemoryWeights::new();
-    w.insert("a.weight", &[2, 2], &[bf16::ONE, bf16::ZERO, bf16::ZERO, bf16::ONE]).unwrap();
+    w.insert(
+        "a.weight",
+        &[2, 2],
+        &[bf16::ONE, bf16::ZERO, bf16::ZERO, bf16::ONE],
+    )
+    .unwrap();
     assert!(w.insert("bad", &[3], &[1.0f32]).is_err());
     let v = w.get("a.weight").unwrap();
-    assert_eq!((v.dtype, v.shape.clone(), v.numel()), (DType::BF16, vec![2, 2], 4));
+    assert_eq!(
+        (v.dtype, v.shape.clone(), v.numel()),
+        (DType::BF16, vec![2, 2], 4)
+    );
     let t = Tensor::from_view(&v, Device::Cpu).unwrap();
     assert_eq!(t.to_f32_vec().unwrap(), vec![1.0, 0.0, 0.0, 1.0]);
     assert!(matches!(w.get("b"), Err(TensorError::MissingWeight(_))));

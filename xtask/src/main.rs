@@ -1,1 +1,72 @@
-fn main() {}
+//! `cargo xtask`: the project's automation.
+//!
+//! - `cargo xtask test`: format check, clippy (`-D warnings`), the CUDA compile check set-up, `cargo test --workspace`.
+//! - `cargo xtask bench`: the benchmarks (plain harness).
+//! - `cargo xtask gpu-bundle [--out DIR]`: release GPU test and bench binaries plus `run.sh`, for a GPU machine.
+
+mod bundle;
+mod nvrtc;
+mod run;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "usage: cargo xtask <command>
+
+commands:
+  test                 fmt check, clippy -D warnings, cargo test --workspace, CUDA kernels compiled for sm_90a
+  bench                run the benchmarks (CPU matmul; GPU rows when a GPU is present)
+  gpu-bundle [--out DIR]
+                       build release GPU test/bench binaries and run.sh into DIR (default: gpu-bundle/)";
+
+fn main() -> std::process::ExitCode {
+    match dispatch(std::env::args().skip(1).collect()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(args: Vec<String>) -> Result<()> {
+    let root = run::workspace_root()?;
+    match args.first().map(String::as_str) {
+        Some("test") => test(&root),
+        Some("bench") => run::cargo(&root, &["bench", "-p", "nvlm-kernels", "--bench", "matmul"], &[]),
+        Some("gpu-bundle") => {
+            let out = match args.get(1).map(String::as_str) {
+                Some("--out") => args
+                    .get(2)
+                    .map(Into::into)
+                    .ok_or_else(|| anyhow::anyhow!("--out needs a folder"))?,
+                Some(other) => bail!("unknown argument `{other}`\n\n{USAGE}"),
+                None => root.join("gpu-bundle"),
+            };
+            bundle::build(&root, &out)
+        }
+        Some("-h" | "--help" | "help") | None => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some(other) => bail!("unknown command `{other}`\n\n{USAGE}"),
+    }
+}
+
+fn test(root: &std::path::Path) -> Result<()> {
+    run::step("cargo fmt --check");
+    run::cargo(root, &["fmt", "--all", "--", "--check"], &[])?;
+    run::step("cargo clippy -D warnings");
+    run::cargo(
+        root,
+        &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"],
+        &[],
+    )?;
+    run::step("pinned NVRTC for the CUDA compile check");
+    let env = match nvrtc::install(root)? {
+        Some(toolkit) => toolkit.env(),
+        None => Vec::new(),
+    };
+    run::step("cargo test --workspace");
+    let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
+    run::cargo(root, &["test", "--workspace"], &env)
+}

@@ -47,13 +47,20 @@ pub fn round_to(x: f32, dtype: DType) -> f32 {
 }
 
 /// Runs `f(row_index, input_row, output_row)` over rows of width `width`, in parallel.
-pub fn map_rows(input: &[f32], width: usize, out_width: usize, f: impl Fn(usize, &[f32], &mut [f32]) + Sync) -> Vec<f32> {
-    let rows = if width == 0 { 0 } else { input.len() / width };
+pub fn map_rows(
+    input: &[f32],
+    width: usize,
+    out_width: usize,
+    f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let rows = input.len().checked_div(width).unwrap_or(0);
     let mut out = vec![0f32; rows * out_width];
     if out_width == 0 {
         return out;
     }
-    out.par_chunks_mut(out_width).enumerate().for_each(|(r, o)| f(r, &input[r * width..(r + 1) * width], o));
+    out.par_chunks_mut(out_width)
+        .enumerate()
+        .for_each(|(r, o)| f(r, &input[r * width..(r + 1) * width], o));
     out
 }
 

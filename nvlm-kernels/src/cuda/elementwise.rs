@@ -16,7 +16,10 @@ fn suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
     match dtype {
         DType::BF16 => Ok("bf16"),
         DType::F32 => Ok("f32"),
-        other => Err(KernelError::invalid(op, format!("CUDA kernel takes BF16 or F32, not {other}"))),
+        other => Err(KernelError::invalid(
+            op,
+            format!("CUDA kernel takes BF16 or F32, not {other}"),
+        )),
     }
 }
 
@@ -40,7 +43,11 @@ pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> 
     let (rows, width) = (x.rows() as u32, x.last_dim() as i32);
     if rows > 0 {
         let (xv, wv) = (xb.slice.slice(xo..xo + xl), wb.slice.slice(wo..wo + wl));
-        let cfg = LaunchConfig { grid_dim: (rows, 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (rows, 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let mut launch = device.stream().launch_builder(&func);
         launch.arg(&xv).arg(&wv).arg(&mut out).arg(&width).arg(&eps);
         // SAFETY: argument types and counts match `rms_norm_{bf16,f32}`; every buffer holds rows*width elements.
@@ -61,7 +68,11 @@ pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     let n = gate.numel() as i64;
     if n > 0 {
         let (gv, uv) = (gb.slice.slice(go..go + gl), ub.slice.slice(uo..uo + ul));
-        let cfg = LaunchConfig { grid_dim: (grid_for(n as usize), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (grid_for(n as usize), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let mut launch = device.stream().launch_builder(&func);
         launch.arg(&gv).arg(&uv).arg(&mut out).arg(&n);
         // SAFETY: argument types match `silu_mul_{bf16,f32}`; all buffers hold n elements.
@@ -76,7 +87,12 @@ pub(crate) fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     let name = match (x.dtype(), dtype) {
         (DType::F32, DType::BF16) => "cast_f32_to_bf16",
         (DType::BF16, DType::F32) => "cast_bf16_to_f32",
-        (from, to) => return Err(KernelError::invalid(OP, format!("no CUDA cast from {from} to {to}"))),
+        (from, to) => {
+            return Err(KernelError::invalid(
+                OP,
+                format!("no CUDA cast from {from} to {to}"),
+            ))
+        }
     };
     let (xb, xo, xl) = x.cuda_parts()?;
     let device = xb.device.clone();
@@ -85,7 +101,11 @@ pub(crate) fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     let n = x.numel() as i64;
     if n > 0 {
         let xv = xb.slice.slice(xo..xo + xl);
-        let cfg = LaunchConfig { grid_dim: (grid_for(n as usize), 1, 1), block_dim: (BLOCK, 1, 1), shared_mem_bytes: 0 };
+        let cfg = LaunchConfig {
+            grid_dim: (grid_for(n as usize), 1, 1),
+            block_dim: (BLOCK, 1, 1),
+            shared_mem_bytes: 0,
+        };
         let mut launch = device.stream().launch_builder(&func);
         launch.arg(&xv).arg(&mut out).arg(&n);
         // SAFETY: argument types match the cast kernels; both buffers hold n elements.

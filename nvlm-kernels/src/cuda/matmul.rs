@@ -12,7 +12,10 @@ use crate::{KernelError, Result};
 /// The cuBLASLt handle of `device` (created once, bound to its compute stream).
 pub fn blas_lt(device: &Arc<CudaDevice>) -> Result<Arc<CudaBlasLT>> {
     static HANDLES: OnceLock<Mutex<HashMap<usize, Arc<CudaBlasLT>>>> = OnceLock::new();
-    let mut handles = HANDLES.get_or_init(|| Mutex::new(HashMap::new())).lock().unwrap_or_else(|p| p.into_inner());
+    let mut handles = HANDLES
+        .get_or_init(|| Mutex::new(HashMap::new()))
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if let Some(h) = handles.get(&device.ordinal()) {
         return Ok(h.clone());
     }
@@ -20,10 +23,12 @@ pub fn blas_lt(device: &Arc<CudaDevice>) -> Result<Arc<CudaBlasLT>> {
     if !unsafe { cudarc::cublaslt::sys::is_culib_present() } {
         return Err(KernelError::Cuda {
             op: "matmul",
-            detail: "cuBLASLt (libcublasLt.so.13) not found: add the CUDA toolkit's lib64 to LD_LIBRARY_PATH".into(),
+            detail: "cuBLASLt (libcublasLt.so.13) not found: add the CUDA toolkit's lib64 to LD_LIBRARY_PATH"
+                .into(),
         });
     }
-    let handle = Arc::new(CudaBlasLT::new(device.stream().clone()).map_err(KernelError::cuda("creating cuBLASLt"))?);
+    let handle =
+        Arc::new(CudaBlasLT::new(device.stream().clone()).map_err(KernelError::cuda("creating cuBLASLt"))?);
     handles.insert(device.ordinal(), handle.clone());
     Ok(handle)
 }
@@ -34,7 +39,10 @@ pub(crate) fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out_shape: &
     const OP: &str = "matmul";
     for t in [Some(x), Some(w), bias].into_iter().flatten() {
         if t.dtype() != DType::BF16 {
-            return Err(KernelError::invalid(OP, format!("CUDA matmul takes BF16 tensors, found {}", t.dtype())));
+            return Err(KernelError::invalid(
+                OP,
+                format!("CUDA matmul takes BF16 tensors, found {}", t.dtype()),
+            ));
         }
     }
     let (m, n, k) = (x.rows(), w.shape()[0], w.shape()[1]);
@@ -81,7 +89,8 @@ pub(crate) fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out_shape: &
             let (Some(xt), Some(wt)) = (xt, wt) else {
                 return Err(KernelError::invalid(OP, "device buffer smaller than its shape"));
             };
-            blas.matmul(cfg, &wt, &xt, &mut ot, bt.as_ref(), None).map_err(KernelError::cuda(OP))?;
+            blas.matmul(cfg, &wt, &xt, &mut ot, bt.as_ref(), None)
+                .map_err(KernelError::cuda(OP))?;
         }
     } else if m > 0 && n > 0 {
         stream.memset_zeros(&mut out).map_err(KernelError::cuda(OP))?;

@@ -36,7 +36,11 @@ pub fn cubin_for(kernel: &KernelSource, arch: &str) -> Result<Vec<u8>> {
     let (major, minor) = nvrtc_version()?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     (&program, arch, major, minor).hash(&mut hasher);
-    let file = format!("{}-{arch}-nvrtc{major}.{minor}-{:016x}.cubin", kernel.name, hasher.finish());
+    let file = format!(
+        "{}-{arch}-nvrtc{major}.{minor}-{:016x}.cubin",
+        kernel.name,
+        hasher.finish()
+    );
     let path = cache_dir().map(|d| d.join(file));
     if let Some(cubin) = path.as_ref().and_then(|p| std::fs::read(p).ok()) {
         return Ok(cubin);
@@ -64,8 +68,10 @@ fn loaded() -> &'static Mutex<HashMap<ModuleKey, Arc<CudaModule>>> {
 
 /// The entry point `function` of kernel source `kernel` on `device`, compiling and loading on first use.
 pub fn function(device: &CudaDevice, kernel: &'static str, function: &str) -> Result<CudaFunction> {
-    let source = KernelSource::find(kernel)
-        .ok_or_else(|| KernelError::Compile { kernel: kernel.into(), detail: "no such kernel source".into() })?;
+    let source = KernelSource::find(kernel).ok_or_else(|| KernelError::Compile {
+        kernel: kernel.into(),
+        detail: "no such kernel source".into(),
+    })?;
     let key = (device.ordinal(), source.name);
     let module = {
         let mut modules = loaded().lock().unwrap_or_else(|p| p.into_inner());
@@ -82,5 +88,7 @@ pub fn function(device: &CudaDevice, kernel: &'static str, function: &str) -> Re
             }
         }
     };
-    module.load_function(function).map_err(KernelError::cuda("finding a kernel function"))
+    module
+        .load_function(function)
+        .map_err(KernelError::cuda("finding a kernel function"))
 }

@@ -47,7 +47,10 @@ pub fn nvrtc_version() -> Result<(i32, i32)> {
     // SAFETY: two out-pointers to live integers.
     unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
         .result()
-        .map_err(|e| KernelError::Compile { kernel: "(nvrtc)".into(), detail: format!("{e:?}") })?;
+        .map_err(|e| KernelError::Compile {
+            kernel: "(nvrtc)".into(),
+            detail: format!("{e:?}"),
+        })?;
     Ok((major, minor))
 }
 
@@ -64,7 +67,11 @@ pub fn cuda_include_dirs() -> Vec<String> {
         }
     }
     candidates.push("/usr/local/cuda/include".into());
-    candidates.into_iter().filter(|d| std::path::Path::new(d).join("cuda_bf16.h").exists()).take(1).collect()
+    candidates
+        .into_iter()
+        .filter(|d| std::path::Path::new(d).join("cuda_bf16.h").exists())
+        .take(1)
+        .collect()
 }
 
 /// The result of compiling one program.
@@ -79,7 +86,10 @@ pub struct Compiled {
 /// Compiles `program` (a full source text) for `arch` (e.g. `sm_90a`) to a cubin.
 pub fn compile(name: &str, program: &str, arch: &str, verbose: bool) -> Result<Compiled> {
     ensure_nvrtc()?;
-    let fail = |detail: String| KernelError::Compile { kernel: name.to_string(), detail };
+    let fail = |detail: String| KernelError::Compile {
+        kernel: name.to_string(),
+        detail,
+    };
     let src = CString::new(program).map_err(|_| fail("source contains a NUL byte".into()))?;
     let file = CString::new(format!("{name}.cu")).map_err(|_| fail("bad name".into()))?;
     let prog = result::create_program(&src, Some(&file)).map_err(|e| fail(format!("create: {e:?}")))?;
@@ -92,7 +102,11 @@ pub fn compile(name: &str, program: &str, arch: &str, verbose: bool) -> Result<C
     if verbose {
         options.push("--ptxas-options=-v".to_string());
     }
-    options.extend(cuda_include_dirs().into_iter().map(|d| format!("--include-path={d}")));
+    options.extend(
+        cuda_include_dirs()
+            .into_iter()
+            .map(|d| format!("--include-path={d}")),
+    );
     // SAFETY: `prog` is a live program; the log and cubin buffers are sized from NVRTC's own answers.
     let outcome = unsafe {
         let compiled = result::compile_program(prog, &options);
@@ -105,7 +119,9 @@ pub fn compile(name: &str, program: &str, arch: &str, verbose: bool) -> Result<C
                 let mut size = 0usize;
                 let status = sys::nvrtcGetCUBINSize(prog, &mut size);
                 if status != sys::nvrtcResult::NVRTC_SUCCESS || size == 0 {
-                    Err(fail(format!("no cubin (status {status:?}); is `{arch}` a real architecture?")))
+                    Err(fail(format!(
+                        "no cubin (status {status:?}); is `{arch}` a real architecture?"
+                    )))
                 } else {
                     let mut cubin = vec![0u8; size];
                     let status = sys::nvrtcGetCUBIN(prog, cubin.as_mut_ptr().cast());
@@ -147,7 +163,10 @@ pub fn parse_resource_usage(log: &str) -> Vec<ResourceUsage> {
     for line in log.lines() {
         if let Some(rest) = line.split("Compiling entry function '").nth(1) {
             let function = rest.split('\'').next().unwrap_or_default().to_string();
-            out.push(ResourceUsage { function, ..Default::default() });
+            out.push(ResourceUsage {
+                function,
+                ..Default::default()
+            });
         } else if let Some(current) = out.last_mut() {
             if let Some(n) = number_before(line, "bytes spill stores") {
                 current.spill_stores = n;
@@ -180,7 +199,12 @@ mod tests {
         assert_eq!(usage.len(), 2);
         assert_eq!(
             usage[0],
-            ResourceUsage { function: "rms_norm_bf16".into(), registers: 18, spill_stores: 4, spill_loads: 12 }
+            ResourceUsage {
+                function: "rms_norm_bf16".into(),
+                registers: 18,
+                spill_stores: 4,
+                spill_loads: 12
+            }
         );
         assert_eq!((usage[1].registers, usage[1].spill_stores), (10, 0));
     }

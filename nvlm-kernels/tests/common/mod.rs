@@ -1,6 +1,6 @@
 //! Test support: seeded random tensors, closeness checks, and independent f64 reference implementations written
 //! straight from the formulas (loops, no shared code with the crate).
-#![allow(dead_code)]
+#![allow(dead_code, clippy::needless_range_loop)]
 
 use half::bf16;
 use nvlm_tensor::{DType, Tensor};
@@ -34,7 +34,13 @@ pub fn random(rng: &mut StdRng, shape: &[usize], dtype: DType) -> (Tensor, Vec<f
 
 /// Asserts `|got - want| <= atol + rtol·|want|` elementwise, reporting the worst element.
 pub fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64) {
-    assert_eq!(got.len(), want.len(), "{what}: {} values, expected {}", got.len(), want.len());
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "{what}: {} values, expected {}",
+        got.len(),
+        want.len()
+    );
     let mut worst = (0usize, 0f64);
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let excess = (g - w).abs() - (atol + rtol * w.abs());
@@ -44,7 +50,10 @@ pub fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64)
     }
     if worst.1 > 0.0 {
         let i = worst.0;
-        panic!("{what}: element {i} is {} but the f64 reference says {} (atol {atol}, rtol {rtol})", got[i], want[i]);
+        panic!(
+            "{what}: element {i} is {} but the f64 reference says {} (atol {atol}, rtol {rtol})",
+            got[i], want[i]
+        );
     }
 }
 
@@ -75,7 +84,14 @@ pub fn matmul_ref(x: &[f64], w: &[f64], bias: Option<&[f64]>, m: usize, n: usize
 }
 
 /// `w · round(x / rms(x[..stat]))`, where `round` is the identity for f32 and bf16 rounding for bf16.
-pub fn rms_norm_ref(x: &[f64], w: &[f64], eps: f64, width: usize, stat: usize, round: fn(f64) -> f64) -> Vec<f64> {
+pub fn rms_norm_ref(
+    x: &[f64],
+    w: &[f64],
+    eps: f64,
+    width: usize,
+    stat: usize,
+    round: fn(f64) -> f64,
+) -> Vec<f64> {
     let mut y = Vec::with_capacity(x.len());
     for row in x.chunks(width) {
         let ms: f64 = row[..stat].iter().map(|v| v * v).sum::<f64>() / stat as f64;
@@ -109,8 +125,17 @@ pub fn softmax_ref(row: &[f64]) -> Vec<f64> {
 /// Attention with explicit loops; `causal_offset = None` for bidirectional.
 #[allow(clippy::too_many_arguments)]
 pub fn attention_ref(
-    q: &[f64], k: &[f64], v: &[f64], b: usize, tq: usize, tk: usize, hq: usize, hkv: usize, d: usize,
-    causal_offset: Option<usize>, scale: f64,
+    q: &[f64],
+    k: &[f64],
+    v: &[f64],
+    b: usize,
+    tq: usize,
+    tk: usize,
+    hq: usize,
+    hkv: usize,
+    d: usize,
+    causal_offset: Option<usize>,
+    scale: f64,
 ) -> Vec<f64> {
     let mut out = vec![0.0; b * tq * hq * d];
     for bi in 0..b {
@@ -120,14 +145,19 @@ pub fn attention_ref(
                 let visible = causal_offset.map_or(tk, |o| o + i + 1);
                 let scores: Vec<f64> = (0..visible)
                     .map(|j| {
-                        (0..d).map(|c| q[((bi * tq + i) * hq + h) * d + c] * k[((bi * tk + j) * hkv + kh) * d + c]).sum::<f64>()
+                        (0..d)
+                            .map(|c| {
+                                q[((bi * tq + i) * hq + h) * d + c] * k[((bi * tk + j) * hkv + kh) * d + c]
+                            })
+                            .sum::<f64>()
                             * scale
                     })
                     .collect();
                 let p = softmax_ref(&scores);
                 for c in 0..d {
-                    out[((bi * tq + i) * hq + h) * d + c] =
-                        (0..visible).map(|j| p[j] * v[((bi * tk + j) * hkv + kh) * d + c]).sum();
+                    out[((bi * tq + i) * hq + h) * d + c] = (0..visible)
+                        .map(|j| p[j] * v[((bi * tk + j) * hkv + kh) * d + c])
+                        .sum();
                 }
             }
         }

@@ -1,0 +1,179 @@
+//! Device-vs-CPU validation: runs an op on a device and on the f32 CPU reference with the same fresh random inputs,
+//! and reports the error. Used by the GPU tests, `nvlm selftest` and the GPU bundle.
+
+use nvlm_tensor::{DType, Device, Tensor};
+
+use crate::{cast, matmul, rms_norm, silu_mul, uniform, Result};
+
+/// The outcome of one device-vs-reference comparison.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    /// Op name.
+    pub op: &'static str,
+    /// Input description (shapes, dtype).
+    pub case: String,
+    /// Largest absolute difference.
+    pub max_abs: f64,
+    /// Largest absolute difference divided by the reference's root-mean-square (scale-free).
+    pub max_rel_rms: f64,
+    /// The tolerance applied to `max_rel_rms`.
+    pub tolerance: f64,
+}
+
+impl CheckReport {
+    /// True when within tolerance.
+    pub fn passed(&self) -> bool {
+        self.max_rel_rms.is_finite() && self.max_rel_rms <= self.tolerance
+    }
+
+    /// One table row: `op case max_abs max_rel_rms tolerance PASS|FAIL`.
+    pub fn row(&self) -> String {
+        format!(
+            "{:<10} {:<34} {:>11.3e} {:>11.3e} {:>9.1e} {}",
+            self.op,
+            self.case,
+            self.max_abs,
+            self.max_rel_rms,
+            self.tolerance,
+            if self.passed() { "PASS" } else { "FAIL" }
+        )
+    }
+
+    /// The header matching [`CheckReport::row`].
+    pub fn header() -> String {
+        format!(
+            "{:<10} {:<34} {:>11} {:>11} {:>9} verdict",
+            "op", "case", "max_abs", "max/rms", "tol"
+        )
+    }
+}
+
+/// Fresh pseudo-random values in `[-1, 1)` from `seed` (the sampler's counter RNG).
+pub fn random_values(seed: u64, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| uniform(seed, i as u64, 0x5EED) * 2.0 - 1.0)
+        .collect()
+}
+
+fn random_tensor(seed: u64, shape: &[usize], dtype: DType) -> Result<Tensor> {
+    let n = shape.iter().product();
+    Ok(Tensor::from_vec(random_values(seed, n), shape)?.to_dtype(dtype)?)
+}
+
+fn compare(
+    op: &'static str,
+    case: String,
+    got: &Tensor,
+    want: &Tensor,
+    tolerance: f64,
+) -> Result<CheckReport> {
+    let (g, w) = (got.to_f64_vec()?, want.to_f64_vec()?);
+    let rms = (w.iter().map(|v| v * v).sum::<f64>() / w.len().max(1) as f64)
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
+    let max_abs = if g.len() != w.len() {
+        f64::INFINITY
+    } else {
+        g.iter()
+            .zip(&w)
+            .map(|(a, b)| {
+                if a.is_nan() || b.is_nan() {
+                    f64::INFINITY
+                } else {
+                    (a - b).abs()
+                }
+            })
+            .fold(0.0, f64::max)
+    };
+    Ok(CheckReport {
+        op,
+        case,
+        max_abs,
+        max_rel_rms: max_abs / rms,
+        tolerance,
+    })
+}
+
+/// bf16 keeps 8 significant bits: one rounding of the output is 2^-9 relative; allow a few.
+const BF16_TOL: f64 = 1.0 / 64.0;
+
+/// RMSNorm of `[rows, width]` on `device` vs the CPU.
+pub fn check_rms_norm(
+    device: Device,
+    rows: usize,
+    width: usize,
+    dtype: DType,
+    seed: u64,
+) -> Result<CheckReport> {
+    let x = random_tensor(seed, &[rows, width], dtype)?;
+    let w = random_tensor(seed + 1, &[width], dtype)?;
+    let want = rms_norm(&x, &w, 1e-6)?;
+    let got = rms_norm(&x.to_device(device)?, &w.to_device(device)?, 1e-6)?;
+    let tol = if dtype == DType::F32 { 1e-5 } else { BF16_TOL };
+    compare("rms_norm", format!("[{rows},{width}] {dtype}"), &got, &want, tol)
+}
+
+/// `silu(gate)·up` of `n` elements on `device` vs the CPU.
+pub fn check_silu_mul(device: Device, n: usize, dtype: DType, seed: u64) -> Result<CheckReport> {
+    let g = random_tensor(seed, &[n], dtype)?;
+    let u = random_tensor(seed + 1, &[n], dtype)?;
+    let want = silu_mul(&g, &u)?;
+    let got = silu_mul(&g.to_device(device)?, &u.to_device(device)?)?;
+    let tol = if dtype == DType::F32 { 1e-5 } else { BF16_TOL };
+    compare("silu_mul", format!("[{n}] {dtype}"), &got, &want, tol)
+}
+
+/// `x[m,k]·w[n,k]ᵀ (+bias)` in bf16 on `device` vs the f32 CPU reference on the same bf16 inputs.
+pub fn check_matmul(
+    device: Device,
+    m: usize,
+    n: usize,
+    k: usize,
+    bias: bool,
+    seed: u64,
+) -> Result<CheckReport> {
+    let x = random_tensor(seed, &[m, k], DType::BF16)?;
+    let w = random_tensor(seed + 1, &[n, k], DType::BF16)?;
+    let b = random_tensor(seed + 2, &[n], DType::BF16)?;
+    let want = matmul(&x.to_dtype(DType::F32)?, &w, bias.then_some(&b))?;
+    let bd = b.to_device(device)?;
+    let got = matmul(&x.to_device(device)?, &w.to_device(device)?, bias.then_some(&bd))?;
+    let case = format!("[{m},{k}]x[{n},{k}]T{} bf16", if bias { "+b" } else { "" });
+    // The output is rounded to bf16 once; its largest values are several RMS wide, so allow twice the row-wise bound.
+    compare("matmul", case, &got, &want, 2.0 * BF16_TOL)
+}
+
+/// f32 -> bf16 -> f32 on `device` vs the CPU conversion (must be exact).
+pub fn check_cast(device: Device, n: usize, seed: u64) -> Result<CheckReport> {
+    let x = random_tensor(seed, &[n], DType::F32)?;
+    let want = x.to_dtype(DType::BF16)?;
+    let on_device = cast(&x.to_device(device)?, DType::BF16)?;
+    let back = cast(&on_device, DType::F32)?;
+    let mut report = compare("cast", format!("[{n}] f32->bf16->f32"), &back, &want, 0.0)?;
+    report.tolerance = 0.0;
+    Ok(report)
+}
+
+/// Every check at the shapes that matter for NVLM-D (hidden 3200 / 8192, FFN 12800 / 29568) and awkward ones.
+pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
+    let mut reports = Vec::new();
+    for (rows, width) in [(1, 1), (3, 33), (1025, 3200), (7, 8192)] {
+        reports.push(check_rms_norm(device, rows, width, DType::BF16, 11)?);
+    }
+    reports.push(check_rms_norm(device, 5, 3200, DType::F32, 12)?);
+    for n in [1, 257, 29568 * 3] {
+        reports.push(check_silu_mul(device, n, DType::BF16, 13)?);
+    }
+    reports.push(check_silu_mul(device, 1000, DType::F32, 14)?);
+    for (m, n, k, bias) in [
+        (1, 1, 1, false),
+        (5, 33, 65, true),
+        (1, 8192, 8192, false),
+        (256, 1280, 3200, true),
+        (17, 29568, 64, true),
+    ] {
+        reports.push(check_matmul(device, m, n, k, bias, 15)?);
+    }
+    reports.push(check_cast(device, 4097, 16)?);
+    Ok(reports)
+}

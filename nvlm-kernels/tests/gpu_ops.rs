@@ -1,0 +1,71 @@
+//! GPU results against the CPU reference on fresh random inputs (bf16 tolerances). Skipped with a printed reason on
+//! machines without CUDA unless `NVLM_REQUIRE_GPU=1` (the GPU bundle sets it), which turns a skip into a failure.
+
+use nvlm_kernels::validate::{self, CheckReport};
+use nvlm_kernels::{softmax, KernelError};
+use nvlm_tensor::{cuda_available, DType, Device, Tensor};
+
+fn gpu() -> Option<Device> {
+    if cuda_available() {
+        return Some(Device::cuda(0).expect("cuda:0 is available"));
+    }
+    if std::env::var("NVLM_REQUIRE_GPU").as_deref() == Ok("1") {
+        panic!(
+            "NVLM_REQUIRE_GPU=1 but no CUDA device is usable: {:?}",
+            nvlm_tensor::cuda_device_count()
+        );
+    }
+    println!("skipped: no CUDA device");
+    None
+}
+
+fn expect_all_pass(reports: Vec<CheckReport>) {
+    println!("{}", CheckReport::header());
+    for r in &reports {
+        println!("GPU-CHECK {}", r.row());
+    }
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed())
+        .map(CheckReport::row)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "GPU results outside tolerance:\n{}",
+        failed.join("\n")
+    );
+}
+
+#[test]
+fn transfers_round_trip_exactly() {
+    let Some(device) = gpu() else { return };
+    let values = validate::random_values(1, 3 * 1025);
+    let host = Tensor::from_vec(values.clone(), &[3, 1025]).unwrap();
+    let on_gpu = host.to_device(device).unwrap();
+    assert_eq!(on_gpu.device(), device);
+    assert_eq!(on_gpu.to_vec::<f32>().unwrap(), values);
+    // A leading-dimension view of a device tensor downloads just its rows.
+    assert_eq!(
+        on_gpu.narrow0(1, 1).unwrap().to_vec::<f32>().unwrap(),
+        values[1025..2050].to_vec()
+    );
+    let zeros = Tensor::zeros(&[4, 4], DType::BF16, device).unwrap();
+    assert_eq!(zeros.to_f32_vec().unwrap(), vec![0.0; 16]);
+}
+
+#[test]
+fn every_cuda_op_matches_cpu() {
+    let Some(device) = gpu() else { return };
+    // The shapes of NVLM-D (hidden 3200 / 8192, FFN 12800 / 29568) and awkward ones; see `validate::run_all`.
+    expect_all_pass(validate::run_all(device).unwrap());
+}
+
+#[test]
+fn ops_without_a_kernel_say_so() {
+    let Some(device) = gpu() else { return };
+    let x = Tensor::zeros(&[2, 3], DType::BF16, device).unwrap();
+    match softmax(&x) {
+        Err(KernelError::Unsupported { op: "softmax", .. }) => {}
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}

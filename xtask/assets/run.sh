@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# NVLM-D GPU bundle: runs every GPU test (GPU result vs the CPU reference) and the benchmarks on a machine with an
+# NVIDIA driver and CUDA 13 libraries, no Rust needed. Usage: ./run.sh OUT_DIR
+# Prints versions first, then each test's verdict and error figures, then the benchmark table last; the full log is
+# written to OUT_DIR/gpu-run.log. Exit status: 0 when every test passed.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+OUT=${1:?usage: run.sh OUT_DIR}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+LOG="$OUT/gpu-run.log"
+
+# Library lookup: the toolkit's lib64 and the nvidia/*/lib folders of the machine's Python packages.
+dirs=()
+for d in "${CUDA_HOME:-/usr/local/cuda}/lib64" /usr/local/cuda/targets/x86_64-linux/lib; do [ -d "$d" ] && dirs+=("$d"); done
+if command -v python3 >/dev/null; then
+  while IFS= read -r d; do [ -n "$d" ] && dirs+=("$d"); done < <(python3 - <<'PY' 2>/dev/null
+import glob, os, site
+roots = site.getsitepackages() + [site.getusersitepackages()]
+for r in roots:
+    for d in sorted(glob.glob(os.path.join(r, "nvidia", "*", "lib"))):
+        print(d)
+PY
+)
+fi
+shim=$(mktemp -d)
+trap 'rm -rf "$shim"' EXIT
+# The pip NCCL wheel ships only libnccl.so.2; cudarc looks for libnccl.so first.
+for d in "${dirs[@]}"; do
+  if [ -e "$d/libnccl.so.2" ] && [ ! -e "$d/libnccl.so" ]; then ln -sf "$d/libnccl.so.2" "$shim/libnccl.so"; fi
+done
+LD_LIBRARY_PATH="$shim:$(IFS=:; echo "${dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export LD_LIBRARY_PATH
+export NVLM_REQUIRE_GPU=1
+export NVLM_KERNEL_CACHE="$OUT/kernel-cache"
+if [ -z "${NVLM_CUDA_INCLUDE:-}" ] && [ -d "${CUDA_HOME:-/usr/local/cuda}/include" ]; then
+  export NVLM_CUDA_INCLUDE="${CUDA_HOME:-/usr/local/cuda}/include"
+fi
+
+main() {
+  echo "== NVLM-D GPU bundle run, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "== machine"
+  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1 || echo "nvidia-smi failed"
+  command -v nvcc >/dev/null && nvcc --version | tail -n 2
+  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)' 2>/dev/null || echo "torch: not importable"
+  echo "== libraries (LD_LIBRARY_PATH=$LD_LIBRARY_PATH)"
+  for lib in libcuda.so.1 libnvrtc.so.13 libcublasLt.so.13 libcublas.so.13 libnccl.so.2; do
+    found=""
+    for d in $(echo "$LD_LIBRARY_PATH" | tr ':' ' ') /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu; do
+      if [ -e "$d/$lib" ]; then found=$(readlink -f "$d/$lib"); break; fi
+    done
+    echo "$lib: ${found:-not found}"
+  done
+  "$HERE/bin/nvlm" devices 2>&1
+
+  echo "== tests"
+  status=0
+  for t in "$HERE"/bin/tests/*; do
+    name=$(basename "$t")
+    echo "-- $name"
+    if "$t" --test-threads=1 --nocapture; then echo "VERDICT $name PASS"; else echo "VERDICT $name FAIL"; status=1; fi
+  done
+
+  echo "== summary: GPU vs CPU reference (max/rms = largest |gpu - cpu| over the reference's RMS)"
+  grep -h '^GPU-CHECK' "$LOG" | sed 's/^GPU-CHECK //'
+  grep -h '^VERDICT' "$LOG"
+
+  echo "== benchmark: nvlm (cuBLASLt) vs PyTorch on the same shapes"
+  "$HERE/bin/matmul-bench" 2>&1
+  if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+    "$HERE/bin/matmul-bench" --list-gpu-shapes | python3 "$HERE/torch_matmul.py"
+  else
+    echo "(PyTorch with CUDA not available: no PyTorch rows)"
+  fi
+  return $status
+}
+
+main > >(tee "$LOG") 2>&1
+rc=$?
+wait
+exit $rc
