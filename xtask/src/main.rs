@@ -66,7 +66,38 @@ fn test(root: &std::path::Path) -> Result<()> {
         Some(toolkit) => toolkit.env(),
         None => Vec::new(),
     };
-    run::step("cargo test --workspace");
     let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.clone())).collect();
-    run::cargo(root, &["test", "--workspace"], &env)
+    let mut counts = run::TestCounts::default();
+    run::step("cargo test --workspace");
+    let outcome = run::cargo_test(
+        root,
+        &["--workspace", "--", "--skip", COMPILE_CHECK],
+        &env,
+        &mut counts,
+    )
+    .and_then(|()| {
+        run::step("CUDA compile check: every kernel for sm_90a, registers and spills");
+        run::cargo_test(
+            root,
+            &[
+                "-p",
+                "nvlm-kernels",
+                "--test",
+                "nvrtc_compile",
+                "--",
+                "--nocapture",
+            ],
+            &env,
+            &mut counts,
+        )
+    });
+    // A plain closing line that CI reads: totals over every test binary.
+    println!(
+        "\ntests: {} passed, {} failed, {} skipped",
+        counts.passed, counts.failed, counts.ignored
+    );
+    outcome
 }
+
+/// The compile-check test, run on its own with its output shown.
+const COMPILE_CHECK: &str = "every_kernel_compiles_for_sm90a_without_spills";
