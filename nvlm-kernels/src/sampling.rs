@@ -35,20 +35,29 @@ impl Default for SamplingParams {
 
 /// Index of the largest logit per row of `logits[b, v]` (the first one on ties) → i32 `[b]`.
 pub fn argmax(logits: &Tensor) -> Result<Tensor> {
-    const OP: &str = "argmax";
-    float_dtype(OP, logits)?;
-    rank(OP, "logits", logits, 2)?;
+    choose_per_row("argmax", logits, |_, row| argmax_row(row))
+}
+
+/// Checks `logits[b, v]` and picks one token per row with `choose(row_index, row)` → i32 `[b]`.
+fn choose_per_row(
+    op: &'static str,
+    logits: &Tensor,
+    choose: impl Fn(usize, &[f32]) -> usize,
+) -> Result<Tensor> {
+    float_dtype(op, logits)?;
+    rank(op, "logits", logits, 2)?;
     match logits.device() {
         Device::Cpu => {
             let v = logits.shape()[1];
             let values = f32_values(logits)?;
             let ids = values
                 .chunks(v.max(1))
-                .map(|row| argmax_row(row) as i32)
+                .enumerate()
+                .map(|(r, row)| choose(r, row) as i32)
                 .collect::<Vec<_>>();
             tensor_of(ids, &[logits.shape()[0]])
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        device => Err(KernelError::unsupported(op, device)),
     }
 }
 
@@ -81,21 +90,9 @@ pub fn sample(logits: &Tensor, params: &SamplingParams, step: u64) -> Result<Ten
     if params.temperature == 0.0 {
         return argmax(logits);
     }
-    float_dtype(OP, logits)?;
-    rank(OP, "logits", logits, 2)?;
-    match logits.device() {
-        Device::Cpu => {
-            let v = logits.shape()[1];
-            let values = f32_values(logits)?;
-            let ids = values
-                .chunks(v.max(1))
-                .enumerate()
-                .map(|(r, row)| sample_row(row, params, uniform(params.seed, step, r as u64)) as i32)
-                .collect::<Vec<_>>();
-            tensor_of(ids, &[logits.shape()[0]])
-        }
-        device => Err(KernelError::unsupported(OP, device)),
-    }
+    choose_per_row(OP, logits, |r, row| {
+        sample_row(row, params, uniform(params.seed, step, r as u64))
+    })
 }
 
 /// The candidate tokens and their (unnormalised) weights after temperature, top-k and top-p, most likely first.

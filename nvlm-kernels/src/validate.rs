@@ -123,22 +123,32 @@ pub fn check_silu_mul(device: Device, n: usize, dtype: DType, seed: u64) -> Resu
     compare("silu_mul", format!("[{n}] {dtype}"), &got, &want, tol)
 }
 
-/// `x[m,k]·w[n,k]ᵀ (+bias)` in bf16 on `device` vs the f32 CPU reference on the same bf16 inputs.
+/// `x[m,k]·w[n,k]ᵀ (+bias)` in bf16 on `device` vs the f32 CPU reference on the same bf16 inputs. With
+/// `view_offset > 0`, `x` is a leading-dimension view starting that many rows into a larger tensor (an unaligned
+/// operand for cuBLASLt when `view_offset·k·2` is not a multiple of 256).
 pub fn check_matmul(
     device: Device,
-    m: usize,
-    n: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
     bias: bool,
+    view_offset: usize,
     seed: u64,
 ) -> Result<CheckReport> {
-    let x = random_tensor(seed, &[m, k], DType::BF16)?;
+    let x = random_tensor(seed, &[m + view_offset, k], DType::BF16)?;
+    let (x, x_device) = (
+        x.narrow0(view_offset, m)?,
+        x.to_device(device)?.narrow0(view_offset, m)?,
+    );
     let w = random_tensor(seed + 1, &[n, k], DType::BF16)?;
     let b = random_tensor(seed + 2, &[n], DType::BF16)?;
     let want = matmul(&x.to_dtype(DType::F32)?, &w, bias.then_some(&b))?;
     let bd = b.to_device(device)?;
-    let got = matmul(&x.to_device(device)?, &w.to_device(device)?, bias.then_some(&bd))?;
-    let case = format!("[{m},{k}]x[{n},{k}]T{} bf16", if bias { "+b" } else { "" });
+    let got = matmul(&x_device, &w.to_device(device)?, bias.then_some(&bd))?;
+    let view = if view_offset > 0 {
+        format!(" view@{view_offset}")
+    } else {
+        String::new()
+    };
+    let case = format!("[{m},{k}]x[{n},{k}]T{}{view}", if bias { "+b" } else { "" });
     // The output is rounded to bf16 once; its largest values are several RMS wide, so allow twice the row-wise bound.
     compare("matmul", case, &got, &want, 2.0 * BF16_TOL)
 }
@@ -165,14 +175,15 @@ pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
         reports.push(check_silu_mul(device, n, DType::BF16, 13)?);
     }
     reports.push(check_silu_mul(device, 1000, DType::F32, 14)?);
-    for (m, n, k, bias) in [
-        (1, 1, 1, false),
-        (5, 33, 65, true),
-        (1, 8192, 8192, false),
-        (256, 1280, 3200, true),
-        (17, 29568, 64, true),
+    for (shape, bias, view_offset) in [
+        ((1, 1, 1), false, 0),
+        ((5, 33, 65), true, 0),
+        ((5, 33, 65), true, 3),
+        ((1, 8192, 8192), false, 0),
+        ((256, 1280, 3200), true, 0),
+        ((17, 29568, 64), true, 0),
     ] {
-        reports.push(check_matmul(device, m, n, k, bias, 15)?);
+        reports.push(check_matmul(device, shape, bias, view_offset, 15)?);
     }
     reports.push(check_cast(device, 4097, 16)?);
     Ok(reports)

@@ -590,3 +590,44 @@ fn patch_embed_equals_a_strided_convolution() {
         "6x4 is not a whole number of 4px patches"
     );
 }
+
+#[test]
+fn wrong_dtypes_are_errors_not_panics() {
+    let f = Tensor::from_vec(vec![0.5f32; 8], &[2, 4]).unwrap();
+    let b = f.to_dtype(DType::BF16).unwrap();
+    let i = Tensor::from_vec(vec![1i32; 8], &[2, 4]).unwrap();
+    let w = Tensor::from_vec(vec![1f32; 4], &[4]).unwrap();
+    let is_dtype_error = |r: Result<Tensor>| {
+        matches!(
+            r,
+            Err(KernelError::Tensor(nvlm_tensor::TensorError::DType { .. }))
+        )
+    };
+    assert!(is_dtype_error(rms_norm(&i, &w, 1e-6)));
+    assert!(is_dtype_error(softmax(&i)));
+    assert!(is_dtype_error(gelu(&i)));
+    assert!(is_dtype_error(add(&f, &b)));
+    assert!(is_dtype_error(silu_mul(&f, &b)));
+    assert!(is_dtype_error(argmax(&i)));
+    assert!(
+        is_dtype_error(embedding(&f.reshape(&[8]).unwrap(), &f)),
+        "float ids"
+    );
+    assert!(is_dtype_error(concat(&[&f, &b], 0)));
+    let q = f.reshape(&[1, 2, 1, 4]).unwrap();
+    assert!(is_dtype_error(attention(
+        &q,
+        &b.reshape(&[1, 2, 1, 4]).unwrap(),
+        &q,
+        AttentionMask::Bidirectional,
+        1.0
+    )));
+    let x = f.reshape(&[2, 1, 4]).unwrap();
+    let float_positions = Tensor::from_vec(vec![0f32, 1.0], &[2]).unwrap();
+    assert!(is_dtype_error(rotary_embedding(
+        &x,
+        &float_positions,
+        &[1.0, 0.5]
+    )));
+    assert!(is_dtype_error(matmul(&f, &i, None)));
+}

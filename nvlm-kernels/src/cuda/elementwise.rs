@@ -56,29 +56,48 @@ pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> 
     Ok(Tensor::from_cuda(out, device, x.dtype(), x.shape()))
 }
 
-/// `silu(gate) · up` on the device.
-pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
-    const OP: &str = "silu_mul";
-    let name = format!("silu_mul_{}", suffix(OP, gate.dtype())?);
-    let (gb, go, gl) = gate.cuda_parts()?;
-    let (ub, uo, ul) = up.cuda_parts()?;
-    let device = gb.device.clone();
-    let func = function(&device, "silu_mul", &name)?;
-    let mut out = alloc_like(OP, gate, gate.dtype())?;
-    let n = gate.numel() as i64;
+/// Launches a grid-stride elementwise kernel `function(inputs..., out, n)` over the `numel` of `inputs[0]`, writing a
+/// new tensor of `out_dtype` with the shape of `inputs[0]`.
+fn launch_elementwise(
+    op: &'static str,
+    kernel: &'static str,
+    function_name: &str,
+    inputs: &[&Tensor],
+    out_dtype: DType,
+) -> Result<Tensor> {
+    let first = inputs[0];
+    let (buffer, _, _) = first.cuda_parts()?;
+    let device = buffer.device.clone();
+    let func = function(&device, kernel, function_name)?;
+    let mut out = alloc_like(op, first, out_dtype)?;
+    let n = first.numel() as i64;
     if n > 0 {
-        let (gv, uv) = (gb.slice.slice(go..go + gl), ub.slice.slice(uo..uo + ul));
+        let mut views = Vec::with_capacity(inputs.len());
+        for t in inputs {
+            let (b, offset, len) = t.cuda_parts()?;
+            views.push(b.slice.slice(offset..offset + len));
+        }
         let cfg = LaunchConfig {
             grid_dim: (grid_for(n as usize), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut launch = device.stream().launch_builder(&func);
-        launch.arg(&gv).arg(&uv).arg(&mut out).arg(&n);
-        // SAFETY: argument types match `silu_mul_{bf16,f32}`; all buffers hold n elements.
-        unsafe { launch.launch(cfg) }.map_err(KernelError::cuda(OP))?;
+        for v in &views {
+            launch.arg(v);
+        }
+        launch.arg(&mut out).arg(&n);
+        // SAFETY: every elementwise kernel takes (inputs..., out, long n) and all buffers hold n elements.
+        unsafe { launch.launch(cfg) }.map_err(KernelError::cuda(op))?;
     }
-    Ok(Tensor::from_cuda(out, device, gate.dtype(), gate.shape()))
+    Ok(Tensor::from_cuda(out, device, out_dtype, first.shape()))
+}
+
+/// `silu(gate) · up` on the device.
+pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    const OP: &str = "silu_mul";
+    let name = format!("silu_mul_{}", suffix(OP, gate.dtype())?);
+    launch_elementwise(OP, "silu_mul", &name, &[gate, up], gate.dtype())
 }
 
 /// f32 <-> bf16 conversion on the device.
@@ -94,22 +113,5 @@ pub(crate) fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
             ))
         }
     };
-    let (xb, xo, xl) = x.cuda_parts()?;
-    let device = xb.device.clone();
-    let func = function(&device, "cast", name)?;
-    let mut out = alloc_like(OP, x, dtype)?;
-    let n = x.numel() as i64;
-    if n > 0 {
-        let xv = xb.slice.slice(xo..xo + xl);
-        let cfg = LaunchConfig {
-            grid_dim: (grid_for(n as usize), 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut launch = device.stream().launch_builder(&func);
-        launch.arg(&xv).arg(&mut out).arg(&n);
-        // SAFETY: argument types match the cast kernels; both buffers hold n elements.
-        unsafe { launch.launch(cfg) }.map_err(KernelError::cuda(OP))?;
-    }
-    Ok(Tensor::from_cuda(out, device, dtype, x.shape()))
+    launch_elementwise(OP, "cast", name, &[x], dtype)
 }

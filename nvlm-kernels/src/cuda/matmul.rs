@@ -33,6 +33,22 @@ pub fn blas_lt(device: &Arc<CudaDevice>) -> Result<Arc<CudaBlasLT>> {
     Ok(handle)
 }
 
+/// Alignment cuBLASLt assumes of every operand unless told otherwise.
+const OPERAND_ALIGNMENT: usize = 256;
+
+/// A fresh, aligned copy of `t` when its offset in its allocation is not [`OPERAND_ALIGNMENT`]-aligned.
+fn aligned(t: &Tensor) -> Result<Option<cudarc::driver::CudaSlice<u8>>> {
+    let (buffer, offset, len) = t.cuda_parts()?;
+    if offset % OPERAND_ALIGNMENT == 0 {
+        return Ok(None);
+    }
+    let copy = buffer
+        .device
+        .stream()
+        .clone_dtod(&buffer.slice.slice(offset..offset + len));
+    copy.map(Some).map_err(KernelError::cuda("matmul operand copy"))
+}
+
 /// Row-major `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])`. In cuBLASLt's column-major terms this is
 /// `yᵀ[n, m] = (w stored as k×n, transposed) · (x stored as k×m)`: no copies, just a transpose flag.
 pub(crate) fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
@@ -72,14 +88,22 @@ pub(crate) fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out_shape: &
             stride_bias: None,
             batch_size: None,
         };
-        let xv = xb.slice.slice(xo..xo + xl);
-        let wv = wb.slice.slice(wo..wo + wl);
-        let bias_view = match bias {
-            Some(b) => {
+        // cuBLASLt's heuristics assume 256-byte aligned operands; a view at another offset is copied first.
+        let (xa, wa) = (aligned(x)?, aligned(w)?);
+        let ba = bias.map(aligned).transpose()?;
+        let xv = xa
+            .as_ref()
+            .map_or_else(|| xb.slice.slice(xo..xo + xl), |a| a.slice(..));
+        let wv = wa
+            .as_ref()
+            .map_or_else(|| wb.slice.slice(wo..wo + wl), |a| a.slice(..));
+        let bias_view = match (bias, &ba) {
+            (Some(_), Some(Some(copy))) => Some(copy.slice(..)),
+            (Some(b), _) => {
                 let (bb, bo, bl) = b.cuda_parts()?;
                 Some(bb.slice.slice(bo..bo + bl))
             }
-            None => None,
+            (None, _) => None,
         };
         // SAFETY: the byte views hold exactly the bf16 element counts given; alignment is that of the allocations.
         unsafe {
