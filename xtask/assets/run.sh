@@ -33,8 +33,11 @@ LD_LIBRARY_PATH="$shim:$(IFS=:; echo "${dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRAR
 export LD_LIBRARY_PATH
 export NVLM_REQUIRE_GPU=1
 export NVLM_KERNEL_CACHE="$OUT/kernel-cache"
-if [ -z "${NVLM_CUDA_INCLUDE:-}" ] && [ -d "${CUDA_HOME:-/usr/local/cuda}/include" ]; then
-  export NVLM_CUDA_INCLUDE="${CUDA_HOME:-/usr/local/cuda}/include"
+# Headers for NVRTC (cuda_bf16.h): the toolkit's, else a pip wheel's.
+if [ -z "${NVLM_CUDA_INCLUDE:-}" ]; then
+  for d in "${CUDA_HOME:-/usr/local/cuda}/include" "${dirs[@]/%\/lib/\/include}"; do
+    if [ -e "$d/cuda_bf16.h" ]; then export NVLM_CUDA_INCLUDE="$d"; break; fi
+  done
 fi
 
 main() {

@@ -102,11 +102,13 @@ pub fn compile(name: &str, program: &str, arch: &str, verbose: bool) -> Result<C
     if verbose {
         options.push("--ptxas-options=-v".to_string());
     }
-    options.extend(
-        cuda_include_dirs()
-            .into_iter()
-            .map(|d| format!("--include-path={d}")),
-    );
+    let includes = cuda_include_dirs();
+    let hint = if includes.is_empty() {
+        format!("\nno folder with cuda_bf16.h was found: set {CUDA_INCLUDE_ENV} (or CUDA_HOME) to the CUDA 13 headers")
+    } else {
+        String::new()
+    };
+    options.extend(includes.into_iter().map(|d| format!("--include-path={d}")));
     // SAFETY: `prog` is a live program; the log and cubin buffers are sized from NVRTC's own answers.
     let outcome = unsafe {
         let compiled = result::compile_program(prog, &options);
@@ -114,7 +116,7 @@ pub fn compile(name: &str, program: &str, arch: &str, verbose: bool) -> Result<C
             .map(|raw| CStr::from_ptr(raw.as_ptr()).to_string_lossy().into_owned())
             .unwrap_or_default();
         match compiled {
-            Err(e) => Err(fail(format!("{e:?} with options {options:?}\n{log}"))),
+            Err(e) => Err(fail(format!("{e:?} with options {options:?}\n{log}{hint}"))),
             Ok(()) => {
                 let mut size = 0usize;
                 let status = sys::nvrtcGetCUBINSize(prog, &mut size);
