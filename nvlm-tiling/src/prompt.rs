@@ -41,3 +41,13 @@ pub fn expand_images(text: &str, tiles_per_image: &[usize]) -> String {
     }
     out
 }
+
+/// The reference's rule for a first question about images: without a history and with at least one image, a
+/// question that has no `<image>` placeholder gets `"<image>\n"` in front.
+pub fn with_image_placeholder(question: &str, num_images: usize, has_history: bool) -> String {
+    if num_images > 0 && !has_history && !question.contains(IMAGE_PLACEHOLDER) {
+        format!("{IMAGE_PLACEHOLDER}\n{question}")
+    } else {
+        question.to_string()
+    }
+}
