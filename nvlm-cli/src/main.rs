@@ -1,6 +1,9 @@
 //! `nvlm`: run NVLM-D from the terminal.
 
 mod devices;
+mod output;
+mod preprocess;
+mod prompt;
 mod selftest;
 
 use std::process::ExitCode;
@@ -25,6 +28,10 @@ enum Command {
         #[arg(long, default_value = "cuda")]
         device: String,
     },
+    /// Tile one image as NVLM-D sees it; print the grid as JSON, optionally write the tensors.
+    Preprocess(preprocess::PreprocessArgs),
+    /// Build the exact prompt text and token ids for a question (with images, history, system message).
+    Prompt(prompt::PromptArgs),
     /// Chat with NVLM-D about images (not available yet: the model lands in a later release).
     Chat,
     /// Answer one prompt, optionally about images (not available yet: the model lands in a later release).
@@ -36,8 +43,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Devices => devices::run(),
         Command::Selftest { device } => selftest::run(&device),
+        Command::Preprocess(args) => preprocess::run(&args),
+        Command::Prompt(args) => prompt::run(&args),
         Command::Chat | Command::Generate => Err(anyhow::anyhow!(
-            "the NVLM-D model is not wired into this build yet: only `devices` and `selftest` work today"
+            "the NVLM-D model is not wired into this build yet: only `devices`, `selftest`, `preprocess` and `prompt` work today"
         )),
     };
     match result {

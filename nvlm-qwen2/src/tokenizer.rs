@@ -16,10 +16,15 @@ impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Tokenizer> {
         let shown = path.display().to_string();
         if !path.is_file() {
-            return Err(Qwen2Error::Tokenizer { path: shown, detail: "file not found".into() });
+            return Err(Qwen2Error::Tokenizer {
+                path: shown,
+                detail: "file not found".into(),
+            });
         }
-        let inner = tokenizers::Tokenizer::from_file(path)
-            .map_err(|e| Qwen2Error::Tokenizer { path: shown.clone(), detail: e.to_string() })?;
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Qwen2Error::Tokenizer {
+            path: shown.clone(),
+            detail: e.to_string(),
+        })?;
         Ok(Tokenizer { inner, path: shown })
     }
 
@@ -45,6 +50,9 @@ impl Tokenizer {
     }
 
     fn error(&self, e: impl std::fmt::Display) -> Qwen2Error {
-        Qwen2Error::Tokenizer { path: self.path.clone(), detail: e.to_string() }
+        Qwen2Error::Tokenizer {
+            path: self.path.clone(),
+            detail: e.to_string(),
+        }
     }
 }

@@ -9,7 +9,10 @@ pub const DEFAULT_MAX_PIXELS: u64 = 89_478_485;
 
 /// Reads and decodes an image file (PNG or JPEG, recognised by content, not by extension) to RGB.
 pub fn load_rgb(path: &Path, max_pixels: u64) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|source| TilingError::Io { path: path.display().to_string(), source })?;
+    let bytes = std::fs::read(path).map_err(|source| TilingError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
     decode_rgb(&bytes, max_pixels)
 }
 
@@ -37,7 +40,10 @@ fn sniff(bytes: &[u8]) -> Option<&'static str> {
         (b"MM\0*", "TIFF"),
         (b"%PDF", "PDF"),
     ];
-    known.iter().find(|(magic, _)| bytes.starts_with(magic)).map(|&(_, name)| name)
+    known
+        .iter()
+        .find(|(magic, _)| bytes.starts_with(magic))
+        .map(|&(_, name)| name)
 }
 
 /// Fails unless `width x height` is a non-empty image within `max_pixels`.
@@ -46,8 +52,11 @@ pub(crate) fn check_size(width: u64, height: u64, max_pixels: u64) -> Result<()>
         return Err(TilingError::ZeroSized { width, height });
     }
     if width.saturating_mul(height) > max_pixels {
-        return Err(TilingError::TooLarge { width, height, limit: max_pixels });
+        return Err(TilingError::TooLarge {
+            width,
+            height,
+            limit: max_pixels,
+        });
     }
     Ok(())
 }
-

@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum TilingError {
     /// The file could not be read.
-    #[error("cannot read image `{path}`: {source}")]
+    #[error("cannot read image `{path}`")]
     Io {
         /// The path given.
         path: String,

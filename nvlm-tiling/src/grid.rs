@@ -44,7 +44,12 @@ pub fn candidate_grids(min_tiles: usize, max_tiles: usize) -> Result<Vec<(usize,
 
 /// `find_closest_aspect_ratio`: the grid whose `cols/rows` is closest to `width/height`; an exact tie replaces the
 /// best so far only when the image area exceeds half the candidate grid's area (`0.5 * tile² * cols * rows`).
-pub fn closest_grid(width: usize, height: usize, tile: usize, candidates: &[(usize, usize)]) -> (usize, usize) {
+pub fn closest_grid(
+    width: usize,
+    height: usize,
+    tile: usize,
+    candidates: &[(usize, usize)],
+) -> (usize, usize) {
     let aspect = width as f64 / height as f64;
     let area = (width * height) as f64;
     let mut best_diff = f64::INFINITY;

@@ -14,7 +14,11 @@ pub struct RgbImage {
 impl RgbImage {
     /// An image from raw HWC bytes; `None` when the length does not match.
     pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Option<RgbImage> {
-        (pixels.len() == width * height * 3).then_some(RgbImage { width, height, pixels })
+        (pixels.len() == width * height * 3).then_some(RgbImage {
+            width,
+            height,
+            pixels,
+        })
     }
 
     /// The `w x h` region whose top-left corner is `(left, top)`; the caller keeps it inside the image.
@@ -24,6 +28,10 @@ impl RgbImage {
             let start = (y * self.width + left) * 3;
             pixels.extend_from_slice(&self.pixels[start..start + w * 3]);
         }
-        RgbImage { width: w, height: h, pixels }
+        RgbImage {
+            width: w,
+            height: h,
+            pixels,
+        }
     }
 }

@@ -10,7 +10,10 @@ use crate::decode::check_size;
 use crate::{Result, RgbImage, TilingError};
 
 fn corrupt(detail: impl Into<String>) -> TilingError {
-    TilingError::Decode { format: "JPEG", detail: detail.into() }
+    TilingError::Decode {
+        format: "JPEG",
+        detail: detail.into(),
+    }
 }
 
 /// What the marker walk learned before the first scan.
@@ -46,7 +49,10 @@ fn walk_markers(bytes: &[u8]) -> Markers {
         }
         i += 2 + length;
     }
-    Markers { adobe, complete: false }
+    Markers {
+        adobe,
+        complete: false,
+    }
 }
 
 /// Pillow's `MULDIV255`: a rounded `a * b / 255`.
@@ -59,10 +65,14 @@ fn muldiv255(a: u32, b: u32) -> u8 {
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
     let markers = walk_markers(bytes);
     if !markers.complete {
-        return Err(corrupt("the file is truncated (no end-of-image marker after the scan data)"));
+        return Err(corrupt(
+            "the file is truncated (no end-of-image marker after the scan data)",
+        ));
     }
     // libjpeg reports fatal errors by unwinding (the crate's error manager); turn that into an error value.
-    let outcome = catch_unwind(AssertUnwindSafe(|| decode_unchecked(bytes, max_pixels, markers.adobe)));
+    let outcome = catch_unwind(AssertUnwindSafe(|| {
+        decode_unchecked(bytes, max_pixels, markers.adobe)
+    }));
     match outcome {
         Ok(result) => result,
         Err(payload) => {
@@ -83,26 +93,38 @@ fn decode_unchecked(bytes: &[u8], max_pixels: u64, adobe: bool) -> Result<RgbIma
     let pixels: Vec<u8> = match decompress.color_space() {
         ColorSpace::JCS_GRAYSCALE => {
             let mut started = decompress.grayscale().map_err(|e| corrupt(e.to_string()))?;
-            let gray = started.read_scanlines::<u8>().map_err(|e| corrupt(e.to_string()))?;
+            let gray = started
+                .read_scanlines::<u8>()
+                .map_err(|e| corrupt(e.to_string()))?;
             started.finish().map_err(|e| corrupt(e.to_string()))?;
             gray.iter().flat_map(|&g| [g, g, g]).collect()
         }
         ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => {
-            let mut started = decompress.to_colorspace(ColorSpace::JCS_CMYK).map_err(|e| corrupt(e.to_string()))?;
-            let cmyk = started.read_scanlines::<[u8; 4]>().map_err(|e| corrupt(e.to_string()))?;
+            let mut started = decompress
+                .to_colorspace(ColorSpace::JCS_CMYK)
+                .map_err(|e| corrupt(e.to_string()))?;
+            let cmyk = started
+                .read_scanlines::<[u8; 4]>()
+                .map_err(|e| corrupt(e.to_string()))?;
             started.finish().map_err(|e| corrupt(e.to_string()))?;
             // Pillow reads Adobe CMYK as inverted (`CMYK;I`), then R = MULDIV255(255 - C, 255 - K), and so on.
             let ink = |v: u8| if adobe { 255 - v as u32 } else { v as u32 };
             cmyk.iter()
                 .flat_map(|&[c, m, y, k]| {
                     let white = 255 - ink(k);
-                    [muldiv255(255 - ink(c), white), muldiv255(255 - ink(m), white), muldiv255(255 - ink(y), white)]
+                    [
+                        muldiv255(255 - ink(c), white),
+                        muldiv255(255 - ink(m), white),
+                        muldiv255(255 - ink(y), white),
+                    ]
                 })
                 .collect()
         }
         _ => {
             let mut started = decompress.rgb().map_err(|e| corrupt(e.to_string()))?;
-            let rgb = started.read_scanlines::<[u8; 3]>().map_err(|e| corrupt(e.to_string()))?;
+            let rgb = started
+                .read_scanlines::<[u8; 3]>()
+                .map_err(|e| corrupt(e.to_string()))?;
             started.finish().map_err(|e| corrupt(e.to_string()))?;
             rgb.concat()
         }

@@ -25,17 +25,22 @@ pub fn pixel_values(tiles: &[u8], size: usize) -> Vec<f32> {
     let table = lookup_table();
     let plane = size * size;
     let mut out = vec![0f32; tiles.len()];
-    out.par_chunks_mut(3 * plane).zip(tiles.par_chunks(3 * plane)).for_each(|(dst, src)| {
-        for (p, px) in src.chunks_exact(3).enumerate() {
-            dst[p] = table[0][px[0] as usize];
-            dst[plane + p] = table[1][px[1] as usize];
-            dst[2 * plane + p] = table[2][px[2] as usize];
-        }
-    });
+    out.par_chunks_mut(3 * plane)
+        .zip(tiles.par_chunks(3 * plane))
+        .for_each(|(dst, src)| {
+            for (p, px) in src.chunks_exact(3).enumerate() {
+                dst[p] = table[0][px[0] as usize];
+                dst[plane + p] = table[1][px[1] as usize];
+                dst[2 * plane + p] = table[2][px[2] as usize];
+            }
+        });
     out
 }
 
 /// [`pixel_values`] rounded to bf16 (what the model consumes on the GPU).
 pub fn pixel_values_bf16(tiles: &[u8], size: usize) -> Vec<bf16> {
-    pixel_values(tiles, size).into_par_iter().map(bf16::from_f32).collect()
+    pixel_values(tiles, size)
+        .into_par_iter()
+        .map(bf16::from_f32)
+        .collect()
 }

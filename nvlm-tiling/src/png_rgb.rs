@@ -7,7 +7,10 @@ use crate::decode::check_size;
 use crate::{Result, RgbImage, TilingError};
 
 fn corrupt(e: impl std::fmt::Display) -> TilingError {
-    TilingError::Decode { format: "PNG", detail: e.to_string() }
+    TilingError::Decode {
+        format: "PNG",
+        detail: e.to_string(),
+    }
 }
 
 /// Decodes PNG bytes.
@@ -17,7 +20,13 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
     let mut reader = decoder.read_info().map_err(corrupt)?;
     let (width, height, color, depth, palette) = {
         let info = reader.info();
-        (info.width as usize, info.height as usize, info.color_type, info.bit_depth, info.palette.clone())
+        (
+            info.width as usize,
+            info.height as usize,
+            info.color_type,
+            info.bit_depth,
+            info.palette.clone(),
+        )
     };
     check_size(width as u64, height as u64, max_pixels)?;
     let mut raw = vec![0u8; reader.output_buffer_size()];
@@ -45,7 +54,9 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
                 }
             }
             ColorType::Indexed => {
-                let palette = palette.as_deref().ok_or_else(|| corrupt("indexed image without a PLTE chunk"))?;
+                let palette = palette
+                    .as_deref()
+                    .ok_or_else(|| corrupt("indexed image without a PLTE chunk"))?;
                 for x in 0..width {
                     let index = packed(row, x, bits) as usize;
                     match palette.get(index * 3..index * 3 + 3) {

@@ -49,7 +49,9 @@ fn taps(in_size: usize, out_size: usize) -> Taps {
         let center = (i as f64 + 0.5) * scale;
         let xmin = ((center - support + 0.5) as i64).max(0) as usize;
         let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
-        let weights: Vec<f64> = (xmin..xmax).map(|x| bicubic((x as f64 - center + 0.5) * ss)).collect();
+        let weights: Vec<f64> = (xmin..xmax)
+            .map(|x| bicubic((x as f64 - center + 0.5) * ss))
+            .collect();
         let total: f64 = weights.iter().sum();
         let fixed = weights
             .iter()
@@ -85,22 +87,32 @@ fn horizontal(image: &RgbImage, out_w: usize) -> RgbImage {
             px.copy_from_slice(&[clip8(acc[0]), clip8(acc[1]), clip8(acc[2])]);
         }
     });
-    RgbImage { width: out_w, height: image.height, pixels: out }
+    RgbImage {
+        width: out_w,
+        height: image.height,
+        pixels: out,
+    }
 }
 
 fn vertical(image: &RgbImage, out_h: usize) -> RgbImage {
     let t = taps(image.height, out_h);
     let stride = image.width * 3;
     let mut out = vec![0u8; out_h * stride];
-    out.par_chunks_mut(stride.max(1)).enumerate().for_each(|(y, row)| {
-        let mut acc = vec![1i32 << (PRECISION_BITS - 1); stride];
-        for (k, &c) in t.coefficients[y].iter().enumerate() {
-            let src = &image.pixels[(t.first[y] + k) * stride..][..stride];
-            acc.iter_mut().zip(src).for_each(|(a, &s)| *a += s as i32 * c);
-        }
-        row.iter_mut().zip(&acc).for_each(|(o, &a)| *o = clip8(a));
-    });
-    RgbImage { width: image.width, height: out_h, pixels: out }
+    out.par_chunks_mut(stride.max(1))
+        .enumerate()
+        .for_each(|(y, row)| {
+            let mut acc = vec![1i32 << (PRECISION_BITS - 1); stride];
+            for (k, &c) in t.coefficients[y].iter().enumerate() {
+                let src = &image.pixels[(t.first[y] + k) * stride..][..stride];
+                acc.iter_mut().zip(src).for_each(|(a, &s)| *a += s as i32 * c);
+            }
+            row.iter_mut().zip(&acc).for_each(|(o, &a)| *o = clip8(a));
+        });
+    RgbImage {
+        width: image.width,
+        height: out_h,
+        pixels: out,
+    }
 }
 
 /// `Image.resize((out_w, out_h))` with Pillow's default BICUBIC on an RGB image. Same size: a copy. One axis

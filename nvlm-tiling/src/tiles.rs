@@ -71,11 +71,18 @@ impl Tiles {
 /// Chooses the grid for a `width x height` image.
 pub fn plan(width: usize, height: usize, config: &TilingConfig) -> Result<GridPlan> {
     if width == 0 || height == 0 {
-        return Err(TilingError::ZeroSized { width: width as u64, height: height as u64 });
+        return Err(TilingError::ZeroSized {
+            width: width as u64,
+            height: height as u64,
+        });
     }
     let candidates = candidate_grids(config.min_tiles, config.max_tiles)?;
     let (cols, rows) = closest_grid(width, height, TILE_SIZE, &candidates);
-    Ok(GridPlan { cols, rows, thumbnail: config.thumbnail && cols * rows != 1 })
+    Ok(GridPlan {
+        cols,
+        rows,
+        thumbnail: config.thumbnail && cols * rows != 1,
+    })
 }
 
 /// Tiles a decoded image: the grid resize and the thumbnail resize (both from the decoded image) run in parallel.
@@ -84,16 +91,28 @@ pub fn tile_image(image: &RgbImage, config: &TilingConfig) -> Result<Tiles> {
     let (target_w, target_h) = (TILE_SIZE * plan.cols, TILE_SIZE * plan.rows);
     let (resized, thumbnail) = rayon::join(
         || resize_bicubic(image, target_w, target_h, config.pass_order),
-        || plan.thumbnail.then(|| resize_bicubic(image, TILE_SIZE, TILE_SIZE, config.pass_order)),
+        || {
+            plan.thumbnail
+                .then(|| resize_bicubic(image, TILE_SIZE, TILE_SIZE, config.pass_order))
+        },
     );
     let mut pixels = Vec::with_capacity(plan.num_tiles() * TILE_SIZE * TILE_SIZE * 3);
     for row in 0..plan.rows {
         for col in 0..plan.cols {
-            pixels.extend_from_slice(&resized.crop(col * TILE_SIZE, row * TILE_SIZE, TILE_SIZE, TILE_SIZE).pixels);
+            pixels.extend_from_slice(
+                &resized
+                    .crop(col * TILE_SIZE, row * TILE_SIZE, TILE_SIZE, TILE_SIZE)
+                    .pixels,
+            );
         }
     }
     if let Some(thumbnail) = thumbnail {
         pixels.extend_from_slice(&thumbnail.pixels);
     }
-    Ok(Tiles { plan, width: image.width, height: image.height, pixels })
+    Ok(Tiles {
+        plan,
+        width: image.width,
+        height: image.height,
+        pixels,
+    })
 }

@@ -8,7 +8,12 @@ use nvlm_tiling::*;
 use serde_json::Value;
 
 fn cases() -> Vec<String> {
-    json("tiling/index.json")["cases"].as_array().unwrap().iter().map(|c| c["case"].as_str().unwrap().to_string()).collect()
+    json("tiling/index.json")["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["case"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -27,7 +32,14 @@ fn expected_hashes(manifest: &Value, classic: bool) -> Vec<String> {
         .iter()
         .map(|t| {
             let variant = &t["classic_hv_variant"]["sha256_rgb_bytes"];
-            if classic && variant.is_string() { variant } else { &t["sha256_rgb_bytes"] }.as_str().unwrap().to_string()
+            if classic && variant.is_string() {
+                variant
+            } else {
+                &t["sha256_rgb_bytes"]
+            }
+            .as_str()
+            .unwrap()
+            .to_string()
         })
         .collect()
 }
@@ -38,26 +50,51 @@ fn every_fixture_case_matches_bit_for_bit() {
     assert_eq!(cases.len(), 15, "the fixture index lists 15 cases");
     for case in &cases {
         let manifest = json(&format!("tiling/{case}/manifest.json"));
-        let input = fixtures().join("tiling").join(case).join(manifest["input_file"].as_str().unwrap());
+        let input = fixtures()
+            .join("tiling")
+            .join(case)
+            .join(manifest["input_file"].as_str().unwrap());
         let image = load_rgb(&input, DEFAULT_MAX_PIXELS).unwrap_or_else(|e| panic!("{case}: {e}"));
         if let Some(want) = manifest["decoded_rgb_sha256"].as_str() {
-            assert_eq!(sha256(&image.pixels), want, "{case}: decoded RGB differs from Pillow's convert('RGB')");
+            assert_eq!(
+                sha256(&image.pixels),
+                want,
+                "{case}: decoded RGB differs from Pillow's convert('RGB')"
+            );
         }
-        let grid = (manifest["grid"]["cols"].as_u64().unwrap() as usize, manifest["grid"]["rows"].as_u64().unwrap() as usize);
+        let grid = (
+            manifest["grid"]["cols"].as_u64().unwrap() as usize,
+            manifest["grid"]["rows"].as_u64().unwrap() as usize,
+        );
         let order: Vec<(usize, usize)> = manifest["target_ratios_in_search_order"]
             .as_array()
             .unwrap()
             .iter()
             .map(|p| (p[0].as_u64().unwrap() as usize, p[1].as_u64().unwrap() as usize))
             .collect();
-        assert_eq!(candidate_grids(1, 6).unwrap(), order, "{case}: candidate scan order");
+        assert_eq!(
+            candidate_grids(1, 6).unwrap(),
+            order,
+            "{case}: candidate scan order"
+        );
 
         for (pass_order, classic) in [(PassOrder::Classic, true), (PassOrder::Pillow13, false)] {
-            let config = TilingConfig { pass_order, ..TilingConfig::default() };
+            let config = TilingConfig {
+                pass_order,
+                ..TilingConfig::default()
+            };
             let tiles = tile_image(&image, &config).unwrap();
             assert_eq!((tiles.plan.cols, tiles.plan.rows), grid, "{case}: grid");
-            assert_eq!(tiles.len() as u64, manifest["num_tiles"].as_u64().unwrap(), "{case}: tile count");
-            assert_eq!(tiles.plan.thumbnail, manifest["has_thumbnail"].as_bool().unwrap(), "{case}: thumbnail");
+            assert_eq!(
+                tiles.len() as u64,
+                manifest["num_tiles"].as_u64().unwrap(),
+                "{case}: tile count"
+            );
+            assert_eq!(
+                tiles.plan.thumbnail,
+                manifest["has_thumbnail"].as_bool().unwrap(),
+                "{case}: thumbnail"
+            );
             let got = tile_hashes(&tiles);
             let want = expected_hashes(&manifest, classic);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
@@ -69,7 +106,11 @@ fn every_fixture_case_matches_bit_for_bit() {
             } else {
                 "pixel_values_sha256_f32le"
             };
-            assert_eq!(sha256(&f32_bytes(&values)), manifest[key].as_str().unwrap(), "{case}: pixel_values ({pass_order:?})");
+            assert_eq!(
+                sha256(&f32_bytes(&values)),
+                manifest[key].as_str().unwrap(),
+                "{case}: pixel_values ({pass_order:?})"
+            );
         }
     }
 }
@@ -78,11 +119,25 @@ fn every_fixture_case_matches_bit_for_bit() {
 fn classic_order_differs_only_where_recorded() {
     // gray16_160x800's thumbnail is the one resize the pass order changes (309 values).
     let manifest = json("tiling/gray16_160x800/manifest.json");
-    let image = load_rgb(&fixtures().join("tiling/gray16_160x800/input.png"), DEFAULT_MAX_PIXELS).unwrap();
+    let image = load_rgb(
+        &fixtures().join("tiling/gray16_160x800/input.png"),
+        DEFAULT_MAX_PIXELS,
+    )
+    .unwrap();
     let classic = resize_bicubic(&image, 448, 448, PassOrder::Classic);
     let pillow13 = resize_bicubic(&image, 448, 448, PassOrder::Pillow13);
-    let differing = classic.pixels.iter().zip(&pillow13.pixels).filter(|(a, b)| a != b).count();
-    assert_eq!(differing as u64, manifest["tiles"][5]["classic_hv_variant"]["values_differing"].as_u64().unwrap());
+    let differing = classic
+        .pixels
+        .iter()
+        .zip(&pillow13.pixels)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(
+        differing as u64,
+        manifest["tiles"][5]["classic_hv_variant"]["values_differing"]
+            .as_u64()
+            .unwrap()
+    );
 }
 
 #[test]
@@ -98,12 +153,20 @@ fn normalisation_matches_the_stored_tensors() {
         let [start, end] = [0, 1].map(|i| entry["data_offsets"][i].as_u64().unwrap() as usize);
         let data = &bytes[8 + header_len + start..8 + header_len + end];
         let manifest = json(&format!("tiling/{case}/manifest.json"));
-        let image = load_rgb(&fixtures().join(format!("tiling/{case}/input.png")), DEFAULT_MAX_PIXELS).unwrap();
+        let image = load_rgb(
+            &fixtures().join(format!("tiling/{case}/input.png")),
+            DEFAULT_MAX_PIXELS,
+        )
+        .unwrap();
         let tiles = tile_image(&image, &TilingConfig::default()).unwrap();
         let ours = f32_bytes(&pixel_values(&tiles.pixels, TILE_SIZE));
         assert_eq!(ours.len(), data.len(), "{case}: tensor size");
         let first_diff = ours.chunks(4).zip(data.chunks(4)).position(|(a, b)| a != b);
-        assert_eq!(first_diff, None, "{case}: first differing f32 (manifest shape {})", manifest["pixel_values_shape"]);
+        assert_eq!(
+            first_diff, None,
+            "{case}: first differing f32 (manifest shape {})",
+            manifest["pixel_values_shape"]
+        );
         let bf16 = pixel_values_bf16(&tiles.pixels, TILE_SIZE);
         assert_eq!(bf16.len() * 4, ours.len());
     }

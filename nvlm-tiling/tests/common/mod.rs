@@ -7,9 +7,9 @@ use sha2::{Digest, Sha256};
 
 /// `../shared/fixtures` beside the workspace root, or `$NVLM_FIXTURES`; panics with a clear message when missing.
 pub fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("NVLM_FIXTURES").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
-    });
+    let dir = std::env::var_os("NVLM_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
     assert!(
         dir.is_dir(),
         "fixtures folder {} is missing: check out `shared/` beside the repository or set NVLM_FIXTURES",
