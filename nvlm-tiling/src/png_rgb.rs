@@ -15,6 +15,11 @@ fn corrupt(e: impl std::fmt::Display) -> TilingError {
 
 /// Decodes PNG bytes.
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
+    // Check the size in IHDR before the decoder reads anything else.
+    if bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
+        let dimension = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        check_size(dimension(16) as u64, dimension(20) as u64, max_pixels)?;
+    }
     let mut decoder = Decoder::new_with_limits(bytes, png::Limits { bytes: usize::MAX });
     decoder.set_transformations(Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(corrupt)?;
