@@ -22,7 +22,7 @@ pub use error::{Result, TilingError};
 pub use grid::{candidate_grids, closest_grid, GridPlan};
 pub use image::RgbImage;
 pub use normalize::{lookup_table, pixel_values, pixel_values_bf16, IMAGENET_MEAN, IMAGENET_STD};
-pub use resample::{resize_bicubic, PassOrder};
+pub use resample::{resize_bicubic, resize_into, PassOrder, RowTargets};
 pub use tiles::{plan, tile_image, Tiles, TilingConfig, DEFAULT_MAX_TILES, TILE_SIZE};
 
 /// Decodes an image file and tiles it: the whole `load_image` path but normalisation.

@@ -17,10 +17,12 @@ fn corrupt(e: impl std::fmt::Display) -> TilingError {
 pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
     // Check the size in IHDR before the decoder reads anything else.
     if bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
-        let dimension = |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+        let dimension =
+            |at: usize| u32::from_be_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
         check_size(dimension(16) as u64, dimension(20) as u64, max_pixels)?;
     }
-    let mut decoder = Decoder::new_with_limits(bytes, png::Limits { bytes: usize::MAX });
+    let mut decoder =
+        Decoder::new_with_limits(std::io::Cursor::new(bytes), png::Limits { bytes: usize::MAX });
     decoder.set_transformations(Transformations::IDENTITY);
     let mut reader = decoder.read_info().map_err(corrupt)?;
     let (width, height, color, depth, palette) = {
@@ -34,14 +36,29 @@ pub fn decode(bytes: &[u8], max_pixels: u64) -> Result<RgbImage> {
         )
     };
     check_size(width as u64, height as u64, max_pixels)?;
-    let mut raw = vec![0u8; reader.output_buffer_size()];
+    let mut raw = vec![
+        0u8;
+        reader
+            .output_buffer_size()
+            .ok_or_else(|| corrupt("image too large for memory"))?
+    ];
     let frame = reader.next_frame(&mut raw).map_err(corrupt)?;
     let stride = frame.line_size;
     let bits = depth as usize;
+    if color == ColorType::Rgb && bits == 8 && stride == width * 3 {
+        // Already packed RGB: the decoder's buffer is the image.
+        raw.truncate(width * height * 3);
+        return RgbImage::new(width, height, raw).ok_or_else(|| corrupt("decoded size mismatch"));
+    }
     let mut rgb = Vec::with_capacity(width * height * 3);
     for y in 0..height {
         let row = &raw[y * stride..(y + 1) * stride];
         match color {
+            ColorType::Rgb if bits == 8 => rgb.extend_from_slice(&row[..width * 3]),
+            ColorType::Rgba if bits == 8 => {
+                rgb.extend(row[..width * 4].chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]));
+            }
+            ColorType::Grayscale if bits == 8 => rgb.extend(row[..width].iter().flat_map(|&g| [g, g, g])),
             ColorType::Grayscale | ColorType::GrayscaleAlpha => {
                 let channels = if color == ColorType::Grayscale { 1 } else { 2 };
                 for x in 0..width {

@@ -2,7 +2,7 @@
 //! whole image.
 
 use crate::grid::{candidate_grids, closest_grid, GridPlan};
-use crate::resample::{resize_bicubic, PassOrder};
+use crate::resample::{resize_into, PassOrder};
 use crate::{Result, RgbImage, TilingError, DEFAULT_MAX_PIXELS};
 
 /// Side of one tile in pixels (`force_image_size`).
@@ -85,30 +85,39 @@ pub fn plan(width: usize, height: usize, config: &TilingConfig) -> Result<GridPl
     })
 }
 
-/// Tiles a decoded image: the grid resize and the thumbnail resize (both from the decoded image) run in parallel.
+/// Tiles a decoded image: the grid resize and the thumbnail resize (both from the decoded image) run in parallel and
+/// write straight into the tile buffer (no resized image, no crops).
 pub fn tile_image(image: &RgbImage, config: &TilingConfig) -> Result<Tiles> {
+    const TILE_BYTES: usize = TILE_SIZE * TILE_SIZE * 3;
     let plan = plan(image.width, image.height, config)?;
-    let (target_w, target_h) = (TILE_SIZE * plan.cols, TILE_SIZE * plan.rows);
-    let (resized, thumbnail) = rayon::join(
-        || resize_bicubic(image, target_w, target_h, config.pass_order),
-        || {
-            plan.thumbnail
-                .then(|| resize_bicubic(image, TILE_SIZE, TILE_SIZE, config.pass_order))
-        },
-    );
-    let mut pixels = Vec::with_capacity(plan.num_tiles() * TILE_SIZE * TILE_SIZE * 3);
-    for row in 0..plan.rows {
-        for col in 0..plan.cols {
-            pixels.extend_from_slice(
-                &resized
-                    .crop(col * TILE_SIZE, row * TILE_SIZE, TILE_SIZE, TILE_SIZE)
-                    .pixels,
-            );
+    let mut pixels = vec![0u8; plan.num_tiles() * TILE_BYTES];
+    let (grid, thumbnail) = pixels.split_at_mut(plan.blocks() * TILE_BYTES);
+    // Row y of the resized image is row y % 448 of the tiles in tile row y / 448, left to right.
+    let mut grid_rows: Vec<Vec<&mut [u8]>> = (0..plan.rows * TILE_SIZE)
+        .map(|_| Vec::with_capacity(plan.cols))
+        .collect();
+    for (t, tile) in grid.chunks_mut(TILE_BYTES).enumerate() {
+        for (y, row) in tile.chunks_mut(TILE_SIZE * 3).enumerate() {
+            grid_rows[(t / plan.cols) * TILE_SIZE + y].push(row);
         }
     }
-    if let Some(thumbnail) = thumbnail {
-        pixels.extend_from_slice(&thumbnail.pixels);
-    }
+    let mut thumbnail_rows: Vec<Vec<&mut [u8]>> =
+        thumbnail.chunks_mut(TILE_SIZE * 3).map(|r| vec![r]).collect();
+    let (target_w, target_h) = (TILE_SIZE * plan.cols, TILE_SIZE * plan.rows);
+    rayon::join(
+        || resize_into(image, target_w, target_h, config.pass_order, &mut grid_rows),
+        || {
+            if plan.thumbnail {
+                resize_into(
+                    image,
+                    TILE_SIZE,
+                    TILE_SIZE,
+                    config.pass_order,
+                    &mut thumbnail_rows,
+                )
+            }
+        },
+    );
     Ok(Tiles {
         plan,
         width: image.width,

@@ -33,7 +33,10 @@ fn seed_images() -> Vec<Vec<u8>> {
 
 /// Decoding and tiling return (Ok or Err), and never panic. Tiny limits keep mutated headers cheap.
 fn survives(bytes: &[u8]) {
-    let config = TilingConfig { max_pixels: 4_000_000, ..TilingConfig::default() };
+    let config = TilingConfig {
+        max_pixels: 4_000_000,
+        ..TilingConfig::default()
+    };
     let _ = tiles_from_bytes(bytes, &config);
 }
 
@@ -64,7 +67,11 @@ fn every_truncation_is_an_error() {
         let step = (end / 40).max(1);
         for cut in (0..end - 1).step_by(step).chain([end - 1]) {
             let result = decode_rgb(&image[..cut], 4_000_000);
-            assert!(result.is_err(), "a file cut to {cut} of {} bytes decoded", image.len());
+            assert!(
+                result.is_err(),
+                "a file cut to {cut} of {} bytes decoded",
+                image.len()
+            );
         }
     }
 }
@@ -81,9 +88,15 @@ fn size_limits_are_checked_before_decoding() {
     png.extend_from_slice(&ihdr);
     png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
     png.extend_from_slice(&[0, 0, 0, 0, b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82]);
-    assert!(matches!(decode_rgb(&png, 89_478_485), Err(TilingError::TooLarge { width: 100_000, .. })));
+    assert!(matches!(
+        decode_rgb(&png, 89_478_485),
+        Err(TilingError::TooLarge { width: 100_000, .. })
+    ));
     assert!(matches!(decode_rgb(&[], 10), Err(TilingError::Empty)));
-    assert!(matches!(decode_rgb(b"GIF89a....", 10), Err(TilingError::UnsupportedFormat(Some(_)))));
+    assert!(matches!(
+        decode_rgb(b"GIF89a....", 10),
+        Err(TilingError::UnsupportedFormat(Some(_)))
+    ));
 }
 
 /// CRC-32 (PNG's) of `bytes`, for hand-made chunks.
@@ -92,7 +105,11 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc

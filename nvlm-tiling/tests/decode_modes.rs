@@ -19,7 +19,19 @@ fn every_mode_converts_to_rgb_like_pillow() {
     for (name, case) in cases {
         let image = load_rgb(&dir.join(name), DEFAULT_MAX_PIXELS).unwrap_or_else(|e| panic!("{name}: {e}"));
         let size = [image.width as u64, image.height as u64];
-        assert_eq!(size[..], [case["size"][0].as_u64().unwrap(), case["size"][1].as_u64().unwrap()], "{name}: size");
-        assert_eq!(sha256(&image.pixels), case["rgb_sha256"].as_str().unwrap(), "{name} ({}): RGB bytes", case["mode"]);
+        assert_eq!(
+            size[..],
+            [
+                case["size"][0].as_u64().unwrap(),
+                case["size"][1].as_u64().unwrap()
+            ],
+            "{name}: size"
+        );
+        assert_eq!(
+            sha256(&image.pixels),
+            case["rgb_sha256"].as_str().unwrap(),
+            "{name} ({}): RGB bytes",
+            case["mode"]
+        );
     }
 }

@@ -32,7 +32,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
     let root = run::workspace_root()?;
     match args.first().map(String::as_str) {
         Some("test") => test(&root),
-        Some("bench") => run::cargo(&root, &["bench", "-p", "nvlm-kernels", "--bench", "matmul"], &[]),
+        Some("bench") => run::cargo(&root, &["bench", "-p", "nvlm-kernels", "-p", "nvlm-tiling"], &[]),
         Some("gpu-bundle") => {
             let out = match args.get(1).map(String::as_str) {
                 Some("--out") => args
