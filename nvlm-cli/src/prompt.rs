@@ -30,7 +30,7 @@ pub struct PromptArgs {
     question: String,
 }
 
-fn read_history(path: &PathBuf) -> anyhow::Result<Vec<(String, String)>> {
+fn read_history(path: &std::path::Path) -> anyhow::Result<Vec<(String, String)>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading history {}", path.display()))?;
     let value: serde_json::Value =

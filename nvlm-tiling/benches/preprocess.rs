@@ -16,7 +16,7 @@ fn fixtures() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"))
 }
 
-fn images_per_second(path: &PathBuf, config: &TilingConfig) -> f64 {
+fn images_per_second(path: &std::path::Path, config: &TilingConfig) -> f64 {
     let run = || {
         let tiles = load_tiles(path, config).expect("fixture image preprocesses");
         std::hint::black_box(pixel_values(&tiles.pixels, TILE_SIZE));
