@@ -51,3 +51,40 @@ pub fn with_image_placeholder(question: &str, num_images: usize, has_history: bo
         question.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_follow_the_reference() {
+        assert_eq!(tile_tags(1), vec!["<tile_global_thumbnail>"]);
+        assert_eq!(
+            tile_tags(3),
+            vec!["<tile_1>", "<tile_2>", "<tile_global_thumbnail>"]
+        );
+        assert!(tile_tags(0).is_empty());
+    }
+
+    #[test]
+    fn several_images_expand_in_order() {
+        let text = expand_images("<image>\nA <image> B <image>", &[1, 3]);
+        let pad = IMAGE_CONTEXT_TOKEN.repeat(IMAGE_TOKENS_PER_TILE);
+        let first = format!("<Image><tile_global_thumbnail>{pad}</Image>");
+        let second = format!("<Image><tile_1>{pad}<tile_2>{pad}<tile_global_thumbnail>{pad}</Image>");
+        // The third placeholder has no image and stays as text, as in the reference.
+        assert_eq!(text, format!("{first}\nA {second} B <image>"));
+        assert_eq!(
+            text.matches(IMAGE_CONTEXT_TOKEN).count(),
+            4 * IMAGE_TOKENS_PER_TILE
+        );
+    }
+
+    #[test]
+    fn placeholder_rule() {
+        assert_eq!(with_image_placeholder("Q?", 1, false), "<image>\nQ?");
+        assert_eq!(with_image_placeholder("<image> Q?", 1, false), "<image> Q?");
+        assert_eq!(with_image_placeholder("Q?", 1, true), "Q?");
+        assert_eq!(with_image_placeholder("Q?", 0, false), "Q?");
+    }
+}

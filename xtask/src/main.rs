@@ -79,12 +79,13 @@ fn test(root: &std::path::Path) -> Result<()> {
         run::step("CUDA compile check: every kernel for sm_90a, registers and spills");
         run::cargo_test(
             root,
+            // The same packages as above, so nothing is rebuilt; filtered to the one test.
             &[
-                "-p",
-                "nvlm-kernels",
-                "--test",
-                "nvrtc_compile",
+                "--workspace",
+                "--tests",
                 "--",
+                COMPILE_CHECK,
+                "--exact",
                 "--nocapture",
             ],
             &env,
