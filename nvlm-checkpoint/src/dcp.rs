@@ -69,11 +69,16 @@ impl DcpCheckpoint {
     pub fn open(dir: &Path) -> Result<DcpCheckpoint> {
         let path = dir.join(".metadata");
         let bytes = std::fs::read(&path).map_err(CheckpointError::io(&path))?;
-        let (arena, root) = pickle::load(&bytes)
-            .map_err(|detail| CheckpointError::Pickle { file: path.display().to_string(), detail })?;
+        let (arena, root) = pickle::load(&bytes).map_err(|detail| CheckpointError::Pickle {
+            file: path.display().to_string(),
+            detail,
+        })?;
         let class = arena.short_class(root).unwrap_or_default();
         if class != "Metadata" && class != "MCoreMetadata" {
-            return Err(meta_error(dir, format!("top-level object is `{class}`, not a DCP Metadata")));
+            return Err(meta_error(
+                dir,
+                format!("top-level object is `{class}`, not a DCP Metadata"),
+            ));
         }
         let locations = storage_locations(&arena, root).map_err(|e| meta_error(dir, e))?;
         let flattened = mcore_original_shapes(&arena, root);
@@ -84,7 +89,9 @@ impl DcpCheckpoint {
         let mut tensors = BTreeMap::new();
         let mut objects = BTreeMap::new();
         for &(key, value) in listing {
-            let fqn = arena.str(key).ok_or_else(|| meta_error(dir, "a state_dict_metadata key is not a string"))?;
+            let fqn = arena
+                .str(key)
+                .ok_or_else(|| meta_error(dir, "a state_dict_metadata key is not a string"))?;
             match arena.short_class(value).as_deref() {
                 Some("BytesStorageMetadata") => {
                     let location = locations
@@ -100,11 +107,18 @@ impl DcpCheckpoint {
                     tensors.insert(fqn.to_string(), entry);
                 }
                 other => {
-                    return Err(meta_error(dir, format!("`{fqn}` has unknown storage metadata {other:?}")));
+                    return Err(meta_error(
+                        dir,
+                        format!("`{fqn}` has unknown storage metadata {other:?}"),
+                    ));
                 }
             }
         }
-        Ok(DcpCheckpoint { files: MappedFiles::new(dir), tensors, objects })
+        Ok(DcpCheckpoint {
+            files: MappedFiles::new(dir),
+            tensors,
+            objects,
+        })
     }
 
     /// The tensors, by name.
@@ -119,43 +133,67 @@ impl DcpCheckpoint {
 
     /// Reads and assembles the tensor `name` from its chunks.
     pub fn read(&self, name: &str) -> Result<HostTensor> {
-        let entry = self.tensors.get(name).ok_or_else(|| CheckpointError::Missing(name.to_string()))?;
-        let elem = entry.dtype.size();
-        let numel: u64 = entry.size.iter().product();
-        check_chunks(name, entry)?;
-        let mut data = vec![0u8; numel as usize * elem];
-        for chunk in &entry.chunks {
-            let loc = &chunk.location;
-            let file = self.files.root().join(&loc.file).display().to_string();
-            let (map, range) = self.files.range(&loc.file, loc.offset, loc.length)?;
-            let archive = TorchArchive::open(&map[range], format!("{file} @ {}", loc.offset))?;
-            let piece = archive.tensor(archive.root)?;
-            if piece.dtype != entry.dtype {
-                return Err(CheckpointError::tensor(
-                    name,
-                    &file,
-                    format!("chunk at {:?} is {}, the metadata says {}", chunk.offsets, piece.dtype, entry.dtype),
-                ));
-            }
-            if piece.numel() != chunk.sizes.iter().product::<u64>() {
-                return Err(CheckpointError::tensor(
-                    name,
-                    &file,
-                    format!("chunk at {:?} has shape {:?}, the metadata says {:?}", chunk.offsets, piece.shape, chunk.sizes),
-                ));
-            }
-            place(&mut data, &entry.size, &piece.data, &chunk.offsets, &chunk.sizes, elem);
-        }
-        let tensor = HostTensor { dtype: entry.dtype, shape: entry.size.clone(), data };
+        let entry = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| CheckpointError::Missing(name.to_string()))?;
+        let tensor = assemble(name, entry, None, |chunk| self.fetch(name, entry, chunk))?;
         match &entry.original_shape {
             Some(original) => unflatten(name, tensor, original),
             None => Ok(tensor),
         }
     }
 
+    /// Reads entry `index` of the leading axis of `name` (one layer of a stacked tensor), touching only the chunks
+    /// that hold it.
+    pub fn read_leading(&self, name: &str, index: u64) -> Result<HostTensor> {
+        let entry = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| CheckpointError::Missing(name.to_string()))?;
+        if entry.original_shape.is_some() {
+            return slice_leading(name, self.read(name)?, index);
+        }
+        assemble(name, entry, Some(index), |chunk| self.fetch(name, entry, chunk))
+    }
+
+    fn fetch(&self, name: &str, entry: &TensorEntry, chunk: &Chunk) -> Result<HostTensor> {
+        let loc = &chunk.location;
+        let file = self.files.root().join(&loc.file).display().to_string();
+        let (map, range) = self.files.range(&loc.file, loc.offset, loc.length)?;
+        let archive = TorchArchive::open(&map[range], format!("{file} @ {}", loc.offset))?;
+        let piece = archive
+            .tensor(archive.root)
+            .map_err(|e| CheckpointError::tensor(name, &file, e.to_string()))?;
+        if piece.dtype != entry.dtype {
+            return Err(CheckpointError::tensor(
+                name,
+                &file,
+                format!(
+                    "chunk at {:?} is {}, the metadata says {}",
+                    chunk.offsets, piece.dtype, entry.dtype
+                ),
+            ));
+        }
+        if piece.numel() != chunk.sizes.iter().product::<u64>() {
+            return Err(CheckpointError::tensor(
+                name,
+                &file,
+                format!(
+                    "chunk at {:?} has shape {:?}, the metadata says {:?}",
+                    chunk.offsets, piece.shape, chunk.sizes
+                ),
+            ));
+        }
+        Ok(piece)
+    }
+
     /// The raw `torch.save` bytes of the object `name`.
     pub fn object_bytes(&self, name: &str) -> Result<Vec<u8>> {
-        let loc = self.objects.get(name).ok_or_else(|| CheckpointError::Missing(name.to_string()))?;
+        let loc = self
+            .objects
+            .get(name)
+            .ok_or_else(|| CheckpointError::Missing(name.to_string()))?;
         let (map, range) = self.files.range(&loc.file, loc.offset, loc.length)?;
         Ok(map[range].to_vec())
     }
@@ -163,20 +201,51 @@ impl DcpCheckpoint {
 
 /// `(fqn, offsets or None for objects, location)` for every `storage_data` entry.
 fn storage_locations(a: &Arena, root: Id) -> Result<Vec<(String, Option<Vec<u64>>, Location)>, String> {
-    let storage = a.attr(root, "storage_data").and_then(|d| a.dict_entries(d)).ok_or("no storage_data")?;
+    let storage = a
+        .attr(root, "storage_data")
+        .and_then(|d| a.dict_entries(d))
+        .ok_or("no storage_data")?;
     storage
         .iter()
         .map(|&(index, info)| {
-            let fqn = a.attr(index, "fqn").and_then(|f| a.str(f)).ok_or("MetadataIndex without fqn")?;
+            let fqn = a
+                .attr(index, "fqn")
+                .and_then(|f| a.str(f))
+                .ok_or("MetadataIndex without fqn")?;
             let offsets = a.attr(index, "offset").and_then(|o| a.shape(o));
-            if a.attr(info, "transform_descriptors").and_then(|t| a.items(t)).is_some_and(|t| !t.is_empty()) {
-                return Err(format!("`{fqn}` uses stream transforms (compression), which are not supported"));
+            if a.attr(info, "transform_descriptors")
+                .and_then(|t| a.items(t))
+                .is_some_and(|t| !t.is_empty())
+            {
+                return Err(format!(
+                    "`{fqn}` uses stream transforms (compression), which are not supported"
+                ));
             }
-            let file = a.attr(info, "relative_path").and_then(|p| a.str(p)).ok_or("_StorageInfo without relative_path")?;
-            let offset = a.attr(info, "offset").and_then(|v| a.int(v)).ok_or("_StorageInfo without offset")?;
-            let length = a.attr(info, "length").and_then(|v| a.int(v)).ok_or("_StorageInfo without length")?;
-            let (offset, length) = (u64::try_from(offset).map_err(|_| "negative offset")?, u64::try_from(length).map_err(|_| "negative length")?);
-            Ok((fqn.to_string(), offsets, Location { file: file.to_string(), offset, length }))
+            let file = a
+                .attr(info, "relative_path")
+                .and_then(|p| a.str(p))
+                .ok_or("_StorageInfo without relative_path")?;
+            let offset = a
+                .attr(info, "offset")
+                .and_then(|v| a.int(v))
+                .ok_or("_StorageInfo without offset")?;
+            let length = a
+                .attr(info, "length")
+                .and_then(|v| a.int(v))
+                .ok_or("_StorageInfo without length")?;
+            let (offset, length) = (
+                u64::try_from(offset).map_err(|_| "negative offset")?,
+                u64::try_from(length).map_err(|_| "negative length")?,
+            );
+            Ok((
+                fqn.to_string(),
+                offsets,
+                Location {
+                    file: file.to_string(),
+                    offset,
+                    length,
+                },
+            ))
         })
         .collect()
 }
@@ -186,7 +255,9 @@ fn mcore_original_shapes(a: &Arena, root: Id) -> BTreeMap<String, Vec<u64>> {
     let mut shapes = BTreeMap::new();
     if let Some(entries) = a.attr(root, "mcore_data").and_then(|d| a.dict_entries(d)) {
         for &(key, value) in entries {
-            let shape = a.dict_get(value, "nd_reformulated_orig_global_shape").and_then(|s| a.shape(s));
+            let shape = a
+                .dict_get(value, "nd_reformulated_orig_global_shape")
+                .and_then(|s| a.shape(s));
             if let (Some(key), Some(shape)) = (a.str(key), shape) {
                 shapes.insert(key.to_string(), shape);
             }
@@ -203,15 +274,28 @@ fn tensor_entry(
     original_shape: Option<Vec<u64>>,
 ) -> Result<TensorEntry, String> {
     let properties = a.attr(value, "properties").ok_or("no properties")?;
-    let state = a.object_state(properties).and_then(|s| a.items(s)).ok_or("TensorProperties without state")?;
+    let state = a
+        .object_state(properties)
+        .and_then(|s| a.items(s))
+        .ok_or("TensorProperties without state")?;
     let dtype_name = state.first().and_then(|&d| a.short_class(d)).ok_or("no dtype")?;
-    let dtype = StoredDType::from_torch_name(&dtype_name).ok_or_else(|| format!("unsupported dtype torch.{dtype_name}"))?;
+    let dtype = StoredDType::from_torch_name(&dtype_name)
+        .ok_or_else(|| format!("unsupported dtype torch.{dtype_name}"))?;
     let size = a.attr(value, "size").and_then(|s| a.shape(s)).ok_or("no size")?;
-    let chunk_ids = a.attr(value, "chunks").and_then(|c| a.items(c)).ok_or("no chunks")?;
+    let chunk_ids = a
+        .attr(value, "chunks")
+        .and_then(|c| a.items(c))
+        .ok_or("no chunks")?;
     let mut chunks = Vec::with_capacity(chunk_ids.len());
     for &c in chunk_ids {
-        let offsets = a.attr(c, "offsets").and_then(|o| a.shape(o)).ok_or("chunk without offsets")?;
-        let mut sizes = a.attr(c, "sizes").and_then(|o| a.shape(o)).ok_or("chunk without sizes")?;
+        let offsets = a
+            .attr(c, "offsets")
+            .and_then(|o| a.shape(o))
+            .ok_or("chunk without offsets")?;
+        let mut sizes = a
+            .attr(c, "sizes")
+            .and_then(|o| a.shape(o))
+            .ok_or("chunk without sizes")?;
         while sizes.len() < offsets.len() {
             sizes.insert(0, 1);
         }
@@ -220,26 +304,127 @@ fn tensor_entry(
             .find(|(f, o, _)| f == fqn && o.as_ref() == Some(&offsets))
             .map(|(_, _, l)| l.clone())
             .ok_or_else(|| format!("missing chunk: no stored bytes for the chunk at {offsets:?}"))?;
-        chunks.push(Chunk { offsets, sizes, location });
+        chunks.push(Chunk {
+            offsets,
+            sizes,
+            location,
+        });
     }
-    Ok(TensorEntry { dtype, size, chunks, original_shape })
+    Ok(TensorEntry {
+        dtype,
+        size,
+        chunks,
+        original_shape,
+    })
+}
+
+/// Assembles `entry` (or, with `leading = Some(i)`, its slice `i` along axis 0) from chunks that `fetch` returns
+/// as contiguous tensors of their `sizes`. Checks that the chunks lie inside, do not overlap and cover everything.
+pub(crate) fn assemble(
+    name: &str,
+    entry: &TensorEntry,
+    leading: Option<u64>,
+    fetch: impl Fn(&Chunk) -> Result<HostTensor>,
+) -> Result<HostTensor> {
+    check_chunks(name, entry)?;
+    let elem = entry.dtype.size();
+    let shape: Vec<u64> = match leading {
+        Some(i) => {
+            if entry.size.first().is_none_or(|&n| i >= n) {
+                return Err(CheckpointError::tensor(
+                    name,
+                    "",
+                    format!("no entry {i} along axis 0 of {:?}", entry.size),
+                ));
+            }
+            entry.size[1..].to_vec()
+        }
+        None => entry.size.clone(),
+    };
+    let mut data = vec![0u8; shape.iter().product::<u64>() as usize * elem];
+    for chunk in &entry.chunks {
+        match leading {
+            None => {
+                let piece = fetch(chunk)?;
+                place(&mut data, &shape, &piece.data, &chunk.offsets, &chunk.sizes, elem);
+            }
+            Some(i) if chunk.offsets[0] <= i && i < chunk.offsets[0] + chunk.sizes[0] => {
+                let piece = fetch(chunk)?;
+                let slab: u64 = chunk.sizes[1..].iter().product::<u64>() * elem as u64;
+                let at = ((i - chunk.offsets[0]) * slab) as usize;
+                place(
+                    &mut data,
+                    &shape,
+                    &piece.data[at..at + slab as usize],
+                    &chunk.offsets[1..],
+                    &chunk.sizes[1..],
+                    elem,
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(HostTensor {
+        dtype: entry.dtype,
+        shape,
+        data,
+    })
+}
+
+/// Entry `index` along axis 0 of a full tensor.
+fn slice_leading(name: &str, full: HostTensor, index: u64) -> Result<HostTensor> {
+    let Some((&n, rest)) = full.shape.split_first() else {
+        return Err(CheckpointError::tensor(name, "", "a scalar has no axis 0"));
+    };
+    if index >= n {
+        return Err(CheckpointError::tensor(
+            name,
+            "",
+            format!("no entry {index} along axis 0 of {:?}", full.shape),
+        ));
+    }
+    let slab = rest.iter().product::<u64>() as usize * full.dtype.size();
+    let at = index as usize * slab;
+    Ok(HostTensor {
+        dtype: full.dtype,
+        shape: rest.to_vec(),
+        data: full.data[at..at + slab].to_vec(),
+    })
 }
 
 /// Every chunk inside the tensor, no two overlapping, together covering it exactly.
 fn check_chunks(name: &str, entry: &TensorEntry) -> Result<()> {
-    let file = entry.chunks.first().map(|c| c.location.file.clone()).unwrap_or_default();
+    let file = entry
+        .chunks
+        .first()
+        .map(|c| c.location.file.clone())
+        .unwrap_or_default();
     let numel: u64 = entry.size.iter().product();
     let mut volume = 0u64;
     for (i, c) in entry.chunks.iter().enumerate() {
         if c.offsets.len() != entry.size.len() || c.sizes.len() != entry.size.len() {
-            return Err(CheckpointError::tensor(name, &file, format!("chunk {i} has the wrong rank")));
+            return Err(CheckpointError::tensor(
+                name,
+                &file,
+                format!("chunk {i} has the wrong rank"),
+            ));
         }
-        if c.offsets.iter().zip(&c.sizes).zip(&entry.size).any(|((o, s), n)| o + s > *n) {
-            return Err(CheckpointError::tensor(name, &file, format!("chunk at {:?} lies outside {:?}", c.offsets, entry.size)));
+        if c.offsets
+            .iter()
+            .zip(&c.sizes)
+            .zip(&entry.size)
+            .any(|((o, s), n)| o + s > *n)
+        {
+            return Err(CheckpointError::tensor(
+                name,
+                &file,
+                format!("chunk at {:?} lies outside {:?}", c.offsets, entry.size),
+            ));
         }
         for other in &entry.chunks[..i] {
             let overlap = (0..entry.size.len()).all(|d| {
-                c.offsets[d] < other.offsets[d] + other.sizes[d] && other.offsets[d] < c.offsets[d] + c.sizes[d]
+                c.offsets[d] < other.offsets[d] + other.sizes[d]
+                    && other.offsets[d] < c.offsets[d] + c.sizes[d]
             });
             if overlap {
                 return Err(CheckpointError::tensor(
@@ -273,7 +458,9 @@ fn place(global: &mut [u8], shape: &[u64], chunk: &[u8], offsets: &[u64], sizes:
     let rows: u64 = sizes[..rank - 1].iter().product();
     let mut index = vec![0u64; rank - 1];
     for r in 0..rows as usize {
-        let start: u64 = (0..rank).map(|d| (offsets[d] + if d < rank - 1 { index[d] } else { 0 }) * strides[d]).sum();
+        let start: u64 = (0..rank)
+            .map(|d| (offsets[d] + if d < rank - 1 { index[d] } else { 0 }) * strides[d])
+            .sum();
         let start = start as usize * elem;
         global[start..start + row].copy_from_slice(&chunk[r * row..(r + 1) * row]);
         for d in (0..rank - 1).rev() {
@@ -294,13 +481,20 @@ fn unflatten(name: &str, stored: HostTensor, original: &[u64]) -> Result<HostTen
         return Err(CheckpointError::tensor(
             name,
             "",
-            format!("flattened layout {:?} does not match the original shape {original:?}", stored.shape),
+            format!(
+                "flattened layout {:?} does not match the original shape {original:?}",
+                stored.shape
+            ),
         ));
     }
     let block: Vec<u64> = original.iter().zip(f).map(|(g, fi)| g / fi).collect();
     let cell_len: u64 = block.iter().product();
     if stored.shape.last() != Some(&cell_len) {
-        return Err(CheckpointError::tensor(name, "", "flattened cell length does not match the original shape"));
+        return Err(CheckpointError::tensor(
+            name,
+            "",
+            "flattened cell length does not match the original shape",
+        ));
     }
     let elem = stored.dtype.size();
     let mut data = vec![0u8; stored.data.len()];
@@ -312,5 +506,9 @@ fn unflatten(name: &str, stored: HostTensor, original: &[u64]) -> Result<HostTen
         let bytes = &stored.data[(cell * cell_len) as usize * elem..((cell + 1) * cell_len) as usize * elem];
         place(&mut data, original, bytes, &offsets, &block, elem);
     }
-    Ok(HostTensor { dtype: stored.dtype, shape: original.to_vec(), data })
+    Ok(HostTensor {
+        dtype: stored.dtype,
+        shape: original.to_vec(),
+        data,
+    })
 }

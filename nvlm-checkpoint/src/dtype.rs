@@ -136,9 +136,11 @@ impl StoredDType {
     /// From the safetensors spelling.
     pub fn from_safetensors_name(name: &str) -> Option<Self> {
         use StoredDType::*;
-        [F64, F32, F16, BF16, I64, I32, I16, I8, U8, Bool, U16, U32, U64, F8E4M3, F8E5M2]
-            .into_iter()
-            .find(|d| d.safetensors_name() == name)
+        [
+            F64, F32, F16, BF16, I64, I32, I16, I8, U8, Bool, U16, U32, U64, F8E4M3, F8E5M2,
+        ]
+        .into_iter()
+        .find(|d| d.safetensors_name() == name)
     }
 
     /// The engine's dtype, when it has one.

@@ -52,16 +52,26 @@ pub type Result<T, E = CheckpointError> = std::result::Result<T, E>;
 impl CheckpointError {
     /// A mapper for I/O errors on `path`.
     pub fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
-        move |source| CheckpointError::Io { path: path.display().to_string(), source }
+        move |source| CheckpointError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 
     /// Shorthand for [`CheckpointError::Format`].
     pub fn format(file: impl Into<String>, detail: impl Into<String>) -> Self {
-        CheckpointError::Format { file: file.into(), detail: detail.into() }
+        CheckpointError::Format {
+            file: file.into(),
+            detail: detail.into(),
+        }
     }
 
     /// Shorthand for [`CheckpointError::Tensor`].
     pub fn tensor(tensor: impl Into<String>, file: impl Into<String>, detail: impl Into<String>) -> Self {
-        CheckpointError::Tensor { tensor: tensor.into(), file: file.into(), detail: detail.into() }
+        CheckpointError::Tensor {
+            tensor: tensor.into(),
+            file: file.into(),
+            detail: detail.into(),
+        }
     }
 }

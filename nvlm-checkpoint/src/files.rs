@@ -18,7 +18,10 @@ pub struct MappedFiles {
 impl MappedFiles {
     /// Files under `root`.
     pub fn new(root: &Path) -> MappedFiles {
-        MappedFiles { root: root.to_path_buf(), open: Mutex::new(HashMap::new()) }
+        MappedFiles {
+            root: root.to_path_buf(),
+            open: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The mapping of `relative` (opened on first use).
@@ -28,7 +31,9 @@ impl MappedFiles {
             return Ok(map.clone());
         }
         if relative.contains("..") || relative.starts_with('/') {
-            return Err(CheckpointError::Unsupported(format!("refusing a file path outside the checkpoint: {relative}")));
+            return Err(CheckpointError::Unsupported(format!(
+                "refusing a file path outside the checkpoint: {relative}"
+            )));
         }
         let path = self.root.join(relative);
         let file = std::fs::File::open(&path).map_err(CheckpointError::io(&path))?;
@@ -40,14 +45,26 @@ impl MappedFiles {
     }
 
     /// `relative[offset..offset + length]`, or an error naming the file when it is shorter (truncated).
-    pub fn range(&self, relative: &str, offset: u64, length: u64) -> Result<(Arc<Mmap>, std::ops::Range<usize>)> {
+    pub fn range(
+        &self,
+        relative: &str,
+        offset: u64,
+        length: u64,
+    ) -> Result<(Arc<Mmap>, std::ops::Range<usize>)> {
         let map = self.get(relative)?;
-        let end = offset.checked_add(length).filter(|&e| e <= map.len() as u64).ok_or_else(|| {
-            CheckpointError::format(
-                self.root.join(relative).display().to_string(),
-                format!("needs bytes {offset}..{} but the file has {} (truncated?)", offset + length, map.len()),
-            )
-        })?;
+        let end = offset
+            .checked_add(length)
+            .filter(|&e| e <= map.len() as u64)
+            .ok_or_else(|| {
+                CheckpointError::format(
+                    self.root.join(relative).display().to_string(),
+                    format!(
+                        "needs bytes {offset}..{} but the file has {} (truncated?)",
+                        offset + length,
+                        map.len()
+                    ),
+                )
+            })?;
         Ok((map, offset as usize..end as usize))
     }
 

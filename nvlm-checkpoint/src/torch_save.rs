@@ -52,18 +52,34 @@ impl<'a> TorchArchive<'a> {
     pub fn open(bytes: &'a [u8], name: impl Into<String>) -> Result<TorchArchive<'a>> {
         let name = name.into();
         if bytes.starts_with(&[0x80, 0x02, 0x8a, 0x0a]) {
-            return Err(CheckpointError::format(&name, "legacy (pre-1.6) torch.save format is not supported"));
+            return Err(CheckpointError::format(
+                &name,
+                "legacy (pre-1.6) torch.save format is not supported",
+            ));
         }
         let index = ZipIndex::parse(bytes).map_err(|e| CheckpointError::format(&name, e))?;
         if let Some(order) = index.find("byteorder") {
             if &bytes[order] != b"little" {
-                return Err(CheckpointError::format(&name, "big-endian torch.save archives are not supported"));
+                return Err(CheckpointError::format(
+                    &name,
+                    "big-endian torch.save archives are not supported",
+                ));
             }
         }
-        let pkl = index.find("data.pkl").ok_or_else(|| CheckpointError::format(&name, "no data.pkl record"))?;
-        let (arena, root) = pickle::load(&bytes[pkl])
-            .map_err(|detail| CheckpointError::Pickle { file: format!("{name} (data.pkl)"), detail })?;
-        Ok(TorchArchive { bytes, index, name, arena, root })
+        let pkl = index
+            .find("data.pkl")
+            .ok_or_else(|| CheckpointError::format(&name, "no data.pkl record"))?;
+        let (arena, root) = pickle::load(&bytes[pkl]).map_err(|detail| CheckpointError::Pickle {
+            file: format!("{name} (data.pkl)"),
+            detail,
+        })?;
+        Ok(TorchArchive {
+            bytes,
+            index,
+            name,
+            arena,
+            root,
+        })
     }
 
     fn error(&self, detail: impl Into<String>) -> CheckpointError {
@@ -77,19 +93,29 @@ impl<'a> TorchArchive<'a> {
 
     fn tensor_ref(&self, id: Id) -> Result<TensorRef> {
         let a = &self.arena;
-        let class = a.class_name(id).ok_or_else(|| self.error("expected a tensor, found a plain value"))?;
+        let class = a
+            .class_name(id)
+            .ok_or_else(|| self.error("expected a tensor, found a plain value"))?;
         let short = class.rsplit('.').next().unwrap_or_default();
-        let args = a.object_args(id).ok_or_else(|| self.error(format!("`{class}` is not a call")))?;
+        let args = a
+            .object_args(id)
+            .ok_or_else(|| self.error(format!("`{class}` is not a call")))?;
         match short {
-            "_rebuild_parameter" | "_rebuild_parameter_with_state" => {
-                self.tensor_ref(*args.first().ok_or_else(|| self.error("empty _rebuild_parameter"))?)
-            }
+            "_rebuild_parameter" | "_rebuild_parameter_with_state" => self.tensor_ref(
+                *args
+                    .first()
+                    .ok_or_else(|| self.error("empty _rebuild_parameter"))?,
+            ),
             "_rebuild_from_type_v2" => {
                 // (func, new_type, args, state): the tensor is func(*args).
                 let (func, inner) = (args.first(), args.get(2));
-                let (Some(&func), Some(&inner)) = (func, inner) else { return Err(self.error("short _rebuild_from_type_v2")) };
+                let (Some(&func), Some(&inner)) = (func, inner) else {
+                    return Err(self.error("short _rebuild_from_type_v2"));
+                };
                 let func_name = a.class_name(func).unwrap_or_default();
-                let inner = a.items(inner).ok_or_else(|| self.error("_rebuild_from_type_v2 args are not a tuple"))?;
+                let inner = a
+                    .items(inner)
+                    .ok_or_else(|| self.error("_rebuild_from_type_v2 args are not a tuple"))?;
                 self.rebuild(&func_name, inner)
             }
             "_rebuild_tensor_v2" | "_rebuild_tensor_v3" => self.rebuild(&class, args),
@@ -107,7 +133,9 @@ impl<'a> TorchArchive<'a> {
         if args.len() < if v3 { 7 } else { 4 } {
             return Err(bad("too few arguments"));
         }
-        let Value::PersistentId(pid) = a.get(args[0]) else { return Err(bad("first argument is not a storage")) };
+        let Value::PersistentId(pid) = a.get(args[0]) else {
+            return Err(bad("first argument is not a storage"));
+        };
         let pid = a.items(*pid).ok_or_else(|| bad("storage id is not a tuple"))?;
         if pid.len() < 5 || a.str(pid[0]) != Some("storage") {
             return Err(bad("storage id is not ('storage', type, key, location, size)"));
@@ -115,20 +143,42 @@ impl<'a> TorchArchive<'a> {
         let storage_class = a.short_class(pid[1]).unwrap_or_default();
         let dtype = if v3 {
             let name = a.short_class(args[6]).unwrap_or_default();
-            StoredDType::from_torch_name(&name).ok_or_else(|| bad(&format!("unsupported dtype torch.{name}")))?
+            StoredDType::from_torch_name(&name)
+                .ok_or_else(|| bad(&format!("unsupported dtype torch.{name}")))?
         } else {
             StoredDType::from_storage_class(&storage_class)
                 .ok_or_else(|| bad(&format!("unsupported storage class {storage_class}")))?
         };
-        let storage_key = a.str(pid[2]).ok_or_else(|| bad("storage key is not a string"))?.to_string();
-        let storage_len = a.int(pid[4]).and_then(|v| u64::try_from(v).ok()).ok_or_else(|| bad("storage size"))?;
-        let offset = a.int(args[1]).and_then(|v| u64::try_from(v).ok()).ok_or_else(|| bad("storage offset"))?;
-        let size = a.shape(args[2]).ok_or_else(|| bad("size is not a tuple of ints"))?;
-        let stride = a.shape(args[3]).ok_or_else(|| bad("stride is not a tuple of ints"))?;
+        let storage_key = a
+            .str(pid[2])
+            .ok_or_else(|| bad("storage key is not a string"))?
+            .to_string();
+        let storage_len = a
+            .int(pid[4])
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| bad("storage size"))?;
+        let offset = a
+            .int(args[1])
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| bad("storage offset"))?;
+        let size = a
+            .shape(args[2])
+            .ok_or_else(|| bad("size is not a tuple of ints"))?;
+        let stride = a
+            .shape(args[3])
+            .ok_or_else(|| bad("stride is not a tuple of ints"))?;
         if size.len() != stride.len() {
             return Err(bad("size and stride ranks differ"));
         }
-        Ok(TensorRef { dtype, storage_key, storage_len, storage_len_is_bytes: v3, offset, size, stride })
+        Ok(TensorRef {
+            dtype,
+            storage_key,
+            storage_len,
+            storage_len_is_bytes: v3,
+            offset,
+            size,
+            stride,
+        })
     }
 
     /// Materialises the tensor at `id` as a contiguous host tensor, honouring storage offset and strides.
@@ -140,7 +190,11 @@ impl<'a> TorchArchive<'a> {
             .ok_or_else(|| self.error(format!("storage record data/{} is missing", t.storage_key)))?;
         let storage = &self.bytes[record];
         let elem = t.dtype.size();
-        let expected = if t.storage_len_is_bytes { t.storage_len } else { t.storage_len * elem as u64 };
+        let expected = if t.storage_len_is_bytes {
+            t.storage_len
+        } else {
+            t.storage_len * elem as u64
+        };
         if storage.len() as u64 != expected {
             return Err(self.error(format!(
                 "storage data/{} holds {} bytes, its header says {expected}",
@@ -152,7 +206,12 @@ impl<'a> TorchArchive<'a> {
         let mut data = vec![0u8; (numel as usize) * elem];
         if numel > 0 {
             // The largest element index must fall inside the storage.
-            let last = t.offset + t.size.iter().zip(&t.stride).map(|(s, st)| (s - 1) * st).sum::<u64>();
+            let last = t.offset
+                + t.size
+                    .iter()
+                    .zip(&t.stride)
+                    .map(|(s, st)| (s - 1) * st)
+                    .sum::<u64>();
             if (last + 1) * elem as u64 > storage.len() as u64 {
                 return Err(self.error("tensor view reaches past the end of its storage"));
             }
@@ -164,7 +223,9 @@ impl<'a> TorchArchive<'a> {
             } else {
                 let mut index = vec![0u64; t.size.len()];
                 for out in data.chunks_exact_mut(elem) {
-                    let at = (t.offset + index.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<u64>()) as usize * elem;
+                    let at = (t.offset + index.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<u64>())
+                        as usize
+                        * elem;
                     out.copy_from_slice(&storage[at..at + elem]);
                     for d in (0..index.len()).rev() {
                         index[d] += 1;
@@ -176,7 +237,11 @@ impl<'a> TorchArchive<'a> {
                 }
             }
         }
-        Ok(HostTensor { dtype: t.dtype, shape: t.size, data })
+        Ok(HostTensor {
+            dtype: t.dtype,
+            shape: t.size,
+            data,
+        })
     }
 
     /// The bytes of a `bytes`, `bytearray`, `_codecs.encode(str, 'latin1')` or `io.BytesIO` value.

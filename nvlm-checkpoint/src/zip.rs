@@ -28,7 +28,9 @@ impl ZipIndex {
             .rev()
             .take(65_536 + 22)
             .find(|&i| u32_at(archive, i) == Some(0x0605_4b50))
-            .ok_or("not a zip archive (no end-of-central-directory record): truncated or not a torch.save file")?;
+            .ok_or(
+                "not a zip archive (no end-of-central-directory record): truncated or not a torch.save file",
+            )?;
         let mut entries = u16_at(archive, eocd + 10).ok_or("short EOCD")? as u64;
         let mut cd_offset = u32_at(archive, eocd + 16).ok_or("short EOCD")? as u64;
         // A zip64 locator sits just before the EOCD.
@@ -52,13 +54,20 @@ impl ZipIndex {
             let extra_len = u16_at(archive, at + 30).ok_or("short entry")? as usize;
             let comment_len = u16_at(archive, at + 32).ok_or("short entry")? as usize;
             let mut local = u32_at(archive, at + 42).ok_or("short entry")? as u64;
-            let name = archive.get(at + 46..at + 46 + name_len).ok_or("short entry name")?;
+            let name = archive
+                .get(at + 46..at + 46 + name_len)
+                .ok_or("short entry name")?;
             let name = String::from_utf8_lossy(name).into_owned();
             // zip64 extra field: uncompressed size, compressed size, local offset, in that order, when saturated.
-            let extra = archive.get(at + 46 + name_len..at + 46 + name_len + extra_len).ok_or("short extra")?;
+            let extra = archive
+                .get(at + 46 + name_len..at + 46 + name_len + extra_len)
+                .ok_or("short extra")?;
             let mut e = 0;
             while e + 4 <= extra.len() {
-                let (id, len) = (u16_at(extra, e).unwrap_or(0), u16_at(extra, e + 2).unwrap_or(0) as usize);
+                let (id, len) = (
+                    u16_at(extra, e).unwrap_or(0),
+                    u16_at(extra, e + 2).unwrap_or(0) as usize,
+                );
                 if id == 0x0001 {
                     let mut field = e + 4;
                     let uncompressed = u32_at(archive, at + 24).unwrap_or(0);
@@ -76,7 +85,9 @@ impl ZipIndex {
                 e += 4 + len;
             }
             if method != 0 {
-                return Err(format!("record `{name}` is compressed (method {method}); torch.save stores records"));
+                return Err(format!(
+                    "record `{name}` is compressed (method {method}); torch.save stores records"
+                ));
             }
             let local = local as usize;
             if u32_at(archive, local) != Some(0x0403_4b50) {
@@ -85,9 +96,12 @@ impl ZipIndex {
             let local_name = u16_at(archive, local + 26).ok_or("short local header")? as usize;
             let local_extra = u16_at(archive, local + 28).ok_or("short local header")? as usize;
             let start = local + 30 + local_name + local_extra;
-            let end = start.checked_add(size as usize).filter(|&e| e <= archive.len()).ok_or_else(|| {
-                format!("record `{name}` extends past the end of the archive (truncated file)")
-            })?;
+            let end = start
+                .checked_add(size as usize)
+                .filter(|&e| e <= archive.len())
+                .ok_or_else(|| {
+                    format!("record `{name}` extends past the end of the archive (truncated file)")
+                })?;
             records.insert(name, start..end);
             at += 46 + name_len + extra_len + comment_len;
         }

@@ -11,7 +11,11 @@ pub fn fixtures() -> PathBuf {
     let dir = std::env::var_os("NVLM_FIXTURES")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(dir.is_dir(), "fixtures folder {} is missing: check out `shared/` beside the repository", dir.display());
+    assert!(
+        dir.is_dir(),
+        "fixtures folder {} is missing: check out `shared/` beside the repository",
+        dir.display()
+    );
     dir
 }
 
@@ -19,10 +23,22 @@ pub fn fixtures() -> PathBuf {
 pub fn values(t: &HostTensor) -> Vec<f64> {
     let b = &t.data;
     match t.dtype {
-        StoredDType::F32 => b.chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-        StoredDType::BF16 => b.chunks(2).map(|c| bf16::from_le_bytes(c.try_into().unwrap()).to_f64()).collect(),
-        StoredDType::F16 => b.chunks(2).map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f64()).collect(),
-        StoredDType::I64 => b.chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        StoredDType::F32 => b
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
+        StoredDType::BF16 => b
+            .chunks(2)
+            .map(|c| bf16::from_le_bytes(c.try_into().unwrap()).to_f64())
+            .collect(),
+        StoredDType::F16 => b
+            .chunks(2)
+            .map(|c| half::f16::from_le_bytes(c.try_into().unwrap()).to_f64())
+            .collect(),
+        StoredDType::I64 => b
+            .chunks(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect(),
         other => panic!("no test view for {other}"),
     }
 }

@@ -133,7 +133,8 @@ impl Arena {
 
     /// The last component of [`Arena::class_name`] (tolerant of module moves between versions).
     pub fn short_class(&self, id: Id) -> Option<String> {
-        self.class_name(id).map(|n| n.rsplit('.').next().unwrap_or_default().to_string())
+        self.class_name(id)
+            .map(|n| n.rsplit('.').next().unwrap_or_default().to_string())
     }
 
     /// The args tuple items of an object.
@@ -163,7 +164,10 @@ impl Arena {
 
     /// `dict[key]` for a str key.
     pub fn dict_get(&self, id: Id, key: &str) -> Option<Id> {
-        self.dict_entries(id)?.iter().find(|(k, _)| self.str(*k) == Some(key)).map(|&(_, v)| v)
+        self.dict_entries(id)?
+            .iter()
+            .find(|(k, _)| self.str(*k) == Some(key))
+            .map(|&(_, v)| v)
     }
 
     /// An attribute of an object built from a dict state (`obj.__dict__[key]`).
@@ -177,6 +181,9 @@ impl Arena {
             Value::Object { .. } => self.items(*self.object_args(id)?.first()?)?,
             _ => self.items(id)?,
         };
-        items.iter().map(|&d| self.int(d).and_then(|v| u64::try_from(v).ok())).collect()
+        items
+            .iter()
+            .map(|&d| self.int(d).and_then(|v| u64::try_from(v).ok()))
+            .collect()
     }
 }

@@ -31,7 +31,9 @@ pub const ALLOWED_MODULE_PREFIXES: &[&str] = &[
 
 fn allowed(module: &str, name: &str) -> bool {
     let full = format!("{module}.{name}");
-    ALLOWED_MODULE_PREFIXES.iter().any(|p| full == *p || full.starts_with(&format!("{p}.")) || module == *p)
+    ALLOWED_MODULE_PREFIXES
+        .iter()
+        .any(|p| full == *p || full.starts_with(&format!("{p}.")) || module == *p)
 }
 
 struct Vm<'a> {
@@ -48,7 +50,11 @@ type Step<T> = std::result::Result<T, String>;
 
 impl<'a> Vm<'a> {
     fn take(&mut self, n: usize) -> Step<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or("truncated pickle")?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .ok_or("truncated pickle")?;
         let bytes = &self.data[self.pos..end];
         self.pos = end;
         Ok(bytes)
@@ -64,7 +70,10 @@ impl<'a> Vm<'a> {
 
     fn line(&mut self) -> Step<String> {
         let rest = &self.data[self.pos..];
-        let end = rest.iter().position(|&b| b == b'\n').ok_or("truncated pickle (no newline)")?;
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or("truncated pickle (no newline)")?;
         self.pos += end + 1;
         String::from_utf8(rest[..end].to_vec()).map_err(|_| "non-UTF-8 text in GLOBAL".to_string())
     }
@@ -78,7 +87,10 @@ impl<'a> Vm<'a> {
     }
 
     fn top(&self) -> Step<Id> {
-        self.stack.last().copied().ok_or_else(|| "empty stack".to_string())
+        self.stack
+            .last()
+            .copied()
+            .ok_or_else(|| "empty stack".to_string())
     }
 
     fn pop_mark(&mut self) -> Step<Vec<Id>> {
@@ -106,14 +118,19 @@ impl<'a> Vm<'a> {
 
     fn global(&mut self, module: String, name: String) -> Step<()> {
         if !allowed(&module, &name) {
-            return Err(format!("global `{module}.{name}` is not allowed (nothing in a checkpoint may run code)"));
+            return Err(format!(
+                "global `{module}.{name}` is not allowed (nothing in a checkpoint may run code)"
+            ));
         }
         self.push(Value::Global { module, name });
         Ok(())
     }
 
     fn memo_get(&mut self, key: u64) -> Step<()> {
-        let id = *self.memo.get(&key).ok_or_else(|| format!("memo key {key} not set"))?;
+        let id = *self
+            .memo
+            .get(&key)
+            .ok_or_else(|| format!("memo key {key} not set"))?;
         self.stack.push(id);
         Ok(())
     }
@@ -147,13 +164,22 @@ impl<'a> Vm<'a> {
     }
 
     fn call(&mut self, callable: Id, args: Id) -> Step<()> {
-        if !matches!(self.arena.get(callable), Value::Global { .. } | Value::Object { .. }) {
+        if !matches!(
+            self.arena.get(callable),
+            Value::Global { .. } | Value::Object { .. }
+        ) {
             return Err("REDUCE/NEWOBJ on a value that is not a class or function".into());
         }
         if !matches!(self.arena.get(args), Value::Tuple(_)) {
             return Err("REDUCE/NEWOBJ arguments are not a tuple".into());
         }
-        self.push(Value::Object { callable, args, state: None, dict_items: Vec::new(), list_items: Vec::new() });
+        self.push(Value::Object {
+            callable,
+            args,
+            state: None,
+            dict_items: Vec::new(),
+            list_items: Vec::new(),
+        });
         Ok(())
     }
 
@@ -352,7 +378,11 @@ impl<'a> Vm<'a> {
                     let pid = self.pop()?;
                     self.push(Value::PersistentId(pid));
                 }
-                other => return Err(format!("opcode 0x{other:02x} is not supported (protocol 0/1 text or unknown)")),
+                other => {
+                    return Err(format!(
+                        "opcode 0x{other:02x} is not supported (protocol 0/1 text or unknown)"
+                    ))
+                }
             }
         }
     }
