@@ -120,7 +120,7 @@ fn header(outputs: &[OutputTensor], members: &[usize]) -> Vec<u8> {
         offset += bytes;
     }
     let mut text = serde_json::to_vec(&serde_json::Value::Object(map)).expect("JSON");
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(b' ');
     }
     text

@@ -199,8 +199,11 @@ impl DcpCheckpoint {
     }
 }
 
-/// `(fqn, offsets or None for objects, location)` for every `storage_data` entry.
-fn storage_locations(a: &Arena, root: Id) -> Result<Vec<(String, Option<Vec<u64>>, Location)>, String> {
+/// `(fqn, offsets or None for objects, location)` of one `storage_data` entry.
+type StorageEntry = (String, Option<Vec<u64>>, Location);
+
+/// Every `storage_data` entry.
+fn storage_locations(a: &Arena, root: Id) -> Result<Vec<StorageEntry>, String> {
     let storage = a
         .attr(root, "storage_data")
         .and_then(|d| a.dict_entries(d))
@@ -270,7 +273,7 @@ fn tensor_entry(
     a: &Arena,
     value: Id,
     fqn: &str,
-    locations: &[(String, Option<Vec<u64>>, Location)],
+    locations: &[StorageEntry],
     original_shape: Option<Vec<u64>>,
 ) -> Result<TensorEntry, String> {
     let properties = a.attr(value, "properties").ok_or("no properties")?;
@@ -511,4 +514,69 @@ fn unflatten(name: &str, stored: HostTensor, original: &[u64]) -> Result<HostTen
         shape: original.to_vec(),
         data,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(chunks: &[(&[u64], &[u64])]) -> TensorEntry {
+        TensorEntry {
+            dtype: StoredDType::U8,
+            size: vec![4, 2],
+            chunks: chunks
+                .iter()
+                .map(|(o, s)| Chunk {
+                    offsets: o.to_vec(),
+                    sizes: s.to_vec(),
+                    location: Location {
+                        file: "__0_0.distcp".into(),
+                        offset: 0,
+                        length: 0,
+                    },
+                })
+                .collect(),
+            original_shape: None,
+        }
+    }
+
+    fn fetch(chunk: &Chunk) -> Result<HostTensor> {
+        let n: u64 = chunk.sizes.iter().product();
+        let first = (chunk.offsets[0] * 2) as u8;
+        Ok(HostTensor {
+            dtype: StoredDType::U8,
+            shape: chunk.sizes.clone(),
+            data: (first..first + n as u8).collect(),
+        })
+    }
+
+    #[test]
+    fn chunks_assemble_and_slice() {
+        let e = entry(&[(&[0, 0], &[2, 2]), (&[2, 0], &[2, 2])]);
+        assert_eq!(
+            assemble("t", &e, None, fetch).unwrap().data,
+            (0..8).collect::<Vec<u8>>()
+        );
+        assert_eq!(assemble("t", &e, Some(3), fetch).unwrap().data, vec![6, 7]);
+        assert!(assemble("t", &e, Some(4), fetch).is_err());
+    }
+
+    #[test]
+    fn missing_and_overlapping_chunks_are_errors_naming_the_tensor() {
+        let missing = assemble("emb", &entry(&[(&[0, 0], &[2, 2])]), None, fetch)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("`emb`") && missing.contains("missing chunk"),
+            "{missing}"
+        );
+        let overlap = entry(&[(&[0, 0], &[3, 2]), (&[2, 0], &[2, 2])]);
+        let err = assemble("emb", &overlap, None, fetch).unwrap_err().to_string();
+        assert!(err.contains("overlapping"), "{err}");
+        let outside = entry(&[(&[0, 0], &[2, 2]), (&[3, 0], &[2, 2])]);
+        assert!(assemble("emb", &outside, None, fetch)
+            .unwrap_err()
+            .to_string()
+            .contains("outside"));
+    }
 }

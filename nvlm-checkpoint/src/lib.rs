@@ -11,6 +11,7 @@ pub mod nvlm_layout;
 pub mod pickle;
 pub mod safetensors_dir;
 pub mod torch_save;
+mod weights;
 pub mod zarr;
 mod zip;
 
@@ -19,6 +20,7 @@ pub use error::{CheckpointError, Result};
 pub use megatron::MegatronCheckpoint;
 pub use safetensors_dir::SafetensorsCheckpoint;
 pub use torch_save::{HostTensor, TorchArchive};
+pub use weights::MegatronWeights;
 
 /// The index file of a sharded Hugging Face safetensors checkpoint.
 pub const SAFETENSORS_INDEX: &str = "model.safetensors.index.json";

@@ -228,7 +228,8 @@ impl NvlmDims {
             }
             Transform::Copy => shape.to_vec(),
             Transform::VitQkv(_) => {
-                if shape.len() != 2 || shape[0] % (3 * d) != 0 || shape[0] / (3 * d) < self.vit_heads {
+                if shape.len() != 2 || !shape[0].is_multiple_of(3 * d) || shape[0] / (3 * d) < self.vit_heads
+                {
                     return Err(bad(format!(
                         "ViT qkv {shape:?} does not hold {} heads of {d}",
                         self.vit_heads
@@ -257,7 +258,7 @@ impl NvlmDims {
                 [&[out_rows][..], &shape[1..]].concat()
             }
             Transform::SwigluHalf(_) => {
-                if shape[0] % 2 != 0 {
+                if !shape[0].is_multiple_of(2) {
                     return Err(bad(format!("SwiGLU fc1 has an odd row count {}", shape[0])));
                 }
                 [&[shape[0] / 2][..], &shape[1..]].concat()
@@ -403,7 +404,7 @@ impl NvlmDims {
                 unknown.join(", ")
             )));
         }
-        outputs.sort_by(|a, b| natural_key(&a.name).cmp(&natural_key(&b.name)));
+        outputs.sort_by_key(|o| natural_key(&o.name));
         Ok(Plan { outputs, skipped })
     }
 }

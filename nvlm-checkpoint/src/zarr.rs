@@ -163,7 +163,7 @@ fn parse_zarray(path: &Path) -> Result<ZarrArray> {
             .collect()
     };
     let (shape, chunk_shape) = (dims("shape")?, dims("chunks")?);
-    if shape.len() != chunk_shape.len() || chunk_shape.iter().any(|&c| c == 0) {
+    if shape.len() != chunk_shape.len() || chunk_shape.contains(&0) {
         return Err(bad("`chunks` does not match `shape`"));
     }
     let dtype_name = meta["dtype"].as_str().ok_or_else(|| bad("`dtype` missing"))?;

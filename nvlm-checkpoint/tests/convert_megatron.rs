@@ -165,9 +165,29 @@ fn an_explicit_config_drives_the_layout() {
     };
     convert(&checkpoint, &options, |_| {}).unwrap();
     assert_equal_to_hf_twin(&output);
-    assert_eq!(
-        std::fs::read(output.join("config.json")).unwrap().len() > 100,
-        true
-    );
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(output.join("config.json")).unwrap()).unwrap();
+    let given: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    assert_eq!(written, given, "the given config.json is written unchanged");
     std::fs::remove_dir_all(&output).unwrap();
+}
+
+#[test]
+fn megatron_checkpoints_serve_hf_named_weights_directly() {
+    use nvlm_tensor::Weights;
+    let twin = SafetensorsCheckpoint::open(&fixtures().join("model/tiny-nvlm-d")).unwrap();
+    let checkpoint = MegatronCheckpoint::open(&fixtures().join("megatron/zarr")).unwrap();
+    let dims = dims_for(&checkpoint, None).unwrap();
+    let weights = nvlm_checkpoint::MegatronWeights::new(checkpoint, dims).unwrap();
+    assert_eq!(weights.names(), twin.names());
+    for name in [
+        "vision_model.encoder.layers.1.attn.qkv.weight",
+        "language_model.model.layers.0.self_attn.k_proj.bias",
+        "mlp1.1.weight",
+    ] {
+        let (ours, theirs) = (weights.get(name).unwrap(), twin.get(name).unwrap());
+        assert_eq!((ours.dtype, &ours.shape), (theirs.dtype, &theirs.shape), "{name}");
+        assert!(ours.data == theirs.data, "{name}");
+    }
+    assert!(weights.get("no.such.tensor").is_err());
 }

@@ -5,6 +5,7 @@
 //! - `cargo xtask gpu-bundle [--out DIR]`: release GPU test and bench binaries plus `run.sh`, for a GPU machine.
 
 mod bundle;
+mod convert;
 mod nvrtc;
 mod run;
 
@@ -15,6 +16,8 @@ const USAGE: &str = "usage: cargo xtask <command>
 commands:
   test                 fmt check, clippy -D warnings, cargo test --workspace, CUDA kernels compiled for sm_90a
   bench                run the benchmarks (CPU matmul; GPU rows when a GPU is present)
+  convert-checkpoint --input DIR (--list | --output DIR ...)
+                       list a checkpoint's tensors, or convert Megatron NVLM-D to HF safetensors (see --help)
   gpu-bundle [--out DIR]
                        build release GPU test/bench binaries and run.sh into DIR (default: gpu-bundle/)";
 
@@ -33,6 +36,7 @@ fn dispatch(args: Vec<String>) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(&root),
         Some("bench") => run::cargo(&root, &["bench", "-p", "nvlm-kernels", "-p", "nvlm-tiling"], &[]),
+        Some("convert-checkpoint") => convert::run(&args[1..]),
         Some("gpu-bundle") => {
             let out = match args.get(1).map(String::as_str) {
                 Some("--out") => args

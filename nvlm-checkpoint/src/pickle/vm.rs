@@ -142,7 +142,7 @@ impl<'a> Vm<'a> {
     }
 
     fn set_items(&mut self, target: Id, items: Vec<Id>) -> Step<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err("SETITEMS with an odd number of items".into());
         }
         let pairs: Vec<(Id, Id)> = items.chunks(2).map(|p| (p[0], p[1])).collect();
