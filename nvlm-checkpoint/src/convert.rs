@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::common_state::CommonState;
 use crate::megatron::MegatronCheckpoint;
-use crate::nvlm_layout::{NvlmDims, OutputTensor, Plan};
+use crate::nvlm_layout::{NvlmDims, OutputTensor, Plan, Transform};
 use crate::torch_save::HostTensor;
 use crate::{CheckpointError, Result, SafetensorsCheckpoint, SAFETENSORS_INDEX};
 
@@ -57,8 +57,23 @@ impl<'a> SourceReader<'a> {
             };
             self.cached = Some((key, tensor));
         }
-        let (_, source) = self.cached.as_ref().expect("just filled");
-        let tensor = self.dims.apply(&out.transform, source, &out.shape);
+        let tensor = match out.transform {
+            // Single-output transforms take the source instead of copying it (each source feeds one output).
+            Transform::Copy | Transform::TrimRows => {
+                let (_, mut source) = self.cached.take().expect("just filled");
+                source
+                    .data
+                    .truncate(out.shape.iter().product::<u64>() as usize * source.dtype.size());
+                HostTensor {
+                    shape: out.shape.clone(),
+                    ..source
+                }
+            }
+            _ => {
+                let (_, source) = self.cached.as_ref().expect("just filled");
+                self.dims.apply(&out.transform, source, &out.shape)
+            }
+        };
         if tensor.dtype != out.dtype
             || tensor.data.len() as u64 != out.shape.iter().product::<u64>() * out.dtype.size() as u64
         {

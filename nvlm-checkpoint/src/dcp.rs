@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::dtype::StoredDType;
-use crate::files::MappedFiles;
+use crate::files::CheckpointFiles;
 use crate::pickle::{self, Arena, Id};
 use crate::torch_save::{c_strides, HostTensor, TorchArchive};
 use crate::{CheckpointError, Result};
@@ -55,7 +55,7 @@ impl TensorEntry {
 /// A parsed DCP checkpoint folder.
 #[derive(Debug)]
 pub struct DcpCheckpoint {
-    files: MappedFiles,
+    files: CheckpointFiles,
     tensors: BTreeMap<String, TensorEntry>,
     objects: BTreeMap<String, Location>,
 }
@@ -115,7 +115,7 @@ impl DcpCheckpoint {
             }
         }
         Ok(DcpCheckpoint {
-            files: MappedFiles::new(dir),
+            files: CheckpointFiles::new(dir),
             tensors,
             objects,
         })
@@ -137,7 +137,9 @@ impl DcpCheckpoint {
             .tensors
             .get(name)
             .ok_or_else(|| CheckpointError::Missing(name.to_string()))?;
-        let tensor = assemble(name, entry, None, |chunk| self.fetch(name, entry, chunk))?;
+        let tensor = assemble(name, entry, None, |chunk, sink| {
+            self.fetch(name, entry, chunk, sink)
+        })?;
         match &entry.original_shape {
             Some(original) => unflatten(name, tensor, original),
             None => Ok(tensor),
@@ -154,38 +156,48 @@ impl DcpCheckpoint {
         if entry.original_shape.is_some() {
             return slice_leading(name, self.read(name)?, index);
         }
-        assemble(name, entry, Some(index), |chunk| self.fetch(name, entry, chunk))
+        assemble(name, entry, Some(index), |chunk, sink| {
+            self.fetch(name, entry, chunk, sink)
+        })
     }
 
-    fn fetch(&self, name: &str, entry: &TensorEntry, chunk: &Chunk) -> Result<HostTensor> {
+    /// Reads one chunk and hands its contiguous bytes to `sink`, after checking them against the metadata.
+    fn fetch(
+        &self,
+        name: &str,
+        entry: &TensorEntry,
+        chunk: &Chunk,
+        sink: &mut dyn FnMut(&[u8]),
+    ) -> Result<()> {
         let loc = &chunk.location;
         let file = self.files.root().join(&loc.file).display().to_string();
-        let (map, range) = self.files.range(&loc.file, loc.offset, loc.length)?;
-        let archive = TorchArchive::open(&map[range], format!("{file} @ {}", loc.offset))?;
-        let piece = archive
-            .tensor(archive.root)
+        let bytes = self.files.read_range(&loc.file, loc.offset, loc.length)?;
+        let archive = TorchArchive::open(&bytes, format!("{file} @ {}", loc.offset))?;
+        let (dtype, shape, data) = archive
+            .tensor_bytes(archive.root)
             .map_err(|e| CheckpointError::tensor(name, &file, e.to_string()))?;
-        if piece.dtype != entry.dtype {
+        if dtype != entry.dtype {
             return Err(CheckpointError::tensor(
                 name,
                 &file,
                 format!(
-                    "chunk at {:?} is {}, the metadata says {}",
-                    chunk.offsets, piece.dtype, entry.dtype
+                    "chunk at {:?} is {dtype}, the metadata says {}",
+                    chunk.offsets, entry.dtype
                 ),
             ));
         }
-        if piece.numel() != chunk.sizes.iter().product::<u64>() {
+        if shape.iter().product::<u64>() != chunk.sizes.iter().product::<u64>() {
             return Err(CheckpointError::tensor(
                 name,
                 &file,
                 format!(
-                    "chunk at {:?} has shape {:?}, the metadata says {:?}",
-                    chunk.offsets, piece.shape, chunk.sizes
+                    "chunk at {:?} has shape {shape:?}, the metadata says {:?}",
+                    chunk.offsets, chunk.sizes
                 ),
             ));
         }
-        Ok(piece)
+        sink(&data);
+        Ok(())
     }
 
     /// The raw `torch.save` bytes of the object `name`.
@@ -194,8 +206,7 @@ impl DcpCheckpoint {
             .objects
             .get(name)
             .ok_or_else(|| CheckpointError::Missing(name.to_string()))?;
-        let (map, range) = self.files.range(&loc.file, loc.offset, loc.length)?;
-        Ok(map[range].to_vec())
+        self.files.read_range(&loc.file, loc.offset, loc.length)
     }
 }
 
@@ -327,7 +338,7 @@ pub(crate) fn assemble(
     name: &str,
     entry: &TensorEntry,
     leading: Option<u64>,
-    fetch: impl Fn(&Chunk) -> Result<HostTensor>,
+    fetch: impl Fn(&Chunk, &mut dyn FnMut(&[u8])) -> Result<()>,
 ) -> Result<HostTensor> {
     check_chunks(name, entry)?;
     let elem = entry.dtype.size();
@@ -347,22 +358,22 @@ pub(crate) fn assemble(
     let mut data = vec![0u8; shape.iter().product::<u64>() as usize * elem];
     for chunk in &entry.chunks {
         match leading {
-            None => {
-                let piece = fetch(chunk)?;
-                place(&mut data, &shape, &piece.data, &chunk.offsets, &chunk.sizes, elem);
-            }
+            None => fetch(chunk, &mut |piece| {
+                place(&mut data, &shape, piece, &chunk.offsets, &chunk.sizes, elem)
+            })?,
             Some(i) if chunk.offsets[0] <= i && i < chunk.offsets[0] + chunk.sizes[0] => {
-                let piece = fetch(chunk)?;
-                let slab: u64 = chunk.sizes[1..].iter().product::<u64>() * elem as u64;
-                let at = ((i - chunk.offsets[0]) * slab) as usize;
-                place(
-                    &mut data,
-                    &shape,
-                    &piece.data[at..at + slab as usize],
-                    &chunk.offsets[1..],
-                    &chunk.sizes[1..],
-                    elem,
-                );
+                let slab = (chunk.sizes[1..].iter().product::<u64>() * elem as u64) as usize;
+                let at = (i - chunk.offsets[0]) as usize * slab;
+                fetch(chunk, &mut |piece| {
+                    place(
+                        &mut data,
+                        &shape,
+                        &piece[at..at + slab],
+                        &chunk.offsets[1..],
+                        &chunk.sizes[1..],
+                        elem,
+                    )
+                })?
             }
             Some(_) => {}
         }
@@ -540,14 +551,11 @@ mod tests {
         }
     }
 
-    fn fetch(chunk: &Chunk) -> Result<HostTensor> {
+    fn fetch(chunk: &Chunk, sink: &mut dyn FnMut(&[u8])) -> Result<()> {
         let n: u64 = chunk.sizes.iter().product();
         let first = (chunk.offsets[0] * 2) as u8;
-        Ok(HostTensor {
-            dtype: StoredDType::U8,
-            shape: chunk.sizes.clone(),
-            data: (first..first + n as u8).collect(),
-        })
+        sink(&(first..first + n as u8).collect::<Vec<u8>>());
+        Ok(())
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod pickle;
 pub mod safetensors_dir;
 pub mod torch_save;
 mod weights;
+pub mod write_dcp;
 pub mod zarr;
 mod zip;
 

@@ -183,12 +183,23 @@ impl<'a> TorchArchive<'a> {
 
     /// Materialises the tensor at `id` as a contiguous host tensor, honouring storage offset and strides.
     pub fn tensor(&self, id: Id) -> Result<HostTensor> {
+        let (dtype, shape, bytes) = self.tensor_bytes(id)?;
+        Ok(HostTensor {
+            dtype,
+            shape,
+            data: bytes.into_owned(),
+        })
+    }
+
+    /// The tensor at `id` as contiguous C-order bytes: borrowed from the archive when it is stored contiguously
+    /// (always, for DCP chunks), materialised otherwise.
+    pub fn tensor_bytes(&self, id: Id) -> Result<(StoredDType, Vec<u64>, std::borrow::Cow<'a, [u8]>)> {
         let t = self.tensor_ref(id)?;
         let record = self
             .index
             .find(&format!("data/{}", t.storage_key))
             .ok_or_else(|| self.error(format!("storage record data/{} is missing", t.storage_key)))?;
-        let storage = &self.bytes[record];
+        let storage: &'a [u8] = &self.bytes[record];
         let elem = t.dtype.size();
         let expected = if t.storage_len_is_bytes {
             t.storage_len
@@ -203,45 +214,43 @@ impl<'a> TorchArchive<'a> {
             )));
         }
         let numel: u64 = t.size.iter().product();
-        let mut data = vec![0u8; (numel as usize) * elem];
-        if numel > 0 {
-            // The largest element index must fall inside the storage.
-            let last = t.offset
-                + t.size
-                    .iter()
-                    .zip(&t.stride)
-                    .map(|(s, st)| (s - 1) * st)
-                    .sum::<u64>();
-            if (last + 1) * elem as u64 > storage.len() as u64 {
-                return Err(self.error("tensor view reaches past the end of its storage"));
-            }
-            let contiguous = c_strides(&t.size) == t.stride;
-            if contiguous {
-                let start = t.offset as usize * elem;
-                let len = data.len();
-                data.copy_from_slice(&storage[start..start + len]);
-            } else {
-                let mut index = vec![0u64; t.size.len()];
-                for out in data.chunks_exact_mut(elem) {
-                    let at = (t.offset + index.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<u64>())
-                        as usize
-                        * elem;
-                    out.copy_from_slice(&storage[at..at + elem]);
-                    for d in (0..index.len()).rev() {
-                        index[d] += 1;
-                        if index[d] < t.size[d] {
-                            break;
-                        }
-                        index[d] = 0;
-                    }
+        let len = numel as usize * elem;
+        if numel == 0 {
+            return Ok((t.dtype, t.size, std::borrow::Cow::Owned(Vec::new())));
+        }
+        // The largest element index must fall inside the storage.
+        let last = t.offset
+            + t.size
+                .iter()
+                .zip(&t.stride)
+                .map(|(s, st)| (s - 1) * st)
+                .sum::<u64>();
+        if (last + 1) * elem as u64 > storage.len() as u64 {
+            return Err(self.error("tensor view reaches past the end of its storage"));
+        }
+        if c_strides(&t.size) == t.stride {
+            let start = t.offset as usize * elem;
+            return Ok((
+                t.dtype,
+                t.size,
+                std::borrow::Cow::Borrowed(&storage[start..start + len]),
+            ));
+        }
+        let mut data = vec![0u8; len];
+        let mut index = vec![0u64; t.size.len()];
+        for out in data.chunks_exact_mut(elem) {
+            let at =
+                (t.offset + index.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<u64>()) as usize * elem;
+            out.copy_from_slice(&storage[at..at + elem]);
+            for d in (0..index.len()).rev() {
+                index[d] += 1;
+                if index[d] < t.size[d] {
+                    break;
                 }
+                index[d] = 0;
             }
         }
-        Ok(HostTensor {
-            dtype: t.dtype,
-            shape: t.size,
-            data,
-        })
+        Ok((t.dtype, t.size, std::borrow::Cow::Owned(data)))
     }
 
     /// The bytes of a `bytes`, `bytearray`, `_codecs.encode(str, 'latin1')` or `io.BytesIO` value.

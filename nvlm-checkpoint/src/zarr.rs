@@ -59,7 +59,9 @@ impl ZarrCheckpoint {
             .tensors
             .get(name)
             .ok_or_else(|| CheckpointError::Missing(name.to_string()))?;
-        assemble(name, &array.entry, None, |chunk| self.fetch(name, array, chunk))
+        assemble(name, &array.entry, None, |chunk, sink| {
+            self.fetch(name, array, chunk, sink)
+        })
     }
 
     /// Reads entry `index` of the leading axis of `name` (one layer of a stacked tensor).
@@ -68,13 +70,13 @@ impl ZarrCheckpoint {
             .tensors
             .get(name)
             .ok_or_else(|| CheckpointError::Missing(name.to_string()))?;
-        assemble(name, &array.entry, Some(index), |chunk| {
-            self.fetch(name, array, chunk)
+        assemble(name, &array.entry, Some(index), |chunk, sink| {
+            self.fetch(name, array, chunk, sink)
         })
     }
 
     /// One chunk file, cropped to the part inside the array.
-    fn fetch(&self, name: &str, array: &ZarrArray, chunk: &Chunk) -> Result<HostTensor> {
+    fn fetch(&self, name: &str, array: &ZarrArray, chunk: &Chunk, sink: &mut dyn FnMut(&[u8])) -> Result<()> {
         let elem = array.entry.dtype.size();
         let path = self.dir.join(name).join(&chunk.location.file);
         let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
@@ -98,11 +100,8 @@ impl ZarrCheckpoint {
             ));
         }
         if chunk.sizes == array.chunk_shape {
-            return Ok(HostTensor {
-                dtype: array.entry.dtype,
-                shape: chunk.sizes.clone(),
-                data: bytes,
-            });
+            sink(&bytes);
+            return Ok(());
         }
         // An edge chunk: keep the leading `sizes` part of each axis.
         let rank = chunk.sizes.len();
@@ -119,11 +118,8 @@ impl ZarrCheckpoint {
             let src = src as usize * elem;
             data.extend_from_slice(&bytes[src..src + row]);
         }
-        Ok(HostTensor {
-            dtype: array.entry.dtype,
-            shape: chunk.sizes.clone(),
-            data,
-        })
+        sink(&data);
+        Ok(())
     }
 
     /// The separator used in chunk file names of `name` (for messages and tests).

@@ -35,7 +35,19 @@ fn dispatch(args: Vec<String>) -> Result<()> {
     let root = run::workspace_root()?;
     match args.first().map(String::as_str) {
         Some("test") => test(&root),
-        Some("bench") => run::cargo(&root, &["bench", "-p", "nvlm-kernels", "-p", "nvlm-tiling"], &[]),
+        Some("bench") => run::cargo(
+            &root,
+            &[
+                "bench",
+                "-p",
+                "nvlm-kernels",
+                "-p",
+                "nvlm-tiling",
+                "-p",
+                "nvlm-checkpoint",
+            ],
+            &[],
+        ),
         Some("convert-checkpoint") => convert::run(&args[1..]),
         Some("gpu-bundle") => {
             let out = match args.get(1).map(String::as_str) {
