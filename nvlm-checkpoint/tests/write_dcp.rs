@@ -73,3 +73,51 @@ fn a_missing_chunk_is_refused() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_chunk_whose_dtype_and_shape_disagree_with_the_metadata_is_refused() {
+    // Two checkpoints whose single chunks have the same byte length: f16 [4,6] and i64 [2,3]. The metadata of the
+    // first over the data of the second describes a chunk that is not what the file holds.
+    let (a, b) = (scratch("meta-f16"), scratch("data-i64"));
+    let data = vec![0u8; 48];
+    let mut writer = DcpWriter::create(&a).unwrap();
+    writer
+        .tensor(
+            "t",
+            StoredDType::F16,
+            &[4, 6],
+            &[ChunkData {
+                offsets: vec![0, 0],
+                sizes: vec![4, 6],
+                data: &data,
+            }],
+        )
+        .unwrap();
+    writer.finish(&[]).unwrap();
+    let mut writer = DcpWriter::create(&b).unwrap();
+    writer
+        .tensor(
+            "t",
+            StoredDType::I64,
+            &[2, 3],
+            &[ChunkData {
+                offsets: vec![0, 0],
+                sizes: vec![2, 3],
+                data: &data,
+            }],
+        )
+        .unwrap();
+    writer.finish(&[]).unwrap();
+    std::fs::copy(b.join("__0_0.distcp"), a.join("__0_0.distcp")).unwrap();
+    let err = DcpCheckpoint::open(&a)
+        .unwrap()
+        .read("t")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`t`") && err.contains("__0_0.distcp") && err.contains("I64") && err.contains("F16"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&a).unwrap();
+    std::fs::remove_dir_all(&b).unwrap();
+}
