@@ -31,5 +31,5 @@ pub use norm::{add_rms_norm, layer_norm, rms_norm, rms_norm_partial_stats};
 pub use patch::{patch_embed, unfold_patches};
 pub use rope::{rotary_embedding, DynamicNtk, RopeConfig};
 pub use sampling::{argmax, filtered_distribution, sample, uniform, SamplingParams};
-pub use shape::{concat, split, transpose_last2};
+pub use shape::{concat, pixel_shuffle, split, transpose_last2};
 pub use softmax::softmax;

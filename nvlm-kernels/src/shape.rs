@@ -128,3 +128,39 @@ pub fn transpose_last2(x: &Tensor) -> Result<Tensor> {
     shape.swap(r - 2, r - 1);
     Ok(Tensor::from_bytes(&out, x.dtype(), &shape, Device::Cpu)?)
 }
+
+/// InternVL/NVLM pixel shuffle (version 2) with downsample ratio 0.5: `x[T, s, s, C]` (tokens row-major over an
+/// `s x s` grid) to `[T, (s/2)^2, 4C]`, where output token `i*(s/2)+j` concatenates the 2x2 block
+/// `(2i, 2j), (2i, 2j+1), (2i+1, 2j), (2i+1, 2j+1)` in that channel order.
+pub fn pixel_shuffle(x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "pixel_shuffle";
+    if x.rank() != 4 || x.shape()[1] != x.shape()[2] || x.shape()[1] % 2 != 0 {
+        return Err(KernelError::shape(
+            OP,
+            format!("expects [T, s, s, C] with even s, found {:?}", x.shape()),
+        ));
+    }
+    let bytes = host_bytes(OP, x)?;
+    let elem = x.dtype().size_in_bytes();
+    let [t, s, _, c] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
+    let half = s / 2;
+    let row = c * elem;
+    let mut out = Vec::with_capacity(bytes.len());
+    for ti in 0..t {
+        for i in 0..half {
+            for j in 0..half {
+                for (dr, dc) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+                    let token = (2 * i + dr) * s + 2 * j + dc;
+                    let at = (ti * s * s + token) * row;
+                    out.extend_from_slice(&bytes[at..at + row]);
+                }
+            }
+        }
+    }
+    Ok(Tensor::from_bytes(
+        &out,
+        x.dtype(),
+        &[t, half * half, 4 * c],
+        Device::Cpu,
+    )?)
+}

@@ -631,3 +631,22 @@ fn wrong_dtypes_are_errors_not_panics() {
     )));
     assert!(is_dtype_error(matmul(&f, &i, None)));
 }
+
+#[test]
+fn pixel_shuffle_follows_the_v2_formula() {
+    // x[t, r, c, ch] = 1000 t + 100 r + 10 c + ch on a 4x4 grid of 2 channels.
+    let (t, s, c) = (2, 4, 2);
+    let values: Vec<f32> = (0..t * s * s * c)
+        .map(|n| {
+            let (ti, r, col, ch) = (n / (s * s * c), n / (s * c) % s, n / c % s, n % c);
+            (1000 * ti + 100 * r + 10 * col + ch) as f32
+        })
+        .collect();
+    let y = pixel_shuffle(&Tensor::from_vec(values, &[t, s, s, c]).unwrap()).unwrap();
+    assert_eq!(y.shape(), &[2, 4, 8]);
+    let y = y.to_f32_vec().unwrap();
+    // Token (i=1, j=0) of tile 1: block rows 2,3 and columns 0,1.
+    let token = &y[(4 + 2) * 8..(4 + 3) * 8];
+    assert_eq!(token, &[1200., 1201., 1210., 1211., 1300., 1301., 1310., 1311.]);
+    assert!(pixel_shuffle(&Tensor::from_vec(vec![0f32; 18], &[1, 3, 3, 2]).unwrap()).is_err());
+}

@@ -90,3 +90,24 @@ impl Weights for MemoryWeights {
         self.tensors.keys().cloned().collect()
     }
 }
+
+/// Loads `name` from `weights` onto `device`, checking its shape: the error names the tensor, the expected and the
+/// stored shape (a checkpoint that does not match the config).
+pub fn load_weight(
+    weights: &dyn Weights,
+    name: &str,
+    shape: &[usize],
+    device: crate::Device,
+) -> Result<Tensor> {
+    let view = weights.get(name)?;
+    if view.shape != shape {
+        return Err(TensorError::shape(
+            "load_weight",
+            format!(
+                "`{name}` has shape {:?} in the checkpoint, the config implies {shape:?}",
+                view.shape
+            ),
+        ));
+    }
+    Tensor::from_view(&view, device)
+}

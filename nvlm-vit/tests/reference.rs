@@ -1,0 +1,86 @@
+//! The vision tower against the HF NVLM-D reference activations (`shared/fixtures/model`): ViT output, pixel
+//! shuffle, projector LayerNorm, first Linear and output, within the fixture's f32 tolerances.
+
+use std::path::PathBuf;
+
+use nvlm_checkpoint::SafetensorsCheckpoint;
+use nvlm_tensor::{DType, Device, Tensor};
+use nvlm_vit::{VisionConfig, VisionTower};
+
+fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("NVLM_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    assert!(
+        dir.is_dir(),
+        "fixtures folder {} is missing: check out `shared/` beside the repository",
+        dir.display()
+    );
+    dir
+}
+
+fn f32s(file: &SafetensorsCheckpoint, name: &str) -> Vec<f32> {
+    file.bytes(name)
+        .unwrap()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+/// max |a - b| <= 2e-3 and ||a - b|| / ||b|| <= 1e-4 (the fixture README's f32 tolerances).
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let max_abs = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
+    println!("{what}: max_abs {max_abs:.3e}, rel_l2 {:.3e}", diff / norm);
+    assert!(
+        max_abs <= 2e-3 && diff / norm <= 1e-4,
+        "{what}: max_abs {max_abs}, rel_l2 {}",
+        diff / norm
+    );
+}
+
+#[test]
+fn vision_tower_matches_the_f32_reference() {
+    let model = fixtures().join("model/tiny-nvlm-d");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let weights = SafetensorsCheckpoint::open(&model).unwrap();
+    let vision = VisionConfig::from_json(&config).unwrap();
+    let llm_hidden = config["llm_config"]["hidden_size"].as_u64().unwrap() as usize;
+    let ffn = config["llm_config"]["intermediate_size"].as_u64().unwrap() as usize;
+    let tower = VisionTower::load(&weights, &vision, ffn, llm_hidden, Device::Cpu, DType::F32).unwrap();
+    assert!(
+        tower.vit.dummy_heads_sliced(),
+        "the fixture's dummy heads are zero, so they are sliced away"
+    );
+
+    let reference =
+        SafetensorsCheckpoint::open(&fixtures().join("model/reference/activations.safetensors")).unwrap();
+    let tiles = reference.bytes("input.tiles_u8").unwrap();
+    let pixels = Tensor::from_vec(nvlm_tiling::pixel_values(tiles, 448), &[3, 3, 448, 448]).unwrap();
+    let out = tower.forward(&pixels).unwrap();
+    for (name, tensor) in [
+        ("vit_last_hidden_state", &out.vit_last_hidden_state),
+        ("pixel_shuffle_out", &out.pixel_shuffle),
+        ("mlp1_ln_out", &out.projector_norm),
+        ("mlp1_fc1_out", &out.projector_fc1),
+        ("mlp1_out", &out.embeddings),
+    ] {
+        assert_close(
+            name,
+            &tensor.to_f32_vec().unwrap(),
+            &f32s(&reference, &format!("f32.image.{name}")),
+        );
+    }
+}
