@@ -11,6 +11,21 @@ pub enum Qwen2Error {
         /// What went wrong.
         detail: String,
     },
+    /// The config is missing a field or describes an unsupported model.
+    #[error("LLM config: {0}")]
+    Config(String),
+    /// The KV cache cannot hold the request.
+    #[error("KV cache: {0}")]
+    Cache(String),
+    /// A prompt longer than the model or cache allows, and similar input errors.
+    #[error("{0}")]
+    Input(String),
+    /// A tensor-layer error (missing weight, shape mismatch, device).
+    #[error(transparent)]
+    Tensor(#[from] nvlm_tensor::TensorError),
+    /// An op failed.
+    #[error(transparent)]
+    Kernel(#[from] nvlm_kernels::KernelError),
 }
 
 /// `Result` with [`Qwen2Error`].

@@ -1,14 +1,23 @@
-//! The Qwen2 language model of NVLM-D.
-//!
-//! Today: the NVLM-D `chatml` conversation template ([`chat`]) and the tokenizer wrapper ([`tokenizer`]). The
-//! decoder, KV cache and sampler land with the forward-pass issue.
+//! The Qwen2 language model of NVLM-D, on the ops of `nvlm-kernels`: the decoder ([`Qwen2Model`]), its paged KV
+//! cache ([`PagedKvCache`]), the sampler ([`Sampler`]), the NVLM-D conversation template ([`chat`]) and the
+//! tokenizer wrapper ([`tokenizer`]).
 
 pub mod chat;
+mod config;
 mod error;
+mod generate;
+pub mod kv_cache;
+mod model;
+mod sampler;
 pub mod tokenizer;
 
 pub use chat::{build_prompt, SystemPrompt, DEFAULT_SYSTEM_MESSAGE};
+pub use config::Qwen2Config;
 pub use error::{Qwen2Error, Result};
+pub use generate::{generate, GenerateOptions, Generation, StopReason};
+pub use kv_cache::{PagedKvCache, SequenceId};
+pub use model::Qwen2Model;
+pub use sampler::{Sampler, SamplerConfig};
 pub use tokenizer::Tokenizer;
 
 /// The token id of `<|vision_pad|>`, whose embedding rows are replaced by image embeddings.

@@ -1,0 +1,237 @@
+//! Qwen2 against the HF NVLM-D reference activations (`shared/fixtures/model`): image-row splice, hidden states,
+//! logits and greedy ids for the image and text cases; and prefill + decode through the KV cache equals recompute.
+
+use std::path::PathBuf;
+
+use nvlm_checkpoint::SafetensorsCheckpoint;
+use nvlm_kernels::SamplingParams;
+use nvlm_qwen2::{
+    generate, GenerateOptions, Qwen2Config, Qwen2Model, Sampler, SamplerConfig, IM_END_TOKEN_ID,
+};
+use nvlm_tensor::{DType, Device, Tensor};
+
+fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("NVLM_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    assert!(
+        dir.is_dir(),
+        "fixtures folder {} is missing: check out `shared/` beside the repository",
+        dir.display()
+    );
+    dir
+}
+
+struct Reference(SafetensorsCheckpoint);
+
+impl Reference {
+    fn open() -> Reference {
+        Reference(
+            SafetensorsCheckpoint::open(&fixtures().join("model/reference/activations.safetensors")).unwrap(),
+        )
+    }
+    fn f32s(&self, name: &str) -> Vec<f32> {
+        self.0
+            .bytes(name)
+            .unwrap()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+    fn ids(&self, name: &str) -> Vec<u32> {
+        self.0
+            .bytes(name)
+            .unwrap()
+            .chunks(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u32)
+            .collect()
+    }
+    fn shape(&self, name: &str) -> Vec<usize> {
+        self.0.tensors()[name].shape.iter().map(|&d| d as usize).collect()
+    }
+}
+
+fn model() -> Qwen2Model {
+    let dir = fixtures().join("model/tiny-nvlm-d");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let weights = SafetensorsCheckpoint::open(&dir).unwrap();
+    Qwen2Model::load(
+        &weights,
+        "language_model.",
+        &Qwen2Config::from_json(&config, true).unwrap(),
+        Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let max_abs = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
+    println!("{what}: max_abs {max_abs:.3e}, rel_l2 {:.3e}", diff / norm);
+    assert!(
+        max_abs <= 2e-3 && diff / norm <= 1e-4,
+        "{what}: max_abs {max_abs}, rel_l2 {}",
+        diff / norm
+    );
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+        )
+        .0 as u32
+}
+
+fn check_case(case: &str) {
+    let (model, reference) = (model(), Reference::open());
+    let ids = reference.ids(&format!("f32.{case}.input_ids"));
+    let image_rows = (case == "image").then(|| {
+        let shape = reference.shape("f32.image.mlp1_out");
+        Tensor::from_vec(
+            reference.f32s("f32.image.mlp1_out"),
+            &[shape[0] * shape[1], shape[2]],
+        )
+        .unwrap()
+    });
+    let embeds = model
+        .embed_multimodal(&ids, image_rows.as_ref(), DType::F32)
+        .unwrap();
+    assert_close(
+        &format!("{case}: inputs_embeds"),
+        &embeds.to_f32_vec().unwrap(),
+        &reference.f32s(&format!("f32.{case}.inputs_embeds")),
+    );
+
+    // One forward pass over the prompt: final-normed hidden states, logits of the last positions, argmax per position.
+    let mut cache = model.new_cache(ids.len());
+    let seq = cache.add_sequence();
+    let hidden = model.forward(&embeds, &mut cache, seq).unwrap();
+    let s = ids.len();
+    let all_hidden = reference.f32s(&format!("f32.{case}.llm_hidden_states"));
+    assert_close(
+        &format!("{case}: final hidden states"),
+        &hidden.to_f32_vec().unwrap(),
+        &all_hidden[2 * s * 32..],
+    );
+    let logits = model.logits(&hidden).unwrap().to_f32_vec().unwrap();
+    let vocab = model.config.vocab_size;
+    let last = reference.shape(&format!("f32.{case}.logits_last"))[0];
+    assert_close(
+        &format!("{case}: logits_last"),
+        &logits[(s - last) * vocab..],
+        &reference.f32s(&format!("f32.{case}.logits_last")),
+    );
+    let argmaxes: Vec<u32> = logits.chunks(vocab).map(argmax).collect();
+    assert_eq!(
+        argmaxes,
+        reference.ids(&format!("f32.{case}.logits_argmax")),
+        "{case}: argmax at every position"
+    );
+
+    // Greedy generation through the KV cache gives the reference ids.
+    let mut sampler = Sampler::new(SamplerConfig::default());
+    let options = GenerateOptions {
+        max_new_tokens: 12,
+        stop_ids: vec![IM_END_TOKEN_ID],
+        record: false,
+    };
+    let generation = generate(&model, &embeds, &ids, &mut sampler, &options, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(
+        generation.tokens,
+        reference.ids(&format!("f32.{case}.generated_ids")),
+        "{case}: greedy ids"
+    );
+}
+
+#[test]
+fn image_case_matches_the_reference() {
+    check_case("image");
+}
+
+#[test]
+fn text_case_matches_the_reference() {
+    check_case("text");
+}
+
+#[test]
+fn kv_cache_decode_equals_full_recompute() {
+    let (model, reference) = (model(), Reference::open());
+    let ids = reference.ids("f32.text.input_ids");
+    let embeds = model.embed(&ids, DType::F32).unwrap();
+    let options = GenerateOptions {
+        max_new_tokens: 8,
+        stop_ids: vec![],
+        record: true,
+    };
+    // Sampling (not greedy) makes the check sensitive to every logit, not only the top one.
+    let params = SamplingParams {
+        temperature: 0.8,
+        top_k: 50,
+        top_p: 0.95,
+        seed: 11,
+    };
+    let mut sampler = Sampler::new(SamplerConfig {
+        params,
+        repetition_penalty: 1.1,
+    });
+    let cached = generate(&model, &embeds, &ids, &mut sampler, &options, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    let (_, cached_logits) = cached.recorded.unwrap();
+    let cached_logits = cached_logits.to_f32_vec().unwrap();
+    let vocab = model.config.vocab_size;
+    // Recompute: for each step, run the whole sequence so far through a fresh cache.
+    let mut sequence = ids.clone();
+    for (step, &token) in cached.tokens.iter().enumerate().take(options.max_new_tokens - 1) {
+        sequence.push(token);
+        let mut cache = model.new_cache(sequence.len());
+        let seq = cache.add_sequence();
+        let hidden = model
+            .forward(&model.embed(&sequence, DType::F32).unwrap(), &mut cache, seq)
+            .unwrap();
+        let full = model
+            .logits(&hidden.narrow0(sequence.len() - 1, 1).unwrap())
+            .unwrap()
+            .to_f32_vec()
+            .unwrap();
+        let row = ids.len() + step;
+        assert_close(
+            &format!("step {step}"),
+            &cached_logits[row * vocab..(row + 1) * vocab],
+            &full,
+        );
+    }
+    // The same seed gives the same tokens.
+    let mut again = Sampler::new(SamplerConfig {
+        params,
+        repetition_penalty: 1.1,
+    });
+    let options = GenerateOptions {
+        record: false,
+        ..options
+    };
+    let repeat = generate(&model, &embeds, &ids, &mut again, &options, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(repeat.tokens, cached.tokens);
+}
