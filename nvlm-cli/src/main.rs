@@ -1,9 +1,14 @@
 //! `nvlm`: run NVLM-D from the terminal.
 
+mod chat;
+mod demo_model;
 mod devices;
+mod engine;
+mod generate;
 mod output;
 mod preprocess;
 mod prompt;
+mod sampling_args;
 mod selftest;
 
 use std::process::ExitCode;
@@ -32,10 +37,10 @@ enum Command {
     Preprocess(preprocess::PreprocessArgs),
     /// Build the exact prompt text and token ids for a question (with images, history, system message).
     Prompt(prompt::PromptArgs),
-    /// Chat with NVLM-D about images (not available yet: the model lands in a later release).
-    Chat,
-    /// Answer one prompt, optionally about images (not available yet: the model lands in a later release).
-    Generate,
+    /// Chat with NVLM-D about images: an interactive multi-turn conversation (reads piped lines too).
+    Chat(chat::ChatArgs),
+    /// Answer one prompt, optionally about images; streams the answer, or prints JSON with --json.
+    Generate(generate::GenerateArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,9 +50,8 @@ fn main() -> ExitCode {
         Command::Selftest { device } => selftest::run(&device),
         Command::Preprocess(args) => preprocess::run(&args),
         Command::Prompt(args) => prompt::run(&args),
-        Command::Chat | Command::Generate => Err(anyhow::anyhow!(
-            "the NVLM-D model is not wired into this build yet: only `devices`, `selftest`, `preprocess` and `prompt` work today"
-        )),
+        Command::Chat(args) => chat::run(&args),
+        Command::Generate(args) => generate::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

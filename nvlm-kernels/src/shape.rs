@@ -134,7 +134,7 @@ pub fn transpose_last2(x: &Tensor) -> Result<Tensor> {
 /// `(2i, 2j), (2i, 2j+1), (2i+1, 2j), (2i+1, 2j+1)` in that channel order.
 pub fn pixel_shuffle(x: &Tensor) -> Result<Tensor> {
     const OP: &str = "pixel_shuffle";
-    if x.rank() != 4 || x.shape()[1] != x.shape()[2] || x.shape()[1] % 2 != 0 {
+    if x.rank() != 4 || x.shape()[1] != x.shape()[2] || !x.shape()[1].is_multiple_of(2) {
         return Err(KernelError::shape(
             OP,
             format!("expects [T, s, s, C] with even s, found {:?}", x.shape()),

@@ -28,6 +28,18 @@ impl Tokenizer {
         Ok(Tokenizer { inner, path: shown })
     }
 
+    /// Loads a `tokenizer.json` held in memory; `name` is used in messages.
+    pub fn from_bytes(bytes: &[u8], name: &str) -> Result<Tokenizer> {
+        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Qwen2Error::Tokenizer {
+            path: name.to_string(),
+            detail: e.to_string(),
+        })?;
+        Ok(Tokenizer {
+            inner,
+            path: name.to_string(),
+        })
+    }
+
     /// Token ids of `text`, with no special tokens added.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let encoding = self.inner.encode(text, false).map_err(|e| self.error(e))?;

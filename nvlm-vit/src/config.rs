@@ -58,7 +58,7 @@ impl VisionConfig {
             norm_eps: v["layer_norm_eps"].as_f64().unwrap_or(1e-6) as f32,
             projector_eps: 1e-5,
         };
-        if config.num_heads == 0 || config.hidden_size % config.num_heads != 0 {
+        if config.num_heads == 0 || !config.hidden_size.is_multiple_of(config.num_heads) {
             return Err(VitError::Config(format!(
                 "{} heads do not divide width {}",
                 config.num_heads, config.hidden_size

@@ -139,11 +139,11 @@ impl InternVit {
             position_embedding,
             layers,
         };
-        vit.to_device(device)?;
+        vit.move_to(device)?;
         Ok(vit)
     }
 
-    fn to_device(&mut self, device: Device) -> Result<()> {
+    fn move_to(&mut self, device: Device) -> Result<()> {
         if device == Device::Cpu {
             return Ok(());
         }

@@ -1,0 +1,208 @@
+//! NVLM-D end to end: load (an HF folder, a Megatron checkpoint, or the embedded demo), images to tiles to image
+//! embeddings, the prompt to ids, the splice, and generation.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use nvlm_checkpoint::{MegatronCheckpoint, MegatronWeights, SafetensorsCheckpoint, SAFETENSORS_INDEX};
+use nvlm_qwen2::{
+    generate, GenerateOptions, Generation, Qwen2Config, Qwen2Model, Sampler, SamplerConfig, Tokenizer,
+};
+use nvlm_tensor::{DType, Device, Tensor, Weights};
+use nvlm_tiling::{load_tiles, pixel_values, TilingConfig, TILE_SIZE};
+use nvlm_vit::{VisionConfig, VisionTower, IMAGE_TOKENS_PER_TILE};
+
+use crate::demo_model;
+
+/// A loaded NVLM-D.
+pub struct Engine {
+    vision: VisionTower,
+    llm: Qwen2Model,
+    /// The tokenizer.
+    pub tokenizer: Tokenizer,
+    /// How images are tiled.
+    pub tiling: TilingConfig,
+    /// True for the embedded random-weight demo.
+    pub demo: bool,
+    dtype: DType,
+}
+
+/// Where the model comes from.
+pub struct ModelSource {
+    /// An HF NVLM-D folder or a Megatron checkpoint; `None` for the embedded demo.
+    pub model: Option<PathBuf>,
+    /// `tokenizer.json`; default: the model folder's, or the embedded one for the demo.
+    pub tokenizer: Option<PathBuf>,
+    /// `config.json` for a Megatron checkpoint (default: the checkpoint folder's).
+    pub config: Option<PathBuf>,
+}
+
+fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+impl Engine {
+    /// Loads the model on `device` (the CPU backend computes in f32).
+    pub fn load(source: &ModelSource, device: Device) -> anyhow::Result<Engine> {
+        if device != Device::Cpu {
+            bail!("the NVLM-D model runs on the CPU backend only in this build (the CUDA backend is in progress); use --device cpu");
+        }
+        let (config, weights, tokenizer, demo): (serde_json::Value, Box<dyn Weights>, Tokenizer, bool) =
+            match &source.model {
+                None => (
+                    demo_model::config(),
+                    Box::new(demo_model::weights()),
+                    Tokenizer::from_bytes(demo_model::TOKENIZER_JSON, "embedded tokenizer.json")?,
+                    true,
+                ),
+                Some(dir) => {
+                    if !dir.exists() {
+                        bail!("model folder {} does not exist", dir.display());
+                    }
+                    let hf = dir.join(SAFETENSORS_INDEX).is_file() || dir.join("model.safetensors").is_file();
+                    let config_path = source.config.clone().unwrap_or_else(|| dir.join("config.json"));
+                    let config = read_json(&config_path)
+                        .with_context(|| "an NVLM-D model folder needs its config.json (or pass --config)")?;
+                    if config["architectures"].get(0).and_then(|a| a.as_str()) != Some("NVLM_D")
+                        && config["model_type"] != "NVLM_D"
+                    {
+                        bail!(
+                            "{} does not describe an NVLM-D model (architectures: {})",
+                            config_path.display(),
+                            config["architectures"]
+                        );
+                    }
+                    let weights: Box<dyn Weights> = if hf {
+                        Box::new(SafetensorsCheckpoint::open(dir)?)
+                    } else {
+                        let checkpoint = MegatronCheckpoint::open(dir).with_context(|| {
+                            format!(
+                                "{} holds neither HF safetensors nor a Megatron checkpoint",
+                                dir.display()
+                            )
+                        })?;
+                        let dims = nvlm_checkpoint::nvlm_layout::NvlmDims::from_hf_config(&config)?;
+                        Box::new(MegatronWeights::new(checkpoint, dims)?)
+                    };
+                    let tokenizer_path = source
+                        .tokenizer
+                        .clone()
+                        .unwrap_or_else(|| dir.join("tokenizer.json"));
+                    let tokenizer = Tokenizer::from_file(&tokenizer_path)
+                        .with_context(|| "the model folder has no tokenizer.json: pass --tokenizer FILE")?;
+                    (config, weights, tokenizer, false)
+                }
+            };
+        let tokenizer = match (&source.tokenizer, demo) {
+            (Some(path), true) => Tokenizer::from_file(path)?,
+            _ => tokenizer,
+        };
+        let llm_config = Qwen2Config::from_json(&config, true)?;
+        let vision_config = VisionConfig::from_json(&config)?;
+        let dtype = DType::F32;
+        let vision = VisionTower::load(
+            weights.as_ref(),
+            &vision_config,
+            llm_config.intermediate_size,
+            llm_config.hidden_size,
+            device,
+            dtype,
+        )?;
+        let llm = Qwen2Model::load(weights.as_ref(), "language_model.", &llm_config, device)?;
+        let tiling = TilingConfig {
+            max_tiles: config["max_dynamic_patch"].as_u64().unwrap_or(6) as usize,
+            thumbnail: config["use_thumbnail"].as_bool().unwrap_or(true),
+            ..TilingConfig::default()
+        };
+        Ok(Engine {
+            vision,
+            llm,
+            tokenizer,
+            tiling,
+            demo,
+            dtype,
+        })
+    }
+
+    /// Tiles of one image file (`[N, 448, 448, 3]` u8) and the tile count.
+    pub fn tile(&self, image: &Path) -> anyhow::Result<(Vec<u8>, usize)> {
+        let tiles =
+            load_tiles(image, &self.tiling).with_context(|| format!("preprocessing {}", image.display()))?;
+        Ok((tiles.pixels.clone(), tiles.len()))
+    }
+
+    /// Image embedding rows `[256 * tiles, H]` for all images' tiles (`[N, 448, 448, 3]` u8, concatenated).
+    pub fn image_rows(&self, tiles: &[u8]) -> anyhow::Result<Option<Tensor>> {
+        let per_tile = TILE_SIZE * TILE_SIZE * 3;
+        if tiles.is_empty() {
+            return Ok(None);
+        }
+        if !tiles.len().is_multiple_of(per_tile) {
+            bail!("tile data is not a whole number of 448x448x3 tiles");
+        }
+        let n = tiles.len() / per_tile;
+        let pixels = Tensor::from_vec(pixel_values(tiles, TILE_SIZE), &[n, 3, TILE_SIZE, TILE_SIZE])?;
+        let out = self.vision.forward(&pixels)?;
+        let hidden = out.embeddings.shape()[2];
+        Ok(Some(
+            out.embeddings.reshape(&[n * IMAGE_TOKENS_PER_TILE, hidden])?,
+        ))
+    }
+
+    /// Generates from prompt ids and image rows.
+    pub fn generate(
+        &self,
+        ids: &[u32],
+        image_rows: Option<&Tensor>,
+        sampler: SamplerConfig,
+        max_new_tokens: usize,
+        record: bool,
+        on_token: impl FnMut(u32) -> std::ops::ControlFlow<()>,
+    ) -> anyhow::Result<Generation> {
+        let max_positions = 32768 * 3;
+        if ids.len() + max_new_tokens > max_positions {
+            bail!("the prompt has {} tokens; with {max_new_tokens} new tokens that exceeds the context of {max_positions}", ids.len());
+        }
+        let embeds = self.llm.embed_multimodal(ids, image_rows, self.dtype)?;
+        let options = GenerateOptions {
+            max_new_tokens,
+            stop_ids: self.stop_ids(),
+            record,
+        };
+        let mut sampler = Sampler::new(sampler);
+        Ok(generate(
+            &self.llm,
+            &embeds,
+            ids,
+            &mut sampler,
+            &options,
+            on_token,
+        )?)
+    }
+
+    fn stop_ids(&self) -> Vec<u32> {
+        let mut ids = self.llm.config.eos_token_ids.clone();
+        if let Some(im_end) = self.tokenizer.token_id("<|im_end|>") {
+            ids.push(im_end);
+        }
+        ids
+    }
+
+    /// The answer text of generated ids: special tokens skipped, cut at `<|im_end|>`, trimmed.
+    pub fn answer(&self, tokens: &[u32]) -> anyhow::Result<String> {
+        let text = self.tokenizer.decode(tokens, false)?;
+        Ok(text
+            .split("<|im_end|>")
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string())
+    }
+}
+
+/// Milliseconds since `start`.
+pub fn ms(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1e3
+}

@@ -1,0 +1,74 @@
+//! Model and sampling arguments shared by `generate` and `chat`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use nvlm_kernels::SamplingParams;
+use nvlm_qwen2::SamplerConfig;
+
+use crate::engine::ModelSource;
+
+/// Where the model comes from and how it samples.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// NVLM-D weights: an HF folder (config.json, safetensors) or a Megatron checkpoint. Default: the embedded
+    /// random-weight demonstration model.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// tokenizer.json (default: the model folder's).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// config.json for a Megatron checkpoint (default: the checkpoint folder's).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Most new tokens per answer.
+    #[arg(long, default_value_t = 1024)]
+    pub max_new_tokens: usize,
+    /// Sampling temperature; 0 is greedy (the reference's setting).
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// Nucleus sampling threshold (1 disables).
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Keep only the K most likely tokens (0 disables).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Penalty for tokens already in the context (1 disables).
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
+    /// Random seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl ModelArgs {
+    /// The model source.
+    pub fn source(&self) -> ModelSource {
+        ModelSource {
+            model: self.model.clone(),
+            tokenizer: self.tokenizer.clone(),
+            config: self.config.clone(),
+        }
+    }
+
+    /// The sampler settings.
+    pub fn sampler(&self) -> SamplerConfig {
+        SamplerConfig {
+            params: SamplingParams {
+                temperature: self.temperature,
+                top_k: self.top_k,
+                top_p: self.top_p,
+                seed: self.seed,
+            },
+            repetition_penalty: self.repetition_penalty,
+        }
+    }
+}
+
+/// The once-per-run notice for the demo model.
+pub const DEMO_NOTICE: &str = "note: no --model given, so this is the embedded random-weight demonstration model \
+(the real architecture and tokenizer, untrained weights): its answers are noise. Pass --model DIR with NVLM-D \
+weights (the HF release folder, or a Megatron checkpoint with --config) for real answers.";

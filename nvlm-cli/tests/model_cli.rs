@@ -1,0 +1,244 @@
+//! `nvlm generate` and `nvlm chat` as users run them: the reference greedy ids through the CLI on the tiny NVLM-D
+//! fixture (prompt ids and tiles from the HF reference run), `--dump`, the embedded demo model, piped chat.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("NVLM_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
+    assert!(
+        dir.is_dir(),
+        "fixtures folder {} is missing: check out `shared/` beside the repository",
+        dir.display()
+    );
+    dir
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nvlm-model-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn nvlm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nvlm"))
+        .args(args)
+        .output()
+        .expect("running nvlm")
+}
+
+/// `(prompt ids, generated ids, raw bytes of a tensor)` from the reference activations.
+struct Reference(safetensors::tensor::SafeTensors<'static>);
+
+impl Reference {
+    fn open() -> Reference {
+        let bytes = std::fs::read(fixtures().join("model/reference/activations.safetensors")).unwrap();
+        Reference(safetensors::SafeTensors::deserialize(Box::leak(bytes.into_boxed_slice())).unwrap())
+    }
+    fn ids(&self, name: &str) -> Vec<u64> {
+        self.0
+            .tensor(name)
+            .unwrap()
+            .data()
+            .chunks(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u64)
+            .collect()
+    }
+    fn f32s(&self, name: &str) -> Vec<f32> {
+        self.0
+            .tensor(name)
+            .unwrap()
+            .data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+}
+
+fn model_args() -> Vec<String> {
+    vec![
+        "--model".into(),
+        fixtures().join("model/tiny-nvlm-d").display().to_string(),
+        "--tokenizer".into(),
+        fixtures().join("tokenizer/tokenizer.json").display().to_string(),
+    ]
+}
+
+#[test]
+fn generate_reproduces_the_reference_greedy_ids_from_ids_and_tiles() {
+    let reference = Reference::open();
+    let ids = scratch("image-ids.json");
+    std::fs::write(
+        &ids,
+        serde_json::to_string(&reference.ids("f32.image.input_ids")).unwrap(),
+    )
+    .unwrap();
+    // Tiles as `preprocess --out` writes them.
+    let tiles = scratch("tiles.safetensors");
+    let data = reference.0.tensor("input.tiles_u8").unwrap().data().to_vec();
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![3, 448, 448, 3], &data).unwrap();
+    safetensors::tensor::serialize_to_file([("tiles", view)], None, &tiles).unwrap();
+    let mut args = vec!["generate".to_string()];
+    args.extend(model_args());
+    args.extend(
+        [
+            "--input-ids",
+            ids.to_str().unwrap(),
+            "--tiles",
+            tiles.to_str().unwrap(),
+            "--max-new-tokens",
+            "12",
+            "--json",
+        ]
+        .map(String::from),
+    );
+    let out = nvlm(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<u64> = json["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(got, reference.ids("f32.image.generated_ids"));
+    assert_eq!(json["prompt_tokens"], 809);
+    assert_eq!(json["tiles"], serde_json::json!([3]));
+    for key in [
+        "preprocess_ms",
+        "vision_ms",
+        "prefill_ms",
+        "decode_ms",
+        "tokens_per_s",
+    ] {
+        assert!(json["timings"][key].is_number(), "timings.{key}");
+    }
+}
+
+#[test]
+fn dump_holds_hidden_states_and_logits_of_every_position() {
+    let reference = Reference::open();
+    let ids = scratch("text-ids.json");
+    let prompt = reference.ids("f32.text.input_ids");
+    std::fs::write(&ids, serde_json::to_string(&prompt).unwrap()).unwrap();
+    let dump = scratch("dump.safetensors");
+    let mut args = vec!["generate".to_string()];
+    args.extend(model_args());
+    args.extend(
+        [
+            "--input-ids",
+            ids.to_str().unwrap(),
+            "--max-new-tokens",
+            "4",
+            "--json",
+            "--dump",
+            dump.to_str().unwrap(),
+        ]
+        .map(String::from),
+    );
+    let out = nvlm(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bytes = std::fs::read(&dump).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (hidden, logits) = (
+        file.tensor("hidden_states").unwrap(),
+        file.tensor("logits").unwrap(),
+    );
+    let rows = prompt.len() + 3; // the prompt, then one row per fed-back token
+    assert_eq!(hidden.shape(), &[rows, 32]);
+    assert_eq!(logits.shape(), &[rows, 152064]);
+    // The prompt's last 4 logit rows equal the reference's within the f32 tolerance.
+    let ours: Vec<f32> = logits
+        .data()
+        .chunks(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let want = reference.f32s("f32.text.logits_last");
+    let got = &ours[(prompt.len() - 4) * 152064..prompt.len() * 152064];
+    let max_abs = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(max_abs <= 2e-3, "logits differ by {max_abs}");
+}
+
+#[test]
+fn the_embedded_model_answers_about_an_image_and_chats_from_a_pipe() {
+    let image = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../assets/coffee.jpg");
+    let out = nvlm(&[
+        "generate",
+        "--image",
+        image.to_str().unwrap(),
+        "--prompt",
+        "What is in the image?",
+        "--max-new-tokens",
+        "5",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("random-weight demonstration model"));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["tiles"], serde_json::json!([7]));
+    assert_eq!(
+        json["prompt_tokens"], 1852,
+        "the same prompt length as the reference's single-image chat"
+    );
+    assert_eq!(json["token_ids"].as_array().unwrap().len(), 5);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nvlm"))
+        .args(["chat", "--max-new-tokens", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let script = format!(
+        "/image {}\nDescribe the image.\nShorter?\n/reset\nHello\n/quit\n",
+        image.display()
+    );
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("prompt tokens").count(),
+        3,
+        "three answered turns: {stderr}"
+    );
+    assert!(
+        stderr.contains("[7 tiles, 1850 prompt tokens"),
+        "the image counts in the first turn: {stderr}"
+    );
+    assert!(stderr.contains("[conversation reset]"));
+    assert!(
+        stderr.contains("[0 tiles, 16 prompt tokens"),
+        "after /reset: {stderr}"
+    );
+}
+
+#[test]
+fn model_errors_are_clear() {
+    let missing = nvlm(&["generate", "--model", "/nonexistent/model", "--prompt", "hi"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+    let no_tokenizer = nvlm(&[
+        "generate",
+        "--model",
+        fixtures().join("model/tiny-nvlm-d").to_str().unwrap(),
+        "--prompt",
+        "hi",
+    ]);
+    assert!(String::from_utf8_lossy(&no_tokenizer.stderr).contains("--tokenizer"));
+    let cuda = nvlm(&["generate", "--device", "cuda", "--prompt", "hi"]);
+    assert!(!cuda.status.success());
+    let stderr = String::from_utf8_lossy(&cuda.stderr);
+    assert!(
+        !stderr.contains("panicked") && stderr.contains("error:"),
+        "{stderr}"
+    );
+}
