@@ -242,3 +242,37 @@ fn model_errors_are_clear() {
         "{stderr}"
     );
 }
+
+#[test]
+fn generate_runs_straight_from_a_megatron_checkpoint() {
+    let reference = Reference::open();
+    let ids = scratch("megatron-ids.json");
+    std::fs::write(
+        &ids,
+        serde_json::to_string(&reference.ids("f32.text.input_ids")).unwrap(),
+    )
+    .unwrap();
+    let out = nvlm(&[
+        "generate",
+        "--model",
+        fixtures().join("megatron/torch_dist").to_str().unwrap(),
+        "--config",
+        fixtures().join("model/tiny-nvlm-d/config.json").to_str().unwrap(),
+        "--tokenizer",
+        fixtures().join("tokenizer/tokenizer.json").to_str().unwrap(),
+        "--input-ids",
+        ids.to_str().unwrap(),
+        "--max-new-tokens",
+        "12",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<u64> = json["token_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert_eq!(got, reference.ids("f32.text.generated_ids"));
+}

@@ -99,6 +99,17 @@ impl Qwen2Model {
     /// Runs `embeds[t, H]` (positions `len..len + t` of sequence `seq`) through every layer, appending to the KV
     /// cache, and returns the final-normed hidden states `[t, H]`.
     pub fn forward(&self, embeds: &Tensor, cache: &mut PagedKvCache, seq: SequenceId) -> Result<Tensor> {
+        Ok(self.forward_traced(embeds, cache, seq, |_, _| {})?)
+    }
+
+    /// [`Qwen2Model::forward`], handing each layer's output (before the final norm) to `trace(layer, hidden)`.
+    pub fn forward_traced(
+        &self,
+        embeds: &Tensor,
+        cache: &mut PagedKvCache,
+        seq: SequenceId,
+        mut trace: impl FnMut(usize, &Tensor),
+    ) -> Result<Tensor> {
         let t = embeds.shape()[0];
         let start = cache.len(seq)?;
         cache.reserve(seq, t)?;
@@ -109,6 +120,7 @@ impl Qwen2Model {
         let mut x = embeds.clone();
         for (l, layer) in self.layers.iter().enumerate() {
             x = self.layer(l, layer, &x, &positions, &inv_freq, cache, seq, start)?;
+            trace(l, &x);
         }
         cache.advance(seq, t)?;
         Ok(k::rms_norm(&x, &self.norm, self.config.rms_norm_eps)?)

@@ -120,9 +120,20 @@ fn check_case(case: &str) {
     // One forward pass over the prompt: final-normed hidden states, logits of the last positions, argmax per position.
     let mut cache = model.new_cache(ids.len());
     let seq = cache.add_sequence();
-    let hidden = model.forward(&embeds, &mut cache, seq).unwrap();
     let s = ids.len();
     let all_hidden = reference.f32s(&format!("f32.{case}.llm_hidden_states"));
+    // llm_hidden_states: [embeddings, after layer 0, final-normed output]; layer 1's raw output is not recorded.
+    let hidden = model
+        .forward_traced(&embeds, &mut cache, seq, |layer, h| {
+            if layer == 0 {
+                assert_close(
+                    &format!("{case}: after layer 0"),
+                    &h.to_f32_vec().unwrap(),
+                    &all_hidden[s * 32..2 * s * 32],
+                );
+            }
+        })
+        .unwrap();
     assert_close(
         &format!("{case}: final hidden states"),
         &hidden.to_f32_vec().unwrap(),
@@ -234,4 +245,39 @@ fn kv_cache_decode_equals_full_recompute() {
     })
     .unwrap();
     assert_eq!(repeat.tokens, cached.tokens);
+}
+
+#[test]
+fn loading_errors_name_the_problem() {
+    let dir = fixtures().join("model/tiny-nvlm-d");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let weights = SafetensorsCheckpoint::open(&dir).unwrap();
+    config["llm_config"]["intermediate_size"] = 96.into();
+    let err = Qwen2Model::load(
+        &weights,
+        "language_model.",
+        &Qwen2Config::from_json(&config, true).unwrap(),
+        Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("language_model.model.layers.0.mlp.gate_proj.weight") && err.contains("[80, 32]"),
+        "{err}"
+    );
+    let err = Qwen2Model::load(
+        &weights,
+        "no_such_prefix.",
+        &Qwen2Config::from_json(&config, true).unwrap(),
+        Device::Cpu,
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("no_such_prefix.model.embed_tokens.weight"), "{err}");
+    config["llm_config"]["architectures"] = serde_json::json!(["MistralForCausalLM"]);
+    let err = Qwen2Config::from_json(&config, true).unwrap_err().to_string();
+    assert!(err.contains("MistralForCausalLM"), "{err}");
 }

@@ -188,9 +188,20 @@ impl InternVit {
 
     /// `pixel_values[T, 3, 448, 448]` to the last layer's hidden states `[T, 1025, C]` (CLS at index 0).
     pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        self.forward_traced(pixel_values, |_, _| {})
+    }
+
+    /// [`InternVit::forward`], handing the embeddings (`0`) and each layer's output (`l + 1`) to `trace`.
+    pub fn forward_traced(
+        &self,
+        pixel_values: &Tensor,
+        mut trace: impl FnMut(usize, &Tensor),
+    ) -> Result<Tensor> {
         let mut x = self.embeddings(pixel_values)?;
-        for layer in &self.layers {
+        trace(0, &x);
+        for (l, layer) in self.layers.iter().enumerate() {
             x = self.layer(layer, &x)?;
+            trace(l + 1, &x);
         }
         Ok(x)
     }

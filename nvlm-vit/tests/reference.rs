@@ -84,3 +84,40 @@ fn vision_tower_matches_the_f32_reference() {
         );
     }
 }
+
+#[test]
+fn every_vit_layer_of_tile_0_matches_the_reference() {
+    let model = fixtures().join("model/tiny-nvlm-d");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model.join("config.json")).unwrap()).unwrap();
+    let weights = SafetensorsCheckpoint::open(&model).unwrap();
+    let vit = nvlm_vit::InternVit::load(
+        &weights,
+        &VisionConfig::from_json(&config).unwrap(),
+        Device::Cpu,
+        DType::F32,
+    )
+    .unwrap();
+    let reference =
+        SafetensorsCheckpoint::open(&fixtures().join("model/reference/activations.safetensors")).unwrap();
+    let tiles = reference.bytes("input.tiles_u8").unwrap();
+    let tile0 = Tensor::from_vec(
+        nvlm_tiling::pixel_values(&tiles[..448 * 448 * 3], 448),
+        &[1, 3, 448, 448],
+    )
+    .unwrap();
+    // vit_hidden_states_tile0: [embeddings, after layer 0, after layer 1] of tile 0, each [1025, 64].
+    let want = f32s(&reference, "f32.image.vit_hidden_states_tile0");
+    let per = 1025 * 64;
+    let mut seen = 0;
+    vit.forward_traced(&tile0, |i, hidden| {
+        assert_close(
+            &format!("vit hidden state {i}"),
+            &hidden.to_f32_vec().unwrap(),
+            &want[i * per..(i + 1) * per],
+        );
+        seen += 1;
+    })
+    .unwrap();
+    assert_eq!(seen, 3);
+}
