@@ -99,7 +99,7 @@ impl Qwen2Model {
     /// Runs `embeds[t, H]` (positions `len..len + t` of sequence `seq`) through every layer, appending to the KV
     /// cache, and returns the final-normed hidden states `[t, H]`.
     pub fn forward(&self, embeds: &Tensor, cache: &mut PagedKvCache, seq: SequenceId) -> Result<Tensor> {
-        Ok(self.forward_traced(embeds, cache, seq, |_, _| {})?)
+        self.forward_traced(embeds, cache, seq, |_, _| {})
     }
 
     /// [`Qwen2Model::forward`], handing each layer's output (before the final norm) to `trace(layer, hidden)`.
