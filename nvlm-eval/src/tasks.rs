@@ -116,6 +116,9 @@ pub struct Score {
     pub per_sample: Vec<(String, SampleValue)>,
 }
 
+/// `all_choices` letters and `index2ans` (letter, option text) pairs, in file order.
+type Choices = (Vec<String>, Vec<(String, String)>);
+
 struct Line {
     number: usize,
     id: String,
@@ -163,7 +166,7 @@ impl Line {
         Ok(gts.into_iter().next().expect("one"))
     }
 
-    fn choices(&self) -> Result<(Vec<String>, Vec<(String, String)>)> {
+    fn choices(&self) -> Result<Choices> {
         let choices = self.value["all_choices"]
             .as_array()
             .ok_or_else(|| self.error("`all_choices` is missing"))?
