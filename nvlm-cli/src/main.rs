@@ -4,6 +4,7 @@ mod chat;
 mod demo_model;
 mod devices;
 mod engine;
+mod eval;
 mod generate;
 mod output;
 mod preprocess;
@@ -37,6 +38,9 @@ enum Command {
     Preprocess(preprocess::PreprocessArgs),
     /// Build the exact prompt text and token ids for a question (with images, history, system message).
     Prompt(prompt::PromptArgs),
+    /// Benchmarks: score predictions exactly as the upstream scorers, run a benchmark, report.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
     /// Chat with NVLM-D about images: an interactive multi-turn conversation (reads piped lines too).
     Chat(chat::ChatArgs),
     /// Answer one prompt, optionally about images; streams the answer, or prints JSON with --json.
@@ -50,6 +54,7 @@ fn main() -> ExitCode {
         Command::Selftest { device } => selftest::run(&device),
         Command::Preprocess(args) => preprocess::run(&args),
         Command::Prompt(args) => prompt::run(&args),
+        Command::Eval(command) => eval::run(&command),
         Command::Chat(args) => chat::run(&args),
         Command::Generate(args) => generate::run(&args),
     };
