@@ -1,23 +1,10 @@
 //! Test support: the shared fixtures folder and typed views of host tensors.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
 use half::bf16;
 use nvlm_checkpoint::{HostTensor, StoredDType};
 
-/// `../shared/fixtures` beside the workspace root, or `$NVLM_FIXTURES`.
-pub fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("NVLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing: check out `shared/` beside the repository",
-        dir.display()
-    );
-    dir
-}
+pub use nvlm_testkit::fixtures;
 
 /// The values of a float or int tensor as f64.
 pub fn values(t: &HostTensor) -> Vec<f64> {

@@ -1,22 +1,11 @@
 //! The `nvlm` binary as a user runs it: `preprocess` and `prompt` against the shared fixtures, and bad input that
 //! must end in a clear error and a non-zero exit, never a panic or a partial output file.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
+use nvlm_testkit::{fixtures, scratch};
 use sha2::{Digest, Sha256};
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("NVLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing: check out `shared/` beside the repository",
-        dir.display()
-    );
-    dir
-}
 
 fn nvlm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nvlm"))
@@ -33,16 +22,10 @@ fn json_file(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nvlm-cli-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
 #[test]
 fn preprocess_prints_the_grid_and_writes_exact_tensors() {
     let case = fixtures().join("tiling/coffee_jpeg");
-    let out = scratch("coffee.safetensors");
+    let out = scratch("cli", "coffee.safetensors");
     let run = nvlm(&[
         "preprocess",
         "--image",
@@ -102,7 +85,7 @@ fn preprocess_options_change_the_plan() {
 #[test]
 fn prompt_reproduces_the_two_turn_fixture() {
     let case = json_file(&fixtures().join("tokenizer/prompts/chat_two_turn_history.json"));
-    let history = scratch("history.json");
+    let history = scratch("cli", "history.json");
     std::fs::write(&history, case["history"].to_string()).unwrap();
     let tokenizer = fixtures().join("tokenizer/tokenizer.json");
     let run = nvlm(&[
@@ -150,9 +133,9 @@ fn bad_inputs_fail_cleanly_without_partial_outputs() {
         ("anim.gif", b"GIF89a\x01\x00\x01\x00".to_vec(), "GIF"),
     ];
     for (name, bytes, needle) in cases {
-        let path = scratch(name);
+        let path = scratch("cli", name);
         std::fs::write(&path, bytes).unwrap();
-        let out = scratch(&format!("{name}.safetensors"));
+        let out = scratch("cli", &format!("{name}.safetensors"));
         expect_clean_failure(
             &[
                 "preprocess",
@@ -165,7 +148,7 @@ fn bad_inputs_fail_cleanly_without_partial_outputs() {
         );
         assert!(!out.exists(), "{name}: an output file was left behind");
     }
-    let missing = scratch("does-not-exist.png");
+    let missing = scratch("cli", "does-not-exist.png");
     expect_clean_failure(
         &["preprocess", "--image", missing.to_str().unwrap()],
         "cannot read image",
@@ -212,7 +195,7 @@ fn bad_inputs_fail_cleanly_without_partial_outputs() {
         ],
         "file not found",
     );
-    let bad_history = scratch("bad-history.json");
+    let bad_history = scratch("cli", "bad-history.json");
     std::fs::write(&bad_history, r#"{"not": "a list"}"#).unwrap();
     let tokenizer = fixtures().join("tokenizer/tokenizer.json");
     let tok = tokenizer.to_str().unwrap();

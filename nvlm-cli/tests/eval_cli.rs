@@ -1,32 +1,15 @@
 //! `nvlm eval` as users run it: scoring fixture predictions, an end-to-end run (with resume) on the synthetic
 //! dataset with the embedded model, the report, and clear errors for malformed files.
 
+use nvlm_testkit::{fixtures, scratch};
 use std::path::PathBuf;
 use std::process::{Command, Output};
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("NVLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing: check out `shared/` beside the repository",
-        dir.display()
-    );
-    dir
-}
 
 fn nvlm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nvlm"))
         .args(args)
         .output()
         .expect("running nvlm")
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nvlm-eval-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
 }
 
 #[test]
@@ -54,7 +37,7 @@ fn score_prints_the_contract_line() {
 #[test]
 fn run_resume_and_report_on_the_synthetic_dataset() {
     let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../nvlm-eval/tests/data/synthetic-textvqa");
-    let output = scratch("textvqa.jsonl");
+    let output = scratch("eval-cli", "textvqa.jsonl");
     let _ = std::fs::remove_file(&output);
     let run = |extra: &[&str]| {
         let mut args = vec![
@@ -107,7 +90,7 @@ fn run_resume_and_report_on_the_synthetic_dataset() {
     );
     assert!(score["score"].as_f64().unwrap() >= 0.0);
 
-    let scores = scratch("scores.jsonl");
+    let scores = scratch("eval-cli", "scores.jsonl");
     std::fs::write(&scores, String::from_utf8_lossy(&resumed.stdout).as_bytes()).unwrap();
     let report = nvlm(&["eval", "report", scores.to_str().unwrap()]);
     let table = String::from_utf8_lossy(&report.stdout);
@@ -116,7 +99,7 @@ fn run_resume_and_report_on_the_synthetic_dataset() {
 
 #[test]
 fn malformed_inputs_are_clear_errors() {
-    let bad = scratch("bad.jsonl");
+    let bad = scratch("eval-cli", "bad.jsonl");
     std::fs::write(
         &bad,
         "{\"sample_id\": 1, \"answer\": \"x\", \"gt_answer\": [\"x\"]}\n{oops\n",

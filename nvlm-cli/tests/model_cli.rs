@@ -1,27 +1,10 @@
 //! `nvlm generate` and `nvlm chat` as users run them: the reference greedy ids through the CLI on the tiny NVLM-D
 //! fixture (prompt ids and tiles from the HF reference run), `--dump`, the embedded demo model, piped chat.
 
+use nvlm_testkit::{fixtures, scratch};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("NVLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing: check out `shared/` beside the repository",
-        dir.display()
-    );
-    dir
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nvlm-model-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
 
 fn nvlm(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_nvlm"))
@@ -70,14 +53,14 @@ fn model_args() -> Vec<String> {
 #[test]
 fn generate_reproduces_the_reference_greedy_ids_from_ids_and_tiles() {
     let reference = Reference::open();
-    let ids = scratch("image-ids.json");
+    let ids = scratch("model-cli", "image-ids.json");
     std::fs::write(
         &ids,
         serde_json::to_string(&reference.ids("f32.image.input_ids")).unwrap(),
     )
     .unwrap();
     // Tiles as `preprocess --out` writes them.
-    let tiles = scratch("tiles.safetensors");
+    let tiles = scratch("model-cli", "tiles.safetensors");
     let data = reference.0.tensor("input.tiles_u8").unwrap().data().to_vec();
     let view =
         safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![3, 448, 448, 3], &data).unwrap();
@@ -122,10 +105,10 @@ fn generate_reproduces_the_reference_greedy_ids_from_ids_and_tiles() {
 #[test]
 fn dump_holds_hidden_states_and_logits_of_every_position() {
     let reference = Reference::open();
-    let ids = scratch("text-ids.json");
+    let ids = scratch("model-cli", "text-ids.json");
     let prompt = reference.ids("f32.text.input_ids");
     std::fs::write(&ids, serde_json::to_string(&prompt).unwrap()).unwrap();
-    let dump = scratch("dump.safetensors");
+    let dump = scratch("model-cli", "dump.safetensors");
     let mut args = vec!["generate".to_string()];
     args.extend(model_args());
     args.extend(
@@ -246,7 +229,7 @@ fn model_errors_are_clear() {
 #[test]
 fn generate_runs_straight_from_a_megatron_checkpoint() {
     let reference = Reference::open();
-    let ids = scratch("megatron-ids.json");
+    let ids = scratch("model-cli", "megatron-ids.json");
     std::fs::write(
         &ids,
         serde_json::to_string(&reference.ids("f32.text.input_ids")).unwrap(),

@@ -1,21 +1,8 @@
 //! Every task of `shared/fixtures/eval` (prediction files scored by the unmodified upstream scorers): the score to
 //! the last bit, the sample count, and every per-sample value.
 
-use std::path::PathBuf;
-
 use nvlm_eval::{score, SampleValue, Task};
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("NVLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing: check out `shared/` beside the repository",
-        dir.display()
-    );
-    dir
-}
+use nvlm_testkit::fixtures;
 
 fn as_f64(v: SampleValue) -> f64 {
     match v {

@@ -1,23 +1,10 @@
 //! Every prompt of `shared/fixtures/tokenizer/prompts` (made by calling HF NVLM-D's `chat()` unchanged): exact text
 //! and exact ids, through our template, the tile-tag expansion of `nvlm-tiling` and the tokenizer.
 
-use std::path::PathBuf;
-
 use nvlm_qwen2::{build_prompt, SystemPrompt, Tokenizer, IMAGE_CONTEXT_TOKEN_ID, IM_END_TOKEN_ID};
+use nvlm_testkit::fixtures;
 use nvlm_tiling::prompt::{expand_images, with_image_placeholder};
 use serde_json::Value;
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("NVLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing: check out `shared/` beside the repository",
-        dir.display()
-    );
-    dir
-}
 
 fn prompt_case(name: &str) -> Value {
     let path = fixtures().join("tokenizer/prompts").join(name);

@@ -1,26 +1,13 @@
 //! Qwen2 against the HF NVLM-D reference activations (`shared/fixtures/model`): image-row splice, hidden states,
 //! logits and greedy ids for the image and text cases; and prefill + decode through the KV cache equals recompute.
 
-use std::path::PathBuf;
-
 use nvlm_checkpoint::SafetensorsCheckpoint;
 use nvlm_kernels::SamplingParams;
 use nvlm_qwen2::{
     generate, GenerateOptions, Qwen2Config, Qwen2Model, Sampler, SamplerConfig, IM_END_TOKEN_ID,
 };
 use nvlm_tensor::{DType, Device, Tensor};
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("NVLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing: check out `shared/` beside the repository",
-        dir.display()
-    );
-    dir
-}
+use nvlm_testkit::{assert_close_f32_reference, fixtures};
 
 struct Reference(SafetensorsCheckpoint);
 
@@ -65,28 +52,6 @@ fn model() -> Qwen2Model {
     .unwrap()
 }
 
-fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let max_abs = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    let diff: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
-    println!("{what}: max_abs {max_abs:.3e}, rel_l2 {:.3e}", diff / norm);
-    assert!(
-        max_abs <= 2e-3 && diff / norm <= 1e-4,
-        "{what}: max_abs {max_abs}, rel_l2 {}",
-        diff / norm
-    );
-}
-
 fn argmax(row: &[f32]) -> u32 {
     row.iter()
         .enumerate()
@@ -111,7 +76,7 @@ fn check_case(case: &str) {
     let embeds = model
         .embed_multimodal(&ids, image_rows.as_ref(), DType::F32)
         .unwrap();
-    assert_close(
+    assert_close_f32_reference(
         &format!("{case}: inputs_embeds"),
         &embeds.to_f32_vec().unwrap(),
         &reference.f32s(&format!("f32.{case}.inputs_embeds")),
@@ -126,7 +91,7 @@ fn check_case(case: &str) {
     let hidden = model
         .forward_traced(&embeds, &mut cache, seq, |layer, h| {
             if layer == 0 {
-                assert_close(
+                assert_close_f32_reference(
                     &format!("{case}: after layer 0"),
                     &h.to_f32_vec().unwrap(),
                     &all_hidden[s * 32..2 * s * 32],
@@ -134,7 +99,7 @@ fn check_case(case: &str) {
             }
         })
         .unwrap();
-    assert_close(
+    assert_close_f32_reference(
         &format!("{case}: final hidden states"),
         &hidden.to_f32_vec().unwrap(),
         &all_hidden[2 * s * 32..],
@@ -142,7 +107,7 @@ fn check_case(case: &str) {
     let logits = model.logits(&hidden).unwrap().to_f32_vec().unwrap();
     let vocab = model.config.vocab_size;
     let last = reference.shape(&format!("f32.{case}.logits_last"))[0];
-    assert_close(
+    assert_close_f32_reference(
         &format!("{case}: logits_last"),
         &logits[(s - last) * vocab..],
         &reference.f32s(&format!("f32.{case}.logits_last")),
@@ -225,7 +190,7 @@ fn kv_cache_decode_equals_full_recompute() {
             .to_f32_vec()
             .unwrap();
         let row = ids.len() + step;
-        assert_close(
+        assert_close_f32_reference(
             &format!("step {step}"),
             &cached_logits[row * vocab..(row + 1) * vocab],
             &full,

@@ -1,23 +1,10 @@
 //! The vision tower against the HF NVLM-D reference activations (`shared/fixtures/model`): ViT output, pixel
 //! shuffle, projector LayerNorm, first Linear and output, within the fixture's f32 tolerances.
 
-use std::path::PathBuf;
-
 use nvlm_checkpoint::SafetensorsCheckpoint;
 use nvlm_tensor::{DType, Device, Tensor};
+use nvlm_testkit::{assert_close_f32_reference, fixtures};
 use nvlm_vit::{VisionConfig, VisionTower};
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("NVLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing: check out `shared/` beside the repository",
-        dir.display()
-    );
-    dir
-}
 
 fn f32s(file: &SafetensorsCheckpoint, name: &str) -> Vec<f32> {
     file.bytes(name)
@@ -25,29 +12,6 @@ fn f32s(file: &SafetensorsCheckpoint, name: &str) -> Vec<f32> {
         .chunks(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect()
-}
-
-/// max |a - b| <= 2e-3 and ||a - b|| / ||b|| <= 1e-4 (the fixture README's f32 tolerances).
-fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    let max_abs = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
-    let diff: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum::<f64>()
-        .sqrt();
-    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum::<f64>().sqrt();
-    println!("{what}: max_abs {max_abs:.3e}, rel_l2 {:.3e}", diff / norm);
-    assert!(
-        max_abs <= 2e-3 && diff / norm <= 1e-4,
-        "{what}: max_abs {max_abs}, rel_l2 {}",
-        diff / norm
-    );
 }
 
 #[test]
@@ -77,7 +41,7 @@ fn vision_tower_matches_the_f32_reference() {
         ("mlp1_fc1_out", &out.projector_fc1),
         ("mlp1_out", &out.embeddings),
     ] {
-        assert_close(
+        assert_close_f32_reference(
             name,
             &tensor.to_f32_vec().unwrap(),
             &f32s(&reference, &format!("f32.image.{name}")),
@@ -111,7 +75,7 @@ fn every_vit_layer_of_tile_0_matches_the_reference() {
     let per = 1025 * 64;
     let mut seen = 0;
     vit.forward_traced(&tile0, |i, hidden| {
-        assert_close(
+        assert_close_f32_reference(
             &format!("vit hidden state {i}"),
             &hidden.to_f32_vec().unwrap(),
             &want[i * per..(i + 1) * per],

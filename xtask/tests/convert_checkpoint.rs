@@ -1,26 +1,8 @@
 //! `cargo xtask convert-checkpoint` as users run it: listing, converting, and a full disk (a file-size limit) that
 //! must end in a clear error with nothing left under the output name.
 
-use std::path::PathBuf;
+use nvlm_testkit::{fixtures, scratch};
 use std::process::Command;
-
-fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("NVLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing: check out `shared/` beside the repository",
-        dir.display()
-    );
-    dir
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nvlm-xtask-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 #[test]
 fn list_prints_one_line_per_tensor() {
@@ -41,7 +23,7 @@ fn list_prints_one_line_per_tensor() {
 #[test]
 fn convert_refuses_to_overwrite_and_survives_a_full_disk() {
     let input = fixtures().join("megatron/torch_dist");
-    let output = scratch("out");
+    let output = scratch("xtask", "out");
     let xtask = env!("CARGO_BIN_EXE_xtask");
     let run = |extra: &str| {
         // `ulimit -f` caps file sizes (the writes then fail with EFBIG, as on a full disk); SIGXFSZ is ignored so

@@ -1,22 +1,9 @@
 //! Test support: the shared fixtures folder and SHA-256.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-
 use sha2::{Digest, Sha256};
 
-/// `../shared/fixtures` beside the workspace root, or `$NVLM_FIXTURES`; panics with a clear message when missing.
-pub fn fixtures() -> PathBuf {
-    let dir = std::env::var_os("NVLM_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures"));
-    assert!(
-        dir.is_dir(),
-        "fixtures folder {} is missing: check out `shared/` beside the repository or set NVLM_FIXTURES",
-        dir.display()
-    );
-    dir
-}
+pub use nvlm_testkit::fixtures;
 
 /// A JSON file under the fixtures folder.
 pub fn json(relative: &str) -> serde_json::Value {
