@@ -53,7 +53,8 @@ pub struct ScoreArgs {
 pub struct RunArgs {
     #[command(flatten)]
     model: ModelArgs,
-    /// vqav2, textvqa, chartqa, ai2d, ocrbench or docvqa (see the README for each dataset's layout).
+    /// vqav2, textvqa, chartqa, ai2d, ocrbench, mathvista, mmmu, docvqa, infovqa or realworldqa (see the README for
+    /// each dataset's layout).
     #[arg(long)]
     task: String,
     /// The dataset folder.
@@ -158,10 +159,39 @@ fn report(files: &[PathBuf]) -> anyhow::Result<()> {
 /// One benchmark sample: its id, question, image path, ground truth and extra scorer fields.
 struct Sample {
     id: Value,
-    question: String,
+    /// The user turn, `<image>` placeholder and instruction included.
+    prompt: String,
     image: PathBuf,
     gt: Value,
     extra: serde_json::Map<String, Value>,
+}
+
+const SHORT_ANSWER: &str = "Answer the question using a single word or phrase.";
+const LETTER_ANSWER: &str = "Answer with the option's letter from the given choices directly.";
+
+/// Letters `A, B, ...` for `n` options.
+fn letters(n: usize) -> Vec<String> {
+    (0..n).map(|i| char::from(b'A' + i as u8).to_string()).collect()
+}
+
+/// `(all_choices, index2ans)` scorer fields for a list of options.
+fn choice_fields(options: &[String]) -> (Value, Value) {
+    let letters = letters(options.len());
+    let index2ans: serde_json::Map<String, Value> = letters
+        .iter()
+        .cloned()
+        .zip(options.iter().map(|o| json!(o)))
+        .collect();
+    (json!(letters), Value::Object(index2ans))
+}
+
+fn string_list(v: &Value) -> Option<Vec<String>> {
+    v.as_array().map(|items| {
+        items
+            .iter()
+            .map(|o| o.as_str().map(str::to_string).unwrap_or_else(|| o.to_string()))
+            .collect()
+    })
 }
 
 fn load_samples(task: Task, dir: &Path) -> anyhow::Result<Vec<Sample>> {
@@ -210,7 +240,9 @@ fn load_samples(task: Task, dir: &Path) -> anyhow::Result<Vec<Sample>> {
         .enumerate()
         .map(|(i, r)| {
             let mut extra = serde_json::Map::new();
-            let (id, question, image, gt) = match task {
+            let short = |q: String| format!("<image>\n{q}\n{SHORT_ANSWER}");
+            let plain = |q: String| format!("<image>\n{q}");
+            let (id, prompt, image, gt) = match task {
                 Task::Textvqa => {
                     let mut image = text(field(r, i, "image_id")?);
                     if !image.ends_with(".jpg") && !image.ends_with(".png") {
@@ -218,32 +250,38 @@ fn load_samples(task: Task, dir: &Path) -> anyhow::Result<Vec<Sample>> {
                     }
                     (
                         field(r, i, "question_id")?,
-                        text(field(r, i, "question")?),
+                        short(text(field(r, i, "question")?)),
                         image,
                         field(r, i, "answers")?,
                     )
                 }
                 Task::Vqav2 => (
                     field(r, i, "question_id")?,
-                    text(field(r, i, "question")?),
+                    short(text(field(r, i, "question")?)),
                     text(field(r, i, "image")?),
                     field(r, i, "answer")?,
                 ),
                 Task::Chartqa => (
                     json!(i),
-                    text(field(r, i, "query")?),
+                    short(text(field(r, i, "query")?)),
                     text(field(r, i, "imgname")?),
                     json!([text(field(r, i, "label")?)]),
                 ),
                 Task::Ai2d => (
                     field(r, i, "question_id")?,
-                    text(field(r, i, "question")?),
+                    plain(text(field(r, i, "question")?)),
+                    text(field(r, i, "image")?),
+                    json!([text(field(r, i, "answer")?)]),
+                ),
+                Task::Realworldqa => (
+                    json!(i),
+                    plain(text(field(r, i, "question")?)),
                     text(field(r, i, "image")?),
                     json!([text(field(r, i, "answer")?)]),
                 ),
                 Task::Docvqa | Task::Infovqa => (
                     field(r, i, "questionId")?,
-                    text(field(r, i, "question")?),
+                    short(text(field(r, i, "question")?)),
                     text(field(r, i, "image")?),
                     field(r, i, "answers")?,
                 ),
@@ -252,35 +290,93 @@ fn load_samples(task: Task, dir: &Path) -> anyhow::Result<Vec<Sample>> {
                     extra.insert("data_type".into(), field(r, i, "type")?);
                     (
                         json!(i),
-                        text(field(r, i, "question")?),
+                        plain(text(field(r, i, "question")?)),
                         text(field(r, i, "image_path")?),
                         field(r, i, "answers")?,
                     )
                 }
-                other => bail!(
-                    "`eval run` does not read {} datasets yet (score their predictions with `eval score`)",
-                    other.name()
-                ),
+                Task::Mathvista => {
+                    // MathVista's testmini.json records: multi_choice (choices, answer = the option text) or
+                    // free_form (query).
+                    let question_type = text(field(r, i, "question_type")?);
+                    extra.insert("question_type".into(), json!(question_type));
+                    let (prompt, gt) = if question_type == "multi_choice" {
+                        let options = string_list(&field(r, i, "choices")?)
+                            .with_context(|| format!("mathvista record {i}: `choices` is not a list"))?;
+                        let answer = text(field(r, i, "answer")?);
+                        let index = options.iter().position(|o| *o == answer).with_context(|| {
+                            format!("mathvista record {i}: the answer is not one of the choices")
+                        })?;
+                        let listed: String = letters(options.len())
+                            .iter()
+                            .zip(&options)
+                            .map(|(l, o)| format!("{l}. {o}\n"))
+                            .collect();
+                        let (all_choices, index2ans) = choice_fields(&options);
+                        extra.insert("all_choices".into(), all_choices);
+                        extra.insert("index2ans".into(), index2ans);
+                        let question = text(field(r, i, "question")?);
+                        (
+                            plain(format!("{question}\n{listed}{LETTER_ANSWER}")),
+                            letters(options.len())[index].clone(),
+                        )
+                    } else {
+                        (
+                            plain(text(field(r, i, "query")?).replace("Hint: ", "")),
+                            text(field(r, i, "answer")?),
+                        )
+                    };
+                    (
+                        field(r, i, "pid")?,
+                        prompt,
+                        text(field(r, i, "image")?),
+                        json!([gt]),
+                    )
+                }
+                Task::Mmmu => {
+                    // An MMMU validation export: id, question, options (list), answer, question_type, image.
+                    let question_type = text(field(r, i, "question_type")?);
+                    let question = text(field(r, i, "question")?);
+                    let question = (1..8).fold(question, |q, k| q.replace(&format!("<image {k}>"), ""));
+                    let prompt = if question_type == "multiple-choice" {
+                        let options = string_list(&field(r, i, "options")?)
+                            .with_context(|| format!("mmmu record {i}: `options` is not a list"))?;
+                        let listed: String = letters(options.len())
+                            .iter()
+                            .zip(&options)
+                            .map(|(l, o)| format!("({l}) {o}\n"))
+                            .collect();
+                        let (all_choices, index2ans) = choice_fields(&options);
+                        extra.insert("all_choices".into(), all_choices);
+                        extra.insert("index2ans".into(), index2ans);
+                        plain(format!("{question}\n\n{listed}\n{LETTER_ANSWER}"))
+                    } else {
+                        plain(format!("{question}\n\n{SHORT_ANSWER}"))
+                    };
+                    let scored_type = if question_type == "multiple-choice" {
+                        "multiple-choice"
+                    } else {
+                        "open"
+                    };
+                    extra.insert("question_type".into(), json!(scored_type));
+                    extra.insert("gt_question_type".into(), json!(question_type));
+                    (
+                        field(r, i, "id")?,
+                        prompt,
+                        text(field(r, i, "image")?),
+                        field(r, i, "answer")?,
+                    )
+                }
             };
             Ok(Sample {
                 id,
-                question,
+                prompt,
                 image: images.join(image),
                 gt,
                 extra,
             })
         })
         .collect()
-}
-
-/// The reference prompt suffixes (Megatron, NVLM-1.0).
-fn user_text(task: Task, question: &str) -> String {
-    match task {
-        Task::Vqav2 | Task::Textvqa | Task::Chartqa | Task::Docvqa | Task::Infovqa => {
-            format!("<image>\n{question}\nAnswer the question using a single word or phrase.")
-        }
-        _ => format!("<image>\n{question}"),
-    }
 }
 
 /// The reference post-processing: the first paragraph, then its first line, trimmed.
@@ -341,17 +437,17 @@ fn run_benchmark(args: &RunArgs) -> anyhow::Result<()> {
     let sampler = nvlm_qwen2::SamplerConfig::default();
     for sample in todo {
         let (tiles, n) = engine.tile(&sample.image)?;
-        let user = user_text(task, &sample.question);
-        let prompt = build_prompt(&SystemPrompt::Default, &[], &user);
+        let user = &sample.prompt;
+        let prompt = build_prompt(&SystemPrompt::Default, &[], user);
         let ids = engine.tokenizer.encode(&expand_images(&prompt, &[n]))?;
         let rows = engine.image_rows(&tiles)?;
         let generation = engine.generate(&ids, rows.as_ref(), sampler.clone(), 16, false, |_| {
             ControlFlow::Continue(())
         })?;
         let answer = first_line(&engine.answer(&generation.tokens)?);
-        let mut line =
-            json!({ "sample_id": sample.id, "prompt": user, "answer": answer, "gt_answer": sample.gt });
-        for (k, v) in &sample.extra {
+        let mut line = json!({ "sample_id": sample.id, "prompt": user, "gt_answer": sample.gt });
+        line[task.answer_key()] = json!(answer);
+        for (k, v) in sample.extra.iter().filter(|(k, _)| *k != "gt_question_type") {
             line[k] = v.clone();
         }
         writeln!(file, "{line}").with_context(|| format!("writing {}", output.display()))?;
@@ -359,7 +455,27 @@ fn run_benchmark(args: &RunArgs) -> anyhow::Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    let gt = if task == Task::Mmmu {
+        // MMMU scores against an answer_dict.json; write one beside the predictions.
+        let answers: serde_json::Map<String, Value> = samples
+            .iter()
+            .map(|s| {
+                (
+                    s.id.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| s.id.to_string()),
+                    json!({ "question_type": s.extra["gt_question_type"], "ground_truth": s.gt }),
+                )
+            })
+            .collect();
+        let path = output.with_extension("answer_dict.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(answers))?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        Some(read_json(&path)?)
+    } else {
+        None
+    };
     let predictions = std::fs::read_to_string(&output)?;
-    println!("{}", score_line(&score(task, &predictions, None)?, false));
+    println!("{}", score_line(&score(task, &predictions, gt.as_ref())?, false));
     Ok(())
 }

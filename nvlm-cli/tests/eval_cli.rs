@@ -131,3 +131,56 @@ fn malformed_inputs_are_clear_errors() {
     let out = nvlm(&["eval", "run", "--task", "textvqa", "--data", "/nonexistent"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("annotations"));
 }
+
+#[test]
+fn mmmu_mathvista_and_realworldqa_runs_produce_scorable_predictions() {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../nvlm-eval/tests/data");
+    for (task, n) in [("mmmu", 2), ("mathvista", 2), ("realworldqa", 1)] {
+        let output = scratch("eval-cli", &format!("{task}.jsonl"));
+        let _ = std::fs::remove_file(&output);
+        let out = nvlm(&[
+            "eval",
+            "run",
+            "--task",
+            task,
+            "--data",
+            data.join(format!("synthetic-{task}")).to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{task}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let score: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (score["task"].as_str(), score["n"].as_u64()),
+            (Some(task), Some(n)),
+            "{task}"
+        );
+        // The file scores again through `eval score` (MMMU with the answer_dict.json written beside it).
+        let mut args = vec![
+            "eval",
+            "score",
+            "--task",
+            task,
+            "--predictions",
+            output.to_str().unwrap(),
+        ];
+        let gt = output.with_extension("answer_dict.json");
+        if task == "mmmu" {
+            args.extend(["--gt", gt.to_str().unwrap()]);
+        }
+        let again = nvlm(&args);
+        assert!(
+            again.status.success(),
+            "{task}: {}",
+            String::from_utf8_lossy(&again.stderr)
+        );
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&again.stdout).unwrap(),
+            score
+        );
+    }
+}
