@@ -1,6 +1,10 @@
 // Shared device helpers, prepended to every kernel source by nvlm-kernels (NVRTC has no file system access).
 #include <cuda_bf16.h>
 
+#ifndef INFINITY
+#define INFINITY __int_as_float(0x7f800000)
+#endif
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);

@@ -27,6 +27,62 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         functions: &["silu_mul_bf16", "silu_mul_f32"],
     },
     KernelSource {
+        name: "elementwise",
+        source: include_str!("../../cuda/elementwise.cu"),
+        functions: &[
+            "add_f32",
+            "add_bf16",
+            "mul_f32",
+            "mul_bf16",
+            "scale_f32",
+            "scale_bf16",
+            "scale_channels_f32",
+            "scale_channels_bf16",
+            "gelu_f32",
+            "gelu_bf16",
+        ],
+    },
+    KernelSource {
+        name: "layer_norm",
+        source: include_str!("../../cuda/layer_norm.cu"),
+        functions: &[
+            "layer_norm_f32",
+            "layer_norm_bf16",
+            "add_rms_norm_f32",
+            "add_rms_norm_bf16",
+        ],
+    },
+    KernelSource {
+        name: "softmax",
+        source: include_str!("../../cuda/softmax.cu"),
+        functions: &["softmax_f32", "softmax_bf16"],
+    },
+    KernelSource {
+        name: "rope",
+        source: include_str!("../../cuda/rope.cu"),
+        functions: &["rope_f32", "rope_bf16"],
+    },
+    KernelSource {
+        name: "attention",
+        source: include_str!("../../cuda/attention.cu"),
+        functions: &["attention_f32", "attention_bf16"],
+    },
+    KernelSource {
+        name: "embedding",
+        source: include_str!("../../cuda/embedding.cu"),
+        functions: &[
+            "embedding_f32",
+            "embedding_bf16",
+            "scatter_rows_f32",
+            "scatter_rows_bf16",
+        ],
+    },
+    KernelSource {
+        name: "argmax",
+        source: include_str!("../../cuda/argmax.cu"),
+        functions: &["argmax_f32", "argmax_bf16"],
+    },
+    KernelSource {
         name: "cast",
         source: include_str!("../../cuda/cast.cu"),
         functions: &["cast_f32_to_bf16", "cast_bf16_to_f32"],
