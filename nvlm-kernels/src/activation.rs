@@ -4,7 +4,7 @@ use nvlm_tensor::{Device, Tensor};
 
 use crate::check::{float_dtype, same_device, same_dtype};
 use crate::cpu::{f32_values, from_f32};
-use crate::{KernelError, Result};
+use crate::Result;
 
 /// `silu(gate) · up` elementwise (Qwen2's MLP), in `gate`'s dtype.
 pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
@@ -35,7 +35,7 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
             let y = f32_values(x)?.iter().map(|&v| gelu_scalar(v)).collect();
             from_f32(y, dtype, x.shape())
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => crate::cuda::elementwise::gelu(x),
     }
 }
 

@@ -86,6 +86,12 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: AttentionMask, scale:
                 });
             from_f32(out, dtype, q.shape())
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => {
+            let offset = match mask {
+                AttentionMask::Bidirectional => None,
+                AttentionMask::Causal { query_offset } => Some(query_offset),
+            };
+            crate::cuda::elementwise::attention(q, k, v, offset, scale)
+        }
     }
 }

@@ -4,7 +4,7 @@ use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::check::{float_dtype, same_device, same_dtype, vector};
 use crate::cpu::{f32_values, from_f32};
-use crate::{KernelError, Result};
+use crate::Result;
 
 fn binary(op: &'static str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32) -> Result<Tensor> {
     let dtype = float_dtype(op, a)?;
@@ -19,7 +19,7 @@ fn binary(op: &'static str, a: &Tensor, b: &Tensor, f: impl Fn(f32, f32) -> f32)
                 .collect();
             from_f32(y, dtype, a.shape())
         }
-        device => Err(KernelError::unsupported(op, device)),
+        Device::Cuda(_) => crate::cuda::elementwise::binary(op, a, b),
     }
 }
 
@@ -39,7 +39,7 @@ pub fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
     let dtype = float_dtype(OP, x)?;
     match x.device() {
         Device::Cpu => from_f32(f32_values(x)?.iter().map(|v| v * s).collect(), dtype, x.shape()),
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => crate::cuda::elementwise::scale(x, s),
     }
 }
 
@@ -59,7 +59,7 @@ pub fn scale_channels(x: &Tensor, v: &Tensor) -> Result<Tensor> {
                 .collect();
             from_f32(y, dtype, x.shape())
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => crate::cuda::elementwise::scale_channels(x, v),
     }
 }
 

@@ -30,7 +30,18 @@ pub fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
             }
             from_f32(out, dtype, &[ids.len(), d])
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => {
+            let host = index_values(&ids.to_device(Device::Cpu)?)?;
+            if let Some(&bad) = host.iter().find(|&&id| id < 0 || id as usize >= vocab) {
+                return Err(KernelError::invalid(
+                    OP,
+                    format!("token id {bad} outside a vocabulary of {vocab}"),
+                ));
+            }
+            let ids32 = Tensor::from_vec(host.iter().map(|&v| v as i32).collect::<Vec<_>>(), &[host.len()])?
+                .to_device(ids.device())?;
+            crate::cuda::elementwise::embedding(&ids32, table)
+        }
     }
 }
 
@@ -59,6 +70,17 @@ pub fn scatter_rows(x: &Tensor, positions: &Tensor, rows: &Tensor) -> Result<Ten
             }
             from_f32(out, dtype, x.shape())
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => {
+            let host = index_values(&positions.to_device(Device::Cpu)?)?;
+            if let Some(&bad) = host.iter().find(|&&p| p < 0 || p as usize >= n) {
+                return Err(KernelError::invalid(
+                    OP,
+                    format!("row {bad} outside a tensor of {n} rows"),
+                ));
+            }
+            let pos32 = Tensor::from_vec(host.iter().map(|&v| v as i32).collect::<Vec<_>>(), &[host.len()])?
+                .to_device(x.device())?;
+            crate::cuda::elementwise::scatter_rows(x, &pos32, rows)
+        }
     }
 }

@@ -79,7 +79,7 @@ pub fn add_rms_norm(x: &Tensor, residual: &Tensor, weight: &Tensor, eps: f32) ->
             });
             Ok((from_f32(y, dtype, x.shape())?, from_f32(sum, dtype, x.shape())?))
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => crate::cuda::elementwise::add_rms_norm(x, residual, weight, eps),
     }
 }
 
@@ -103,6 +103,6 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Resul
             });
             from_f32(y, dtype, x.shape())
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => crate::cuda::elementwise::layer_norm(x, weight, bias, eps),
     }
 }

@@ -95,6 +95,6 @@ pub fn rotary_embedding(x: &Tensor, positions: &Tensor, inv_freq: &[f32]) -> Res
             });
             from_f32(y, dtype, x.shape())
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => crate::cuda::elementwise::rotary(x, positions, inv_freq),
     }
 }

@@ -35,6 +35,11 @@ impl Default for SamplingParams {
 
 /// Index of the largest logit per row of `logits[b, v]` (the first one on ties) → i32 `[b]`.
 pub fn argmax(logits: &Tensor) -> Result<Tensor> {
+    if matches!(logits.device(), Device::Cuda(_)) {
+        float_dtype("argmax", logits)?;
+        rank("argmax", "logits", logits, 2)?;
+        return crate::cuda::elementwise::argmax(logits);
+    }
     choose_per_row("argmax", logits, |_, row| argmax_row(row))
 }
 

@@ -4,7 +4,7 @@ use nvlm_tensor::{Device, Tensor};
 
 use crate::check::float_dtype;
 use crate::cpu::{f32_values, from_f32, map_rows};
-use crate::{KernelError, Result};
+use crate::Result;
 
 /// Numerically stable softmax over the last dimension, computed in f32, returned in `x`'s dtype. Rows that are all
 /// `-inf` (fully masked) give zeros rather than NaN.
@@ -17,7 +17,7 @@ pub fn softmax(x: &Tensor) -> Result<Tensor> {
             let y = map_rows(&f32_values(x)?, width, width, |_, row, out| softmax_row(row, out));
             from_f32(y, dtype, x.shape())
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => crate::cuda::elementwise::softmax(x),
     }
 }
 

@@ -3,7 +3,10 @@
 
 use nvlm_tensor::{DType, Device, Tensor};
 
-use crate::{cast, matmul, rms_norm, silu_mul, uniform, Result};
+use crate::{
+    add, add_rms_norm, argmax, attention, cast, embedding, gelu, layer_norm, matmul, mul, rms_norm,
+    rotary_embedding, scale, scale_channels, scatter_rows, silu_mul, softmax, uniform, AttentionMask, Result,
+};
 
 /// The outcome of one device-vs-reference comparison.
 #[derive(Debug, Clone)]
@@ -164,6 +167,188 @@ pub fn check_cast(device: Device, n: usize, seed: u64) -> Result<CheckReport> {
     Ok(report)
 }
 
+/// Runs `f` on host `inputs` and on their copies on `device`, and compares the outputs.
+fn check_with(
+    device: Device,
+    op: &'static str,
+    case: String,
+    inputs: &[Tensor],
+    tolerance: f64,
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+) -> Result<CheckReport> {
+    let want = f(inputs)?;
+    let on_device = inputs
+        .iter()
+        .map(|t| t.to_device(device))
+        .collect::<Result<Vec<_>, _>>()?;
+    let got = f(&on_device)?;
+    compare(op, case, &got, &want, tolerance)
+}
+
+/// Elementwise ops, norms, softmax, RoPE, attention, embedding, scatter and argmax in bf16.
+pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
+    let bf = DType::BF16;
+    let (x, y) = (
+        random_tensor(seed, &[7, 3200], bf)?,
+        random_tensor(seed + 1, &[7, 3200], bf)?,
+    );
+    let v = random_tensor(seed + 2, &[3200], bf)?;
+    let b = random_tensor(seed + 3, &[3200], bf)?;
+    let mut reports = vec![
+        check_with(
+            device,
+            "add",
+            "[7,3200] bf16".into(),
+            &[x.clone(), y.clone()],
+            BF16_TOL,
+            |t| add(&t[0], &t[1]),
+        )?,
+        check_with(
+            device,
+            "mul",
+            "[7,3200] bf16".into(),
+            &[x.clone(), y.clone()],
+            BF16_TOL,
+            |t| mul(&t[0], &t[1]),
+        )?,
+        check_with(
+            device,
+            "scale",
+            "[7,3200] bf16".into(),
+            std::slice::from_ref(&x),
+            BF16_TOL,
+            |t| scale(&t[0], 0.37),
+        )?,
+        check_with(
+            device,
+            "scale_ch",
+            "[7,3200]x[3200] bf16".into(),
+            &[x.clone(), v.clone()],
+            BF16_TOL,
+            |t| scale_channels(&t[0], &t[1]),
+        )?,
+        check_with(
+            device,
+            "gelu",
+            "[7,3200] bf16".into(),
+            std::slice::from_ref(&x),
+            BF16_TOL,
+            |t| gelu(&t[0]),
+        )?,
+        check_with(
+            device,
+            "layer_norm",
+            "[7,3200] bf16".into(),
+            &[x.clone(), v.clone(), b.clone()],
+            BF16_TOL,
+            |t| layer_norm(&t[0], &t[1], &t[2], 1e-5),
+        )?,
+        check_with(
+            device,
+            "add_rms",
+            "[7,3200] bf16 normed".into(),
+            &[x.clone(), y.clone(), v.clone()],
+            BF16_TOL,
+            |t| Ok(add_rms_norm(&t[0], &t[1], &t[2], 1e-6)?.0),
+        )?,
+        check_with(
+            device,
+            "add_rms",
+            "[7,3200] bf16 sum".into(),
+            &[x.clone(), y.clone(), v.clone()],
+            BF16_TOL,
+            |t| Ok(add_rms_norm(&t[0], &t[1], &t[2], 1e-6)?.1),
+        )?,
+    ];
+    let logits = random_tensor(seed + 4, &[5, 1025], DType::F32)?;
+    let logits = crate::scale(&logits, 8.0)?.to_dtype(bf)?;
+    reports.push(check_with(
+        device,
+        "softmax",
+        "[5,1025] bf16".into(),
+        &[logits],
+        BF16_TOL,
+        |t| softmax(&t[0]),
+    )?);
+    let q = random_tensor(seed + 5, &[33, 8, 128], bf)?;
+    let positions = Tensor::from_vec((0..33).map(|p| p * 97).collect::<Vec<i32>>(), &[33])?;
+    let inv_freq = crate::RopeConfig {
+        theta: 1e6,
+        head_dim: 128,
+        dynamic: None,
+    }
+    .inv_freq(4096);
+    reports.push(check_with(
+        device,
+        "rope",
+        "[33,8,128] bf16".into(),
+        &[q, positions],
+        BF16_TOL,
+        |t| rotary_embedding(&t[0], &t[1], &inv_freq),
+    )?);
+    for (case, [batch, tq, tk, hq, hkv, d], mask) in [
+        (
+            "vit [1,1025,25,128]",
+            [1, 1025, 1025, 25, 25, 128],
+            AttentionMask::Bidirectional,
+        ),
+        (
+            "prefill GQA 64/8 [1,300]",
+            [1, 300, 300, 64, 8, 128],
+            AttentionMask::Causal { query_offset: 0 },
+        ),
+        (
+            "decode 1 of 500, GQA 64/8",
+            [1, 1, 500, 64, 8, 128],
+            AttentionMask::Causal { query_offset: 499 },
+        ),
+    ] {
+        let q = random_tensor(seed + 6, &[batch, tq, hq, d], bf)?;
+        let k = random_tensor(seed + 7, &[batch, tk, hkv, d], bf)?;
+        let v = random_tensor(seed + 8, &[batch, tk, hkv, d], bf)?;
+        let scale = 1.0 / (d as f32).sqrt();
+        reports.push(check_with(
+            device,
+            "attention",
+            case.into(),
+            &[q, k, v],
+            BF16_TOL,
+            |t| attention(&t[0], &t[1], &t[2], mask, scale),
+        )?);
+    }
+    let table = random_tensor(seed + 9, &[1000, 256], bf)?;
+    let ids = Tensor::from_vec(vec![3i32, 999, 0, 3, 512], &[5])?;
+    reports.push(check_with(
+        device,
+        "embedding",
+        "5 of [1000,256] bf16".into(),
+        &[ids, table],
+        0.0,
+        |t| embedding(&t[0], &t[1]),
+    )?);
+    let base = random_tensor(seed + 10, &[40, 64], bf)?;
+    let rows = random_tensor(seed + 11, &[3, 64], bf)?;
+    let at = Tensor::from_vec(vec![39i32, 0, 17], &[3])?;
+    reports.push(check_with(
+        device,
+        "scatter",
+        "3 rows of [40,64] bf16".into(),
+        &[base, at, rows],
+        0.0,
+        |t| scatter_rows(&t[0], &t[1], &t[2]),
+    )?);
+    let vocab = random_tensor(seed + 12, &[3, 152064], bf)?;
+    reports.push(check_with(
+        device,
+        "argmax",
+        "[3,152064] bf16".into(),
+        &[vocab],
+        0.0,
+        |t| argmax(&t[0]),
+    )?);
+    Ok(reports)
+}
+
 /// Every check at the shapes that matter for NVLM-D (hidden 3200 / 8192, FFN 12800 / 29568) and awkward ones.
 pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
     let mut reports = Vec::new();
@@ -186,5 +371,6 @@ pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
         reports.push(check_matmul(device, shape, bias, view_offset, 15)?);
     }
     reports.push(check_cast(device, 4097, 16)?);
+    reports.extend(check_other_ops(device, 17)?);
     Ok(reports)
 }

@@ -1,106 +1,179 @@
 //! Launch wrappers for the row-wise and elementwise kernels.
 
-use cudarc::driver::{LaunchConfig, PushKernelArg};
 use nvlm_tensor::{DType, Tensor};
 
-use super::module_cache::function;
+use super::launch::{grid_for, launch, suffix, Output, Scalar, BLOCK};
 use crate::{KernelError, Result};
 
-const BLOCK: u32 = 256;
-
-fn grid_for(n: usize) -> u32 {
-    (n.div_ceil(BLOCK as usize)).clamp(1, 65_535 * 8) as u32
+/// A grid-stride kernel `function(inputs..., out, long n, extra...)` over the elements of `inputs[0]`.
+fn elementwise(
+    op: &'static str,
+    kernel: &'static str,
+    name: &str,
+    inputs: &[&Tensor],
+    dtype: DType,
+    extra: &[Scalar],
+) -> Result<Tensor> {
+    let n = inputs[0].numel();
+    let mut scalars = vec![Scalar::I64(n as i64)];
+    scalars.extend_from_slice(extra);
+    let grid = if n == 0 { 0 } else { grid_for(n) };
+    Ok(launch(
+        op,
+        kernel,
+        name,
+        inputs,
+        vec![Output::new(dtype, inputs[0].shape())],
+        &scalars,
+        grid,
+        BLOCK,
+    )?
+    .remove(0))
 }
 
-fn suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
-    match dtype {
-        DType::BF16 => Ok("bf16"),
-        DType::F32 => Ok("f32"),
-        other => Err(KernelError::invalid(
-            op,
-            format!("CUDA kernel takes BF16 or F32, not {other}"),
-        )),
-    }
+/// A one-block-per-row kernel `function(inputs..., outputs..., int width, extra...)`.
+fn rows(
+    op: &'static str,
+    kernel: &'static str,
+    name: &str,
+    inputs: &[&Tensor],
+    outputs: usize,
+    extra: &[Scalar],
+) -> Result<Vec<Tensor>> {
+    let x = inputs[0];
+    let mut scalars = vec![Scalar::I32(x.last_dim() as i32)];
+    scalars.extend_from_slice(extra);
+    let outs = (0..outputs).map(|_| Output::new(x.dtype(), x.shape())).collect();
+    launch(op, kernel, name, inputs, outs, &scalars, x.rows() as u32, BLOCK)
 }
 
-fn alloc_like(op: &'static str, like: &Tensor, dtype: DType) -> Result<cudarc::driver::CudaSlice<u8>> {
-    let (buffer, _, _) = like.cuda_parts()?;
-    let bytes = (like.numel() * dtype.size_in_bytes()).max(1);
-    // SAFETY: every byte of the allocation is written by the kernel that follows before anyone reads it.
-    unsafe { buffer.device.stream().alloc::<u8>(bytes) }.map_err(KernelError::cuda(op))
+fn name(op: &'static str, base: &str, dtype: DType) -> Result<String> {
+    Ok(format!("{base}_{}", suffix(op, dtype)?))
 }
 
 /// RMSNorm on the device: one block per row.
 pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
     const OP: &str = "rms_norm";
     crate::check::same_dtype(OP, weight, x)?;
-    let name = format!("rms_norm_{}", suffix(OP, x.dtype())?);
-    let (xb, xo, xl) = x.cuda_parts()?;
-    let (wb, wo, wl) = weight.cuda_parts()?;
-    let device = xb.device.clone();
-    let func = function(&device, "rms_norm", &name)?;
-    let mut out = alloc_like(OP, x, x.dtype())?;
-    let (rows, width) = (x.rows() as u32, x.last_dim() as i32);
-    if rows > 0 {
-        let (xv, wv) = (xb.slice.slice(xo..xo + xl), wb.slice.slice(wo..wo + wl));
-        let cfg = LaunchConfig {
-            grid_dim: (rows, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut launch = device.stream().launch_builder(&func);
-        launch.arg(&xv).arg(&wv).arg(&mut out).arg(&width).arg(&eps);
-        // SAFETY: argument types and counts match `rms_norm_{bf16,f32}`; every buffer holds rows*width elements.
-        unsafe { launch.launch(cfg) }.map_err(KernelError::cuda(OP))?;
-    }
-    Ok(Tensor::from_cuda(out, device, x.dtype(), x.shape()))
+    Ok(rows(
+        OP,
+        "rms_norm",
+        &name(OP, "rms_norm", x.dtype())?,
+        &[x, weight],
+        1,
+        &[Scalar::F32(eps)],
+    )?
+    .remove(0))
 }
 
-/// Launches a grid-stride elementwise kernel `function(inputs..., out, n)` over the `numel` of `inputs[0]`, writing a
-/// new tensor of `out_dtype` with the shape of `inputs[0]`.
-fn launch_elementwise(
-    op: &'static str,
-    kernel: &'static str,
-    function_name: &str,
-    inputs: &[&Tensor],
-    out_dtype: DType,
-) -> Result<Tensor> {
-    let first = inputs[0];
-    let (buffer, _, _) = first.cuda_parts()?;
-    let device = buffer.device.clone();
-    let func = function(&device, kernel, function_name)?;
-    let mut out = alloc_like(op, first, out_dtype)?;
-    let n = first.numel() as i64;
-    if n > 0 {
-        let mut views = Vec::with_capacity(inputs.len());
-        for t in inputs {
-            let (b, offset, len) = t.cuda_parts()?;
-            views.push(b.slice.slice(offset..offset + len));
-        }
-        let cfg = LaunchConfig {
-            grid_dim: (grid_for(n as usize), 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let mut launch = device.stream().launch_builder(&func);
-        for v in &views {
-            launch.arg(v);
-        }
-        launch.arg(&mut out).arg(&n);
-        // SAFETY: every elementwise kernel takes (inputs..., out, long n) and all buffers hold n elements.
-        unsafe { launch.launch(cfg) }.map_err(KernelError::cuda(op))?;
-    }
-    Ok(Tensor::from_cuda(out, device, out_dtype, first.shape()))
+/// Residual add + RMSNorm: `(normed, sum)`.
+pub(crate) fn add_rms_norm(
+    x: &Tensor,
+    residual: &Tensor,
+    weight: &Tensor,
+    eps: f32,
+) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "add_rms_norm";
+    crate::check::same_dtype(OP, weight, x)?;
+    let mut out = rows(
+        OP,
+        "layer_norm",
+        &name(OP, "add_rms_norm", x.dtype())?,
+        &[x, residual, weight],
+        2,
+        &[Scalar::F32(eps)],
+    )?;
+    let sum = out.remove(1);
+    Ok((out.remove(0), sum))
 }
 
-/// `silu(gate) · up` on the device.
+/// LayerNorm with weight and bias.
+pub(crate) fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f32) -> Result<Tensor> {
+    const OP: &str = "layer_norm";
+    crate::check::same_dtype(OP, weight, x)?;
+    crate::check::same_dtype(OP, bias, x)?;
+    Ok(rows(
+        OP,
+        "layer_norm",
+        &name(OP, "layer_norm", x.dtype())?,
+        &[x, weight, bias],
+        1,
+        &[Scalar::F32(eps)],
+    )?
+    .remove(0))
+}
+
+/// Softmax over the last dimension.
+pub(crate) fn softmax(x: &Tensor) -> Result<Tensor> {
+    const OP: &str = "softmax";
+    Ok(rows(OP, "softmax", &name(OP, "softmax", x.dtype())?, &[x], 1, &[])?.remove(0))
+}
+
+/// `silu(gate) · up`.
 pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     const OP: &str = "silu_mul";
-    let name = format!("silu_mul_{}", suffix(OP, gate.dtype())?);
-    launch_elementwise(OP, "silu_mul", &name, &[gate, up], gate.dtype())
+    elementwise(
+        OP,
+        "silu_mul",
+        &name(OP, "silu_mul", gate.dtype())?,
+        &[gate, up],
+        gate.dtype(),
+        &[],
+    )
 }
 
-/// f32 <-> bf16 conversion on the device.
+/// `a + b` / `a · b`.
+pub(crate) fn binary(op: &'static str, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    elementwise(
+        op,
+        "elementwise",
+        &name(op, op, a.dtype())?,
+        &[a, b],
+        a.dtype(),
+        &[],
+    )
+}
+
+/// `x · s`.
+pub(crate) fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
+    elementwise(
+        "scale",
+        "elementwise",
+        &name("scale", "scale", x.dtype())?,
+        &[x],
+        x.dtype(),
+        &[Scalar::F32(s)],
+    )
+}
+
+/// `x[..., d] · v[d]`.
+pub(crate) fn scale_channels(x: &Tensor, v: &Tensor) -> Result<Tensor> {
+    const OP: &str = "scale_channels";
+    crate::check::same_dtype(OP, v, x)?;
+    let width = Scalar::I32(x.last_dim() as i32);
+    elementwise(
+        OP,
+        "elementwise",
+        &name(OP, OP, x.dtype())?,
+        &[x, v],
+        x.dtype(),
+        &[width],
+    )
+}
+
+/// Exact GELU.
+pub(crate) fn gelu(x: &Tensor) -> Result<Tensor> {
+    elementwise(
+        "gelu",
+        "elementwise",
+        &name("gelu", "gelu", x.dtype())?,
+        &[x],
+        x.dtype(),
+        &[],
+    )
+}
+
+/// f32 <-> bf16 conversion.
 pub(crate) fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     const OP: &str = "cast";
     let name = match (x.dtype(), dtype) {
@@ -113,5 +186,143 @@ pub(crate) fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
             ))
         }
     };
-    launch_elementwise(OP, "cast", name, &[x], dtype)
+    elementwise(OP, "cast", name, &[x], dtype, &[])
+}
+
+/// Rotary embedding of `x[t, heads, d]` with i32 positions on the device.
+pub(crate) fn rotary(x: &Tensor, positions: &Tensor, inv_freq: &[f32]) -> Result<Tensor> {
+    const OP: &str = "rotary_embedding";
+    let positions = if positions.dtype() == DType::I32 {
+        positions.clone()
+    } else {
+        return Err(KernelError::invalid(
+            OP,
+            "CUDA rotary_embedding takes I32 positions",
+        ));
+    };
+    let freq = Tensor::from_slice(inv_freq, &[inv_freq.len()], x.device())?;
+    let [t, h, d] = [x.shape()[0], x.shape()[1], x.shape()[2]];
+    let n = t * h * d / 2;
+    let scalars = [
+        Scalar::I32(t as i32),
+        Scalar::I32(h as i32),
+        Scalar::I32(d as i32),
+    ];
+    let grid = if n == 0 { 0 } else { grid_for(n) };
+    Ok(launch(
+        OP,
+        "rope",
+        &name(OP, "rope", x.dtype())?,
+        &[x, &positions, &freq],
+        vec![Output::new(x.dtype(), x.shape())],
+        &scalars,
+        grid,
+        BLOCK,
+    )?
+    .remove(0))
+}
+
+/// Attention with one warp per (batch, query, head).
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    causal_offset: Option<usize>,
+    scale: f32,
+) -> Result<Tensor> {
+    const OP: &str = "attention";
+    let [b, tq, hq, d] = [q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]];
+    let [tk, hkv] = [k.shape()[1], k.shape()[2]];
+    if d > 256 {
+        return Err(KernelError::invalid(
+            OP,
+            format!("the CUDA attention kernel supports head_dim <= 256, found {d}"),
+        ));
+    }
+    let jobs = b * tq * hq;
+    let scalars = [
+        Scalar::I32(b as i32),
+        Scalar::I32(tq as i32),
+        Scalar::I32(tk as i32),
+        Scalar::I32(hq as i32),
+        Scalar::I32(hkv as i32),
+        Scalar::I32(d as i32),
+        Scalar::I32(i32::from(causal_offset.is_some())),
+        Scalar::I32(causal_offset.unwrap_or(0) as i32),
+        Scalar::F32(scale),
+    ];
+    const WARPS: usize = 4;
+    let grid = jobs.div_ceil(WARPS) as u32;
+    Ok(launch(
+        OP,
+        "attention",
+        &name(OP, "attention", q.dtype())?,
+        &[q, k, v],
+        vec![Output::new(q.dtype(), q.shape())],
+        &scalars,
+        grid,
+        (WARPS * 32) as u32,
+    )?
+    .remove(0))
+}
+
+/// Rows of `table` at i32 `ids` (range-checked by the caller).
+pub(crate) fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
+    const OP: &str = "embedding";
+    let (n, d) = (ids.numel(), table.shape()[1]);
+    let scalars = [Scalar::I32(n as i32), Scalar::I32(d as i32)];
+    let grid = if n * d == 0 { 0 } else { grid_for(n * d) };
+    Ok(launch(
+        OP,
+        "embedding",
+        &name(OP, "embedding", table.dtype())?,
+        &[ids, table],
+        vec![Output::new(table.dtype(), &[n, d])],
+        &scalars,
+        grid,
+        BLOCK,
+    )?
+    .remove(0))
+}
+
+/// A copy of `x` with rows at i32 `positions` replaced by `rows`.
+pub(crate) fn scatter_rows(x: &Tensor, positions: &Tensor, rows_: &Tensor) -> Result<Tensor> {
+    const OP: &str = "scatter_rows";
+    let (m, d) = (positions.numel(), x.shape()[1]);
+    let out = Output {
+        dtype: x.dtype(),
+        shape: x.shape().to_vec(),
+        init_from: Some(x.clone()),
+    };
+    let scalars = [Scalar::I32(m as i32), Scalar::I32(d as i32)];
+    let grid = if m * d == 0 { 0 } else { grid_for(m * d) };
+    Ok(launch(
+        OP,
+        "embedding",
+        &name(OP, "scatter_rows", x.dtype())?,
+        &[positions, rows_],
+        vec![out],
+        &scalars,
+        grid,
+        BLOCK,
+    )?
+    .remove(0))
+}
+
+/// Argmax per row of `logits[b, v]` → i32 `[b]`.
+pub(crate) fn argmax(logits: &Tensor) -> Result<Tensor> {
+    const OP: &str = "argmax";
+    let scalars = [Scalar::I32(logits.last_dim() as i32)];
+    let out = vec![Output::new(DType::I32, &[logits.rows()])];
+    Ok(launch(
+        OP,
+        "argmax",
+        &name(OP, "argmax", logits.dtype())?,
+        &[logits],
+        out,
+        &scalars,
+        logits.rows() as u32,
+        BLOCK,
+    )?
+    .remove(0))
 }

@@ -2,6 +2,7 @@
 //! launch wrappers the op dispatchers call.
 
 pub(crate) mod elementwise;
+pub(crate) mod launch;
 pub mod matmul;
 pub mod module_cache;
 pub mod nvrtc;

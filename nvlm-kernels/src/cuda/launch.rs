@@ -1,0 +1,126 @@
+//! One way to launch any kernel of this crate: device views of the inputs, fresh outputs, then scalars, in the
+//! order the kernel declares them.
+
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use nvlm_tensor::{DType, Tensor};
+
+use super::module_cache::function;
+use crate::{KernelError, Result};
+
+/// A scalar kernel argument.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scalar {
+    I32(i32),
+    I64(i64),
+    F32(f32),
+}
+
+/// An output to allocate: dtype and shape.
+pub(crate) struct Output {
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// Start from a copy of this tensor (in-place style kernels such as scatter); else uninitialised.
+    pub init_from: Option<Tensor>,
+}
+
+impl Output {
+    /// A fresh output.
+    pub fn new(dtype: DType, shape: &[usize]) -> Output {
+        Output {
+            dtype,
+            shape: shape.to_vec(),
+            init_from: None,
+        }
+    }
+}
+
+/// Threads per block of the row and elementwise kernels.
+pub(crate) const BLOCK: u32 = 256;
+
+/// Blocks for a grid-stride loop over `n` elements.
+pub(crate) fn grid_for(n: usize) -> u32 {
+    (n.div_ceil(BLOCK as usize)).clamp(1, 65_535 * 8) as u32
+}
+
+/// `"bf16"` or `"f32"`: the kernel name suffix for `dtype`.
+pub(crate) fn suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
+    match dtype {
+        DType::BF16 => Ok("bf16"),
+        DType::F32 => Ok("f32"),
+        other => Err(KernelError::invalid(
+            op,
+            format!("CUDA kernel takes BF16 or F32, not {other}"),
+        )),
+    }
+}
+
+/// Launches `kernel::function(inputs..., outputs..., scalars...)` on the inputs' device with `grid` blocks of
+/// `block` threads, and returns the outputs.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn launch(
+    op: &'static str,
+    kernel: &'static str,
+    function_name: &str,
+    inputs: &[&Tensor],
+    outputs: Vec<Output>,
+    scalars: &[Scalar],
+    grid: u32,
+    block: u32,
+) -> Result<Vec<Tensor>> {
+    let (first, _, _) = inputs[0].cuda_parts()?;
+    let device = first.device.clone();
+    let stream = device.stream();
+    let func = function(&device, kernel, function_name)?;
+    let mut slices: Vec<CudaSlice<u8>> = Vec::with_capacity(outputs.len());
+    for out in &outputs {
+        let bytes = (out.shape.iter().product::<usize>() * out.dtype.size_in_bytes()).max(1);
+        let slice = match &out.init_from {
+            Some(t) => {
+                let (b, offset, len) = t.cuda_parts()?;
+                stream
+                    .clone_dtod(&b.slice.slice(offset..offset + len))
+                    .map_err(KernelError::cuda(op))?
+            }
+            // SAFETY: the kernel writes every element of an uninitialised output before anything reads it.
+            None => unsafe { stream.alloc::<u8>(bytes) }.map_err(KernelError::cuda(op))?,
+        };
+        slices.push(slice);
+    }
+    let mut views = Vec::with_capacity(inputs.len());
+    for t in inputs {
+        let (b, offset, len) = t.cuda_parts()?;
+        views.push(
+            b.slice
+                .slice(offset..offset + len.max(1).min(b.slice.len() - offset)),
+        );
+    }
+    if grid > 0 {
+        let cfg = LaunchConfig {
+            grid_dim: (grid, 1, 1),
+            block_dim: (block, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let mut builder = stream.launch_builder(&func);
+        for v in &views {
+            builder.arg(v);
+        }
+        for s in slices.iter_mut() {
+            builder.arg(s);
+        }
+        for s in scalars {
+            match s {
+                Scalar::I32(v) => builder.arg(v),
+                Scalar::I64(v) => builder.arg(v),
+                Scalar::F32(v) => builder.arg(v),
+            };
+        }
+        // SAFETY: every caller passes the arguments in the order and of the types its kernel declares, with
+        // buffers sized for the shapes it launches over.
+        unsafe { builder.launch(cfg) }.map_err(KernelError::cuda(op))?;
+    }
+    Ok(slices
+        .into_iter()
+        .zip(outputs)
+        .map(|(s, o)| Tensor::from_cuda(s, device.clone(), o.dtype, &o.shape))
+        .collect())
+}
