@@ -1,7 +1,14 @@
-//! Tensor parallelism for the NVLM-D engine (stub).
+//! Tensor parallelism for the NVLM-D engine.
 //!
-//! This crate will own the `Comm` trait with its NCCL and in-process implementations; see the README for the plan.
-//! Today it only states the single-rank case that every model runs with.
+//! [`Comm`] is what sharded layers need from a process group: rank, size, all-reduce (sum), all-gather, broadcast,
+//! barrier. [`ThreadGroup`] implements it for ranks that are threads of one process (CPU tests of sharded models:
+//! TP=2/4 must give TP=1's results); the NCCL implementation for GPUs plugs in behind the same trait.
+
+mod comm;
+mod thread_group;
+
+pub use comm::{Comm, DistError, Result};
+pub use thread_group::ThreadGroup;
 
 /// The rank and world size of a tensor-parallel group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
