@@ -167,7 +167,7 @@ pub fn zip_archive(records: &[(&str, &[u8])]) -> Vec<u8> {
         // Pad the local extra field so the data starts 64-byte aligned.
         let unpadded = out.len() + 30 + name.len() + 4;
         let pad = (64 - unpadded % 64) % 64;
-        let crc = crc32(data);
+        let crc = crc32fast::hash(data);
         out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
         out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         out.extend_from_slice(&crc.to_le_bytes());
@@ -201,22 +201,6 @@ pub fn zip_archive(records: &[(&str, &[u8])]) -> Vec<u8> {
     out.extend_from_slice(&cd_offset.to_le_bytes());
     out.extend_from_slice(&[0, 0]);
     out
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    // Readers take sizes from the central directory and do not check CRCs of STORED records; compute it anyway.
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// `torch.save(tensor)` of a contiguous tensor.
