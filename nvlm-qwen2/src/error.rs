@@ -26,6 +26,9 @@ pub enum Qwen2Error {
     /// An op failed.
     #[error(transparent)]
     Kernel(#[from] nvlm_kernels::KernelError),
+    /// A tensor-parallel collective failed.
+    #[error(transparent)]
+    Dist(#[from] nvlm_dist::DistError),
 }
 
 /// `Result` with [`Qwen2Error`].

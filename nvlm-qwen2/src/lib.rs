@@ -9,6 +9,7 @@ mod generate;
 pub mod kv_cache;
 mod model;
 mod sampler;
+pub mod tensor_parallel;
 pub mod tokenizer;
 
 pub use chat::{build_prompt, SystemPrompt, DEFAULT_SYSTEM_MESSAGE};
@@ -18,6 +19,7 @@ pub use generate::{generate, GenerateOptions, Generation, StopReason};
 pub use kv_cache::{PagedKvCache, SequenceId};
 pub use model::Qwen2Model;
 pub use sampler::{Sampler, SamplerConfig};
+pub use tensor_parallel::Sharding;
 pub use tokenizer::Tokenizer;
 
 /// The token id of `<|vision_pad|>`, whose embedding rows are replaced by image embeddings.

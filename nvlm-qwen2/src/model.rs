@@ -3,9 +3,13 @@
 
 use nvlm_kernels as k;
 use nvlm_kernels::AttentionMask;
+use std::sync::Arc;
+
+use nvlm_dist::Comm;
 use nvlm_tensor::{load_weight, Device, Tensor, Weights};
 
 use crate::kv_cache::{PagedKvCache, SequenceId};
+use crate::tensor_parallel::{ShardedLoader, Sharding};
 use crate::{Qwen2Config, Result};
 
 struct Layer {
@@ -31,6 +35,9 @@ pub struct Qwen2Model {
     layers: Vec<Layer>,
     norm: Tensor,
     lm_head: Tensor,
+    /// This rank's part of a tensor-parallel model (everything, without tensor parallelism).
+    sharding: Sharding,
+    comm: Option<Arc<dyn Comm>>,
 }
 
 impl Qwen2Model {
@@ -80,7 +87,85 @@ impl Qwen2Model {
             layers,
             norm: w("model.norm.weight", &[h])?,
             lm_head,
+            sharding: Sharding::whole(config),
+            comm: None,
         })
+    }
+
+    /// Loads rank `comm.rank()` of a tensor-parallel model (Megatron-style: column-parallel q/k/v and gate/up,
+    /// row-parallel o and down with one all-reduce each, vocabulary-parallel embedding and LM head). Each rank reads
+    /// only its slices of the weights.
+    pub fn load_shard(
+        weights: &dyn Weights,
+        prefix: &str,
+        config: &Qwen2Config,
+        device: Device,
+        comm: Arc<dyn Comm>,
+    ) -> Result<Qwen2Model> {
+        let sharding = Sharding::new(config, comm.rank(), comm.size())?;
+        let (h, d) = (config.hidden_size, config.head_dim());
+        let l = ShardedLoader {
+            weights,
+            prefix,
+            device,
+        };
+        let s = &sharding;
+        let (q0, qn) = (s.heads_start * d, s.heads * d);
+        let (kv0, kvn) = (s.kv_start * d, s.kv_heads * d);
+        let (f0, fn_) = (s.ffn_start, s.ffn);
+        let (q_rows, kv_rows, ffn) = (
+            config.num_heads * d,
+            config.num_kv_heads * d,
+            config.intermediate_size,
+        );
+        let layers = (0..config.num_layers)
+            .map(|i| {
+                let p = format!("model.layers.{i}.");
+                Ok(Layer {
+                    input_norm: l.rows(&format!("{p}input_layernorm.weight"), &[h], 0, h)?,
+                    q: l.rows(&format!("{p}self_attn.q_proj.weight"), &[q_rows, h], q0, qn)?,
+                    q_bias: l.rows(&format!("{p}self_attn.q_proj.bias"), &[q_rows], q0, qn)?,
+                    k: l.rows(&format!("{p}self_attn.k_proj.weight"), &[kv_rows, h], kv0, kvn)?,
+                    k_bias: l.rows(&format!("{p}self_attn.k_proj.bias"), &[kv_rows], kv0, kvn)?,
+                    v: l.rows(&format!("{p}self_attn.v_proj.weight"), &[kv_rows, h], kv0, kvn)?,
+                    v_bias: l.rows(&format!("{p}self_attn.v_proj.bias"), &[kv_rows], kv0, kvn)?,
+                    o: l.columns(&format!("{p}self_attn.o_proj.weight"), &[h, q_rows], q0, qn)?,
+                    post_norm: l.rows(&format!("{p}post_attention_layernorm.weight"), &[h], 0, h)?,
+                    gate: l.rows(&format!("{p}mlp.gate_proj.weight"), &[ffn, h], f0, fn_)?,
+                    up: l.rows(&format!("{p}mlp.up_proj.weight"), &[ffn, h], f0, fn_)?,
+                    down: l.columns(&format!("{p}mlp.down_proj.weight"), &[h, ffn], f0, fn_)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let v = config.vocab_size;
+        let embed = l.rows("model.embed_tokens.weight", &[v, h], s.vocab_start, s.vocab)?;
+        let lm_head = if config.tie_word_embeddings {
+            embed.clone()
+        } else {
+            l.rows("lm_head.weight", &[v, h], s.vocab_start, s.vocab)?
+        };
+        Ok(Qwen2Model {
+            config: config.clone(),
+            embed,
+            layers,
+            norm: l.rows("model.norm.weight", &[h], 0, h)?,
+            lm_head,
+            sharding,
+            comm: Some(comm),
+        })
+    }
+
+    /// This rank's share of heads, FFN rows and vocabulary ([`Sharding::whole`] without tensor parallelism).
+    pub fn sharding(&self) -> &Sharding {
+        &self.sharding
+    }
+
+    /// The sum over ranks of a row-parallel partial result (the identity without tensor parallelism).
+    fn reduce(&self, partial: Tensor) -> Result<Tensor> {
+        match &self.comm {
+            Some(comm) => Ok(comm.all_reduce_sum(&partial)?),
+            None => Ok(partial),
+        }
     }
 
     /// Token embeddings `[n, H]` in `dtype`.
@@ -91,9 +176,33 @@ impl Qwen2Model {
                 self.config.vocab_size
             )));
         }
-        let ids = Tensor::from_vec(ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), &[ids.len()])?
-            .to_device(self.embed.device())?;
-        Ok(k::cast(&k::embedding(&ids, &self.embed)?, dtype)?)
+        let s = &self.sharding;
+        if self.comm.is_none() {
+            let ids = Tensor::from_vec(ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), &[ids.len()])?
+                .to_device(self.embed.device())?;
+            return Ok(k::cast(&k::embedding(&ids, &self.embed)?, dtype)?);
+        }
+        // Vocabulary-parallel: each rank embeds the ids in its range, zeros the others; the sum over ranks is whole.
+        let owned: Vec<bool> = ids
+            .iter()
+            .map(|&i| (s.vocab_start..s.vocab_start + s.vocab).contains(&(i as usize)))
+            .collect();
+        let local: Vec<i32> = ids
+            .iter()
+            .zip(&owned)
+            .map(|(&i, &o)| if o { (i as usize - s.vocab_start) as i32 } else { 0 })
+            .collect();
+        let rows = k::cast(
+            &k::embedding(&Tensor::from_vec(local, &[ids.len()])?, &self.embed)?,
+            nvlm_tensor::DType::F32,
+        )?;
+        let h = self.config.hidden_size;
+        let mask: Vec<f32> = owned
+            .iter()
+            .flat_map(|&o| std::iter::repeat_n(if o { 1.0 } else { 0.0 }, h))
+            .collect();
+        let masked = k::mul(&rows, &Tensor::from_vec(mask, &[ids.len(), h])?)?;
+        Ok(k::cast(&self.reduce(masked)?, dtype)?)
     }
 
     /// Runs `embeds[t, H]` (positions `len..len + t` of sequence `seq`) through every layer, appending to the KV
@@ -141,36 +250,39 @@ impl Qwen2Model {
         let c = &self.config;
         let (t, d) = (x.shape()[0], c.head_dim());
         let h = k::rms_norm(x, &l.input_norm, c.rms_norm_eps)?;
-        let q = k::matmul(&h, &l.q, Some(&l.q_bias))?.reshape(&[t, c.num_heads, d])?;
-        let key = k::matmul(&h, &l.k, Some(&l.k_bias))?.reshape(&[t, c.num_kv_heads, d])?;
-        let v = k::matmul(&h, &l.v, Some(&l.v_bias))?.reshape(&[t, c.num_kv_heads, d])?;
+        let (heads, kv_heads) = (self.sharding.heads, self.sharding.kv_heads);
+        let q = k::matmul(&h, &l.q, Some(&l.q_bias))?.reshape(&[t, heads, d])?;
+        let key = k::matmul(&h, &l.k, Some(&l.k_bias))?.reshape(&[t, kv_heads, d])?;
+        let v = k::matmul(&h, &l.v, Some(&l.v_bias))?.reshape(&[t, kv_heads, d])?;
         let q = k::rotary_embedding(&q, positions, inv_freq)?;
         let key = k::rotary_embedding(&key, positions, inv_freq)?;
         cache.write(index, seq, &key, &v)?;
-        let (keys, values) = cache.read(index, seq, start + t, c.num_kv_heads)?;
+        let (keys, values) = cache.read(index, seq, start + t, kv_heads)?;
         let attn = k::attention(
-            &q.reshape(&[1, t, c.num_heads, d])?,
+            &q.reshape(&[1, t, heads, d])?,
             &keys,
             &values,
             AttentionMask::Causal { query_offset: start },
             1.0 / (d as f32).sqrt(),
         )?;
-        let o = k::matmul(&attn.reshape(&[t, c.num_heads * d])?, &l.o, None)?;
+        let o = self.reduce(k::matmul(&attn.reshape(&[t, heads * d])?, &l.o, None)?)?;
         let (h, x) = k::add_rms_norm(&o, x, &l.post_norm, c.rms_norm_eps)?;
-        let mlp = k::matmul(
+        let mlp = self.reduce(k::matmul(
             &k::silu_mul(&k::matmul(&h, &l.gate, None)?, &k::matmul(&h, &l.up, None)?)?,
             &l.down,
             None,
-        )?;
+        )?)?;
         Ok(k::add(&x, &mlp)?)
     }
 
     /// Logits `[n, vocab]` (f32) of final-normed hidden states `[n, H]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        Ok(k::cast(
-            &k::matmul(hidden, &self.lm_head, None)?,
-            nvlm_tensor::DType::F32,
-        )?)
+        let local = k::cast(&k::matmul(hidden, &self.lm_head, None)?, nvlm_tensor::DType::F32)?;
+        let Some(comm) = &self.comm else { return Ok(local) };
+        // Vocabulary-parallel LM head: gather [V/tp, n] from every rank (rank-major) and transpose back.
+        let n = local.shape()[0];
+        let gathered = comm.all_gather(&k::transpose_last2(&local)?)?;
+        Ok(k::transpose_last2(&gathered)?.reshape(&[n, self.config.vocab_size])?)
     }
 
     /// A KV cache sized for `max_positions` positions of one sequence in blocks of 16.
@@ -178,7 +290,7 @@ impl Qwen2Model {
         const BLOCK: usize = 16;
         PagedKvCache::new(
             self.config.num_layers,
-            self.config.num_kv_heads,
+            self.sharding.kv_heads,
             self.config.head_dim(),
             BLOCK,
             max_positions.div_ceil(BLOCK),

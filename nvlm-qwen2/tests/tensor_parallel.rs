@@ -1,0 +1,118 @@
+//! Tensor parallelism on CPU: the tiny NVLM-D language model sharded over 2 and 4 in-process ranks gives the
+//! unsharded model's logits (to float-reassociation tolerance) and greedy ids (exactly), and each rank holds only its
+//! share of the weights. TP=4 exercises the replicated-KV-head case (the tiny model has 2 KV heads).
+
+use std::sync::Arc;
+
+use nvlm_checkpoint::SafetensorsCheckpoint;
+use nvlm_dist::{Comm, ThreadGroup};
+use nvlm_qwen2::{
+    generate, GenerateOptions, Qwen2Config, Qwen2Model, Sampler, SamplerConfig, Sharding, IM_END_TOKEN_ID,
+};
+use nvlm_tensor::{DType, Device};
+use nvlm_testkit::{assert_close_f32_reference, fixtures};
+
+/// A short chat-shaped prompt of text ids (from the tokenizer fixture's vocabulary range).
+const PROMPT: [u32; 9] = [151644, 872, 198, 3838, 374, 304, 279, 2168, 30];
+
+struct Run {
+    logits: Vec<f32>,
+    tokens: Vec<u32>,
+}
+
+fn weights_and_config() -> (SafetensorsCheckpoint, Qwen2Config) {
+    let dir = fixtures().join("model/tiny-nvlm-d");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    (
+        SafetensorsCheckpoint::open(&dir).unwrap(),
+        Qwen2Config::from_json(&config, true).unwrap(),
+    )
+}
+
+fn run(model: &Qwen2Model) -> Run {
+    let embeds = model.embed(&PROMPT, DType::F32).unwrap();
+    let mut cache = model.new_cache(PROMPT.len());
+    let seq = cache.add_sequence();
+    let hidden = model.forward(&embeds, &mut cache, seq).unwrap();
+    let logits = model.logits(&hidden).unwrap().to_f32_vec().unwrap();
+    let options = GenerateOptions {
+        max_new_tokens: 10,
+        stop_ids: vec![IM_END_TOKEN_ID],
+        record: false,
+    };
+    let mut sampler = Sampler::new(SamplerConfig::default());
+    let generation = generate(model, &embeds, &PROMPT, &mut sampler, &options, |_| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    Run {
+        logits,
+        tokens: generation.tokens,
+    }
+}
+
+fn sharded(size: usize) -> Vec<Run> {
+    let (weights, config) = weights_and_config();
+    let (weights, config) = (Arc::new(weights), Arc::new(config));
+    let handles: Vec<_> = ThreadGroup::new(size)
+        .into_iter()
+        .map(|comm| {
+            let (weights, config) = (weights.clone(), config.clone());
+            std::thread::spawn(move || {
+                let comm: Arc<dyn Comm> = Arc::new(comm);
+                let model =
+                    Qwen2Model::load_shard(weights.as_ref(), "language_model.", &config, Device::Cpu, comm)
+                        .unwrap();
+                assert_eq!(
+                    model.sharding().heads,
+                    config.num_heads / size,
+                    "query heads per rank"
+                );
+                run(&model)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+fn check(size: usize) {
+    let (weights, config) = weights_and_config();
+    let whole = run(&Qwen2Model::load(&weights, "language_model.", &config, Device::Cpu).unwrap());
+    for (rank, got) in sharded(size).iter().enumerate() {
+        assert_close_f32_reference(
+            &format!("TP={size} rank {rank}: logits"),
+            &got.logits,
+            &whole.logits,
+        );
+        assert_eq!(got.tokens, whole.tokens, "TP={size} rank {rank}: greedy ids");
+    }
+}
+
+#[test]
+fn two_ranks_match_one() {
+    check(2);
+}
+
+#[test]
+fn four_ranks_with_replicated_kv_heads_match_one() {
+    check(4);
+}
+
+#[test]
+fn sharding_that_does_not_divide_is_an_error() {
+    let (_, config) = weights_and_config();
+    let err = Sharding::new(&config, 0, 3).unwrap_err().to_string();
+    assert!(err.contains("does not divide"), "{err}");
+}
+
+#[test]
+fn each_rank_owns_a_disjoint_share() {
+    let (_, config) = weights_and_config();
+    let shards: Vec<Sharding> = (0..2).map(|r| Sharding::new(&config, r, 2).unwrap()).collect();
+    assert_eq!(shards[0].heads + shards[1].heads, config.num_heads);
+    assert_eq!(shards[1].heads_start, shards[0].heads);
+    assert_eq!(shards[0].ffn + shards[1].ffn, config.intermediate_size);
+    assert_eq!(shards[0].vocab + shards[1].vocab, config.vocab_size);
+    assert_eq!(shards[1].kv_start, shards[0].kv_heads);
+}
