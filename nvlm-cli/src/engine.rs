@@ -2,10 +2,12 @@
 //! embeddings, the prompt to ids, the splice, and generation.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use nvlm_checkpoint::{MegatronCheckpoint, MegatronWeights, SafetensorsCheckpoint, SAFETENSORS_INDEX};
+use nvlm_dist::ThreadGroup;
 use nvlm_qwen2::{
     generate, GenerateOptions, Generation, Qwen2Config, Qwen2Model, Sampler, SamplerConfig, Tokenizer,
 };
@@ -18,7 +20,8 @@ use crate::demo_model;
 /// A loaded NVLM-D.
 pub struct Engine {
     vision: VisionTower,
-    llm: Qwen2Model,
+    /// The language model, one shard per tensor-parallel rank (rank 0 first; one entry without parallelism).
+    llm: Vec<Qwen2Model>,
     /// The tokenizer.
     pub tokenizer: Tokenizer,
     /// How images are tiled.
@@ -36,6 +39,8 @@ pub struct ModelSource {
     pub tokenizer: Option<PathBuf>,
     /// `config.json` for a Megatron checkpoint (default: the checkpoint folder's).
     pub config: Option<PathBuf>,
+    /// Tensor-parallel ranks for the language model (1: none). On the CPU the ranks are threads of this process.
+    pub tensor_parallel: usize,
 }
 
 fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
@@ -110,7 +115,7 @@ impl Engine {
             device,
             dtype,
         )?;
-        let llm = Qwen2Model::load(weights.as_ref(), "language_model.", &llm_config, device)?;
+        let llm = load_llm(weights.as_ref(), &llm_config, device, source.tensor_parallel)?;
         let tiling = TilingConfig {
             max_tiles: config["max_dynamic_patch"].as_u64().unwrap_or(6) as usize,
             thumbnail: config["use_thumbnail"].as_bool().unwrap_or(true),
@@ -165,25 +170,34 @@ impl Engine {
         if ids.len() + max_new_tokens > max_positions {
             bail!("the prompt has {} tokens; with {max_new_tokens} new tokens that exceeds the context of {max_positions}", ids.len());
         }
-        let embeds = self.llm.embed_multimodal(ids, image_rows, self.dtype)?;
         let options = GenerateOptions {
             max_new_tokens,
             stop_ids: self.stop_ids(),
             record,
         };
-        let mut sampler = Sampler::new(sampler);
-        Ok(generate(
-            &self.llm,
-            &embeds,
-            ids,
-            &mut sampler,
-            &options,
-            on_token,
-        )?)
+        let run_rank = |llm: &Qwen2Model, on_token: &mut dyn FnMut(u32) -> std::ops::ControlFlow<()>| {
+            let embeds = llm.embed_multimodal(ids, image_rows, self.dtype)?;
+            let mut sampler = Sampler::new(sampler.clone());
+            anyhow::Ok(generate(llm, &embeds, ids, &mut sampler, &options, on_token)?)
+        };
+        let mut on_token = on_token;
+        // Every rank runs the same generation; rank 0 (this thread) streams and decides when to stop.
+        std::thread::scope(|scope| {
+            let others: Vec<_> = self.llm[1..]
+                .iter()
+                .map(|llm| scope.spawn(move || run_rank(llm, &mut |_| std::ops::ControlFlow::Continue(()))))
+                .collect();
+            let lead = run_rank(&self.llm[0], &mut on_token);
+            for rank in others {
+                rank.join()
+                    .map_err(|_| anyhow::anyhow!("a tensor-parallel rank panicked"))??;
+            }
+            lead
+        })
     }
 
     fn stop_ids(&self) -> Vec<u32> {
-        let mut ids = self.llm.config.eos_token_ids.clone();
+        let mut ids = self.llm[0].config.eos_token_ids.clone();
         if let Some(im_end) = self.tokenizer.token_id("<|im_end|>") {
             ids.push(im_end);
         }
@@ -199,6 +213,27 @@ impl Engine {
             .unwrap_or_default()
             .trim()
             .to_string())
+    }
+}
+
+/// The language model, whole or as `tensor_parallel` shards over an in-process group.
+fn load_llm(
+    weights: &dyn Weights,
+    config: &Qwen2Config,
+    device: Device,
+    tensor_parallel: usize,
+) -> anyhow::Result<Vec<Qwen2Model>> {
+    const PREFIX: &str = "language_model.";
+    match tensor_parallel {
+        0 => bail!("--tp must be at least 1"),
+        1 => Ok(vec![Qwen2Model::load(weights, PREFIX, config, device)?]),
+        n => ThreadGroup::new(n)
+            .into_iter()
+            .map(|comm| {
+                Qwen2Model::load_shard(weights, PREFIX, config, device, Arc::new(comm))
+                    .with_context(|| format!("splitting the language model over --tp {n}"))
+            })
+            .collect(),
     }
 }
 

@@ -24,6 +24,11 @@ pub struct ModelArgs {
     /// `cpu`, `cuda` or `cuda:N`.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Tensor-parallel ranks for the language model (must divide its attention heads, FFN and vocabulary). On the
+    /// CPU the ranks are threads of this process (for testing sharded runs); NCCL ranks on GPUs come with the
+    /// CUDA backend.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub tp: u32,
     /// Most new tokens per answer.
     #[arg(long, default_value_t = 1024)]
     pub max_new_tokens: usize,
@@ -51,6 +56,7 @@ impl ModelArgs {
             model: self.model.clone(),
             tokenizer: self.tokenizer.clone(),
             config: self.config.clone(),
+            tensor_parallel: self.tp as usize,
         }
     }
 

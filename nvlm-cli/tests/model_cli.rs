@@ -65,40 +65,49 @@ fn generate_reproduces_the_reference_greedy_ids_from_ids_and_tiles() {
     let view =
         safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![3, 448, 448, 3], &data).unwrap();
     safetensors::tensor::serialize_to_file([("tiles", view)], None, &tiles).unwrap();
-    let mut args = vec!["generate".to_string()];
-    args.extend(model_args());
-    args.extend(
-        [
-            "--input-ids",
-            ids.to_str().unwrap(),
-            "--tiles",
-            tiles.to_str().unwrap(),
-            "--max-new-tokens",
-            "12",
-            "--json",
-        ]
-        .map(String::from),
-    );
-    let out = nvlm(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let got: Vec<u64> = json["token_ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_u64().unwrap())
-        .collect();
-    assert_eq!(got, reference.ids("f32.image.generated_ids"));
-    assert_eq!(json["prompt_tokens"], 809);
-    assert_eq!(json["tiles"], serde_json::json!([3]));
-    for key in [
-        "preprocess_ms",
-        "vision_ms",
-        "prefill_ms",
-        "decode_ms",
-        "tokens_per_s",
-    ] {
-        assert!(json["timings"][key].is_number(), "timings.{key}");
+    // Whole, and split over 2 and 4 tensor-parallel ranks (threads on the CPU): the same reference ids.
+    for tp in ["1", "2", "4"] {
+        let mut args = vec!["generate".to_string()];
+        args.extend(model_args());
+        args.extend(
+            [
+                "--input-ids",
+                ids.to_str().unwrap(),
+                "--tiles",
+                tiles.to_str().unwrap(),
+                "--max-new-tokens",
+                "12",
+                "--tp",
+                tp,
+                "--json",
+            ]
+            .map(String::from),
+        );
+        let out = nvlm(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(
+            out.status.success(),
+            "--tp {tp}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let got: Vec<u64> = json["token_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(got, reference.ids("f32.image.generated_ids"), "--tp {tp}");
+        assert_eq!(json["prompt_tokens"], 809);
+        assert_eq!(json["tiles"], serde_json::json!([3]));
+        for key in [
+            "preprocess_ms",
+            "vision_ms",
+            "prefill_ms",
+            "decode_ms",
+            "tokens_per_s",
+        ] {
+            assert!(json["timings"][key].is_number(), "timings.{key}");
+        }
     }
 }
 
@@ -217,6 +226,16 @@ fn model_errors_are_clear() {
         "hi",
     ]);
     assert!(String::from_utf8_lossy(&no_tokenizer.stderr).contains("--tokenizer"));
+    let mut uneven = vec!["generate".to_string()];
+    uneven.extend(model_args());
+    uneven.extend(["--prompt", "hi", "--tp", "3"].map(String::from));
+    let uneven = nvlm(&uneven.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!uneven.status.success());
+    let stderr = String::from_utf8_lossy(&uneven.stderr);
+    assert!(
+        stderr.contains("--tp 3") && stderr.contains("does not divide"),
+        "{stderr}"
+    );
     let cuda = nvlm(&["generate", "--device", "cuda", "--prompt", "hi"]);
     assert!(!cuda.status.success());
     let stderr = String::from_utf8_lossy(&cuda.stderr);

@@ -48,7 +48,8 @@ pub struct Generation {
 }
 
 /// Generates from prompt embeddings `embeds[S, H]`. `context` holds the prompt's ids (for the repetition penalty);
-/// `on_token` sees each new token and may stop generation.
+/// `on_token` sees each new token and may stop generation. With tensor parallelism every rank calls `generate` and
+/// rank 0's `on_token` decides when to stop for all ranks.
 pub fn generate(
     model: &Qwen2Model,
     embeds: &Tensor,
@@ -85,7 +86,7 @@ pub fn generate(
             stop = StopReason::StopToken;
             break;
         }
-        if on_token(token).is_break() {
+        if model.agree(on_token(token).is_break())? {
             stop = StopReason::Callback;
             break;
         }

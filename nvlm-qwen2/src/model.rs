@@ -160,6 +160,16 @@ impl Qwen2Model {
         &self.sharding
     }
 
+    /// Rank 0's `decision` on every rank (itself without tensor parallelism): callbacks that may stop generation
+    /// run on every rank, and rank 0's answer is the one all ranks follow, so no rank waits in a collective alone.
+    pub(crate) fn agree(&self, decision: bool) -> Result<bool> {
+        let Some(comm) = &self.comm else {
+            return Ok(decision);
+        };
+        let flag = Tensor::from_vec(vec![f32::from(u8::from(decision))], &[1])?;
+        Ok(comm.broadcast(&flag, 0)?.to_f32_vec()?[0] != 0.0)
+    }
+
     /// The sum over ranks of a row-parallel partial result (the identity without tensor parallelism).
     fn reduce(&self, partial: Tensor) -> Result<Tensor> {
         match &self.comm {

@@ -116,3 +116,48 @@ fn each_rank_owns_a_disjoint_share() {
     assert_eq!(shards[0].vocab + shards[1].vocab, config.vocab_size);
     assert_eq!(shards[1].kv_start, shards[0].kv_heads);
 }
+
+#[test]
+fn rank_zeros_stop_decision_holds_on_every_rank() {
+    // Only rank 0's callback asks to stop (after 3 tokens); the others would go on, and must not be left waiting.
+    let (weights, config) = weights_and_config();
+    let (weights, config) = (Arc::new(weights), Arc::new(config));
+    let handles: Vec<_> = ThreadGroup::new(2)
+        .into_iter()
+        .map(|comm| {
+            let (weights, config) = (weights.clone(), config.clone());
+            std::thread::spawn(move || {
+                let rank = comm.rank();
+                let model = Qwen2Model::load_shard(
+                    weights.as_ref(),
+                    "language_model.",
+                    &config,
+                    Device::Cpu,
+                    Arc::new(comm),
+                )
+                .unwrap();
+                let embeds = model.embed(&PROMPT, DType::F32).unwrap();
+                let options = GenerateOptions {
+                    max_new_tokens: 10,
+                    stop_ids: vec![],
+                    record: false,
+                };
+                let mut seen = 0;
+                let mut sampler = Sampler::new(SamplerConfig::default());
+                generate(&model, &embeds, &PROMPT, &mut sampler, &options, |_| {
+                    seen += 1;
+                    if rank == 0 && seen == 3 {
+                        std::ops::ControlFlow::Break(())
+                    } else {
+                        std::ops::ControlFlow::Continue(())
+                    }
+                })
+                .unwrap()
+                .tokens
+                .len()
+            })
+        })
+        .collect();
+    let lengths: Vec<usize> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert_eq!(lengths, vec![3, 3]);
+}
