@@ -18,6 +18,9 @@ pub enum DistError {
     /// A tensor-layer error.
     #[error(transparent)]
     Tensor(#[from] nvlm_tensor::TensorError),
+    /// A multi-process launch is misconfigured or its rendezvous failed.
+    #[error("{0}")]
+    Launch(String),
     /// Another rank failed or left the group.
     #[error("{0}")]
     Group(String),

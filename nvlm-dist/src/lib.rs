@@ -5,9 +5,13 @@
 //! TP=2/4 must give TP=1's results); the NCCL implementation for GPUs plugs in behind the same trait.
 
 mod comm;
+mod launch;
+mod rendezvous;
 mod thread_group;
 
 pub use comm::{Comm, DistError, Result};
+pub use launch::{LaunchEnv, DEFAULT_MASTER_PORT};
+pub use rendezvous::rendezvous;
 pub use thread_group::ThreadGroup;
 
 /// The rank and world size of a tensor-parallel group.
