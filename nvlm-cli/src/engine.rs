@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use nvlm_checkpoint::{MegatronCheckpoint, MegatronWeights, SafetensorsCheckpoint, SAFETENSORS_INDEX};
-use nvlm_dist::ThreadGroup;
+use nvlm_dist::{Comm, ThreadGroup};
 use nvlm_qwen2::{
     generate, GenerateOptions, Generation, Qwen2Config, Qwen2Model, Sampler, SamplerConfig, Tokenizer,
 };
@@ -19,7 +19,8 @@ use crate::demo_model;
 
 /// A loaded NVLM-D.
 pub struct Engine {
-    vision: VisionTower,
+    /// The vision tower, one shard per tensor-parallel rank (rank 0 first; one entry without parallelism).
+    vision: Vec<VisionTower>,
     /// The language model, one shard per tensor-parallel rank (rank 0 first; one entry without parallelism).
     llm: Vec<Qwen2Model>,
     /// The tokenizer.
@@ -107,15 +108,14 @@ impl Engine {
         let llm_config = Qwen2Config::from_json(&config, true)?;
         let vision_config = VisionConfig::from_json(&config)?;
         let dtype = DType::F32;
-        let vision = VisionTower::load(
+        let (vision, llm) = load_ranks(
             weights.as_ref(),
             &vision_config,
-            llm_config.intermediate_size,
-            llm_config.hidden_size,
+            &llm_config,
             device,
             dtype,
+            source.tensor_parallel,
         )?;
-        let llm = load_llm(weights.as_ref(), &llm_config, device, source.tensor_parallel)?;
         let tiling = TilingConfig {
             max_tiles: config["max_dynamic_patch"].as_u64().unwrap_or(6) as usize,
             thumbnail: config["use_thumbnail"].as_bool().unwrap_or(true),
@@ -149,7 +149,19 @@ impl Engine {
         }
         let n = tiles.len() / per_tile;
         let pixels = Tensor::from_vec(pixel_values(tiles, TILE_SIZE), &[n, 3, TILE_SIZE, TILE_SIZE])?;
-        let out = self.vision.forward(&pixels)?;
+        // Every rank runs its share of the tower; rank 0's (identical) embeddings are returned.
+        let out = std::thread::scope(|scope| {
+            let others: Vec<_> = self.vision[1..]
+                .iter()
+                .map(|tower| scope.spawn(|| tower.forward(&pixels)))
+                .collect();
+            let lead = self.vision[0].forward(&pixels)?;
+            for rank in others {
+                rank.join()
+                    .map_err(|_| anyhow::anyhow!("a tensor-parallel rank panicked"))??;
+            }
+            anyhow::Ok(lead)
+        })?;
         let hidden = out.embeddings.shape()[2];
         Ok(Some(
             out.embeddings.reshape(&[n * IMAGE_TOKENS_PER_TILE, hidden])?,
@@ -216,24 +228,37 @@ impl Engine {
     }
 }
 
-/// The language model, whole or as `tensor_parallel` shards over an in-process group.
-fn load_llm(
+/// The vision tower and the language model, whole or as `tensor_parallel` shards over one in-process group.
+fn load_ranks(
     weights: &dyn Weights,
-    config: &Qwen2Config,
+    vision: &VisionConfig,
+    llm: &Qwen2Config,
     device: Device,
+    dtype: DType,
     tensor_parallel: usize,
-) -> anyhow::Result<Vec<Qwen2Model>> {
+) -> anyhow::Result<(Vec<VisionTower>, Vec<Qwen2Model>)> {
     const PREFIX: &str = "language_model.";
+    let (ffn, hidden) = (llm.intermediate_size, llm.hidden_size);
     match tensor_parallel {
         0 => bail!("--tp must be at least 1"),
-        1 => Ok(vec![Qwen2Model::load(weights, PREFIX, config, device)?]),
-        n => ThreadGroup::new(n)
-            .into_iter()
-            .map(|comm| {
-                Qwen2Model::load_shard(weights, PREFIX, config, device, Arc::new(comm))
-                    .with_context(|| format!("splitting the language model over --tp {n}"))
-            })
-            .collect(),
+        1 => Ok((
+            vec![VisionTower::load(weights, vision, ffn, hidden, device, dtype)?],
+            vec![Qwen2Model::load(weights, PREFIX, llm, device)?],
+        )),
+        n => {
+            let context = || format!("splitting the model over --tp {n}");
+            let mut ranks = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for comm in ThreadGroup::new(n) {
+                let comm: Arc<dyn Comm> = Arc::new(comm);
+                let tower =
+                    VisionTower::load_shard(weights, vision, ffn, hidden, device, dtype, comm.clone());
+                ranks.0.push(tower.with_context(context)?);
+                ranks
+                    .1
+                    .push(Qwen2Model::load_shard(weights, PREFIX, llm, device, comm).with_context(context)?);
+            }
+            Ok(ranks)
+        }
     }
 }
 

@@ -233,7 +233,7 @@ fn model_errors_are_clear() {
     assert!(!uneven.status.success());
     let stderr = String::from_utf8_lossy(&uneven.stderr);
     assert!(
-        stderr.contains("--tp 3") && stderr.contains("does not divide"),
+        stderr.contains("--tp 3") && stderr.contains("tensor parallelism 3"),
         "{stderr}"
     );
     let cuda = nvlm(&["generate", "--device", "cuda", "--prompt", "hi"]);

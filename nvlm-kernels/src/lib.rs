@@ -27,7 +27,9 @@ pub use elementwise::{add, cast, mul, scale, scale_channels};
 pub use embedding::{embedding, scatter_rows};
 pub use error::{KernelError, Result};
 pub use matmul::{batched_matmul, matmul};
-pub use norm::{add_rms_norm, layer_norm, rms_norm, rms_norm_partial_stats};
+pub use norm::{
+    add_rms_norm, layer_norm, rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, row_sum_squares,
+};
 pub use patch::{patch_embed, unfold_patches};
 pub use rope::{rotary_embedding, DynamicNtk, RopeConfig};
 pub use sampling::{argmax, filtered_distribution, sample, uniform, SamplingParams};

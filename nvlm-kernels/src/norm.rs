@@ -33,7 +33,7 @@ pub fn rms_norm_partial_stats(x: &Tensor, weight: &Tensor, eps: f32, stat_channe
         Device::Cpu => {
             let w = f32_values(weight)?;
             let y = map_rows(&f32_values(x)?, width, width, |_, row, out| {
-                rms_row(row, &w, eps, stat_channels, dtype, out)
+                rms_row(row, &w, eps, mean_square(&row[..stat_channels]), dtype, out)
             });
             from_f32(y, dtype, x.shape())
         }
@@ -42,18 +42,78 @@ pub fn rms_norm_partial_stats(x: &Tensor, weight: &Tensor, eps: f32, stat_channe
     }
 }
 
-fn rms_row(
-    row: &[f32],
-    w: &[f32],
-    eps: f32,
-    stat_channels: usize,
-    dtype: nvlm_tensor::DType,
-    out: &mut [f32],
-) {
-    let mean_square = row[..stat_channels].iter().map(|v| v * v).sum::<f32>() / stat_channels as f32;
+fn sum_squares(values: &[f32]) -> f32 {
+    values.iter().map(|v| v * v).sum()
+}
+
+fn mean_square(values: &[f32]) -> f32 {
+    sum_squares(values) / values.len() as f32
+}
+
+fn rms_row(row: &[f32], w: &[f32], eps: f32, mean_square: f32, dtype: nvlm_tensor::DType, out: &mut [f32]) {
     let inv = 1.0 / (mean_square + eps).sqrt();
     for ((o, &v), &g) in out.iter_mut().zip(row).zip(w) {
         *o = g * round_to(v * inv, dtype);
+    }
+}
+
+/// Per-row sums of squares (f32) of channels `start..start + len` of `x`: shape `x.shape()` without its last
+/// dimension. With [`rms_norm_with_sum_squares`], a QK-norm whose channels are split over tensor-parallel ranks (the
+/// ranks all-reduce these sums in between).
+pub fn row_sum_squares(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    const OP: &str = "row_sum_squares";
+    float_dtype(OP, x)?;
+    let width = x.last_dim();
+    if start + len > width {
+        return Err(KernelError::invalid(
+            OP,
+            format!("channels {start}..{} of {width}", start + len),
+        ));
+    }
+    let rows_shape = &x.shape()[..x.rank().saturating_sub(1)];
+    match x.device() {
+        Device::Cpu => {
+            let sums = map_rows(&f32_values(x)?, width, 1, |_, row, out| {
+                out[0] = sum_squares(&row[start..start + len]);
+            });
+            Ok(Tensor::from_vec(sums, rows_shape)?)
+        }
+        device => Err(KernelError::unsupported(OP, device)),
+    }
+}
+
+/// RMSNorm with the statistics given: `w · cast(x · rsqrt(sum_squares / count + eps))` per row, where
+/// `sum_squares` (f32, one per row) covers `count` channels, possibly spread over several ranks.
+pub fn rms_norm_with_sum_squares(
+    x: &Tensor,
+    weight: &Tensor,
+    eps: f32,
+    sum_squares: &Tensor,
+    count: usize,
+) -> Result<Tensor> {
+    const OP: &str = "rms_norm_with_sum_squares";
+    let dtype = float_dtype(OP, x)?;
+    let width = x.last_dim();
+    vector(OP, "weight", weight, width)?;
+    let rows = x.numel() / width.max(1);
+    if sum_squares.numel() != rows || count == 0 {
+        return Err(KernelError::invalid(
+            OP,
+            format!(
+                "{} sums of squares over {count} channels for {rows} rows",
+                sum_squares.numel()
+            ),
+        ));
+    }
+    match same_device(OP, &[x, weight, sum_squares])? {
+        Device::Cpu => {
+            let (w, sums) = (f32_values(weight)?, f32_values(sum_squares)?);
+            let y = map_rows(&f32_values(x)?, width, width, |r, row, out| {
+                rms_row(row, &w, eps, sums[r] / count as f32, dtype, out)
+            });
+            from_f32(y, dtype, x.shape())
+        }
+        device => Err(KernelError::unsupported(OP, device)),
     }
 }
 
@@ -75,7 +135,7 @@ pub fn add_rms_norm(x: &Tensor, residual: &Tensor, weight: &Tensor, eps: f32) ->
                 .collect();
             let w = f32_values(weight)?;
             let y = map_rows(&sum, width, width, |_, row, out| {
-                rms_row(row, &w, eps, width, dtype, out)
+                rms_row(row, &w, eps, mean_square(row), dtype, out)
             });
             Ok((from_f32(y, dtype, x.shape())?, from_f32(sum, dtype, x.shape())?))
         }

@@ -159,6 +159,42 @@ fn qk_norm_variance_over_real_channels_only() {
     );
     assert!(rms_norm_partial_stats(&x, &w, 1e-6, 29).is_err());
     assert!(rms_norm_partial_stats(&x, &w, 1e-6, 0).is_err());
+
+    // The same norm split over two ranks of 14 channels: rank 0 holds 14 real channels, rank 1 holds 6 real and 8
+    // dummy; each sums the squares of its real channels, the sums add, each normalises its own channels.
+    let (halves, w_halves) = (split(&x, 1, &[14, 14]).unwrap(), split(&w, 0, &[14, 14]).unwrap());
+    let sums: Vec<Tensor> = [(0, 14), (0, 6)]
+        .iter()
+        .zip(&halves)
+        .map(|(&(start, len), h)| row_sum_squares(h, start, len).unwrap())
+        .collect();
+    let want_sums: Vec<f64> = xv
+        .chunks(28)
+        .map(|row| row[..20].iter().map(|v| v * v).sum())
+        .collect();
+    let total = add(&sums[0], &sums[1]).unwrap();
+    assert_close(
+        "row sums of squares",
+        &total.to_f64_vec().unwrap(),
+        &want_sums,
+        1e-5,
+        1e-5,
+    );
+    let parts: Vec<Tensor> = halves
+        .iter()
+        .zip(&w_halves)
+        .map(|(h, w)| rms_norm_with_sum_squares(h, w, 1e-6, &total, 20).unwrap())
+        .collect();
+    let joined = concat(&[&parts[0], &parts[1]], 1).unwrap();
+    assert_close(
+        "qk-norm from sharded statistics",
+        &joined.to_f64_vec().unwrap(),
+        &rms_norm_ref(&xv, &wv, 1e-6, 28, 20, |v| v),
+        1e-5,
+        1e-5,
+    );
+    assert!(row_sum_squares(&halves[0], 10, 5).is_err());
+    assert!(rms_norm_with_sum_squares(&halves[0], &w_halves[0], 1e-6, &sums[0], 0).is_err());
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! How a Qwen2 model splits across tensor-parallel ranks, and reading only one rank's slices of the weights.
 
-use nvlm_tensor::{load_weight, Device, Tensor, TensorError, Weights};
+use nvlm_tensor::{load_weight_columns, load_weight_rows, Device, Tensor, Weights};
 
 use crate::{Qwen2Config, Qwen2Error, Result};
 
@@ -86,54 +86,29 @@ pub(crate) struct ShardedLoader<'a> {
 }
 
 impl ShardedLoader<'_> {
-    fn view(&self, name: &str, shape: &[usize]) -> Result<nvlm_tensor::TensorView<'_>> {
-        let name = format!("{}{name}", self.prefix);
-        let view = self.weights.get(&name)?;
-        if view.shape != shape {
-            return Err(TensorError::shape(
-                "load_shard",
-                format!(
-                    "`{name}` has shape {:?} in the checkpoint, the config implies {shape:?}",
-                    view.shape
-                ),
-            )
-            .into());
-        }
-        Ok(view)
-    }
-
     /// Rows `start..start + len` of `name` (all of a vector when `len` is its length).
     pub fn rows(&self, name: &str, shape: &[usize], start: usize, len: usize) -> Result<Tensor> {
-        if start == 0 && len == shape[0] {
-            return Ok(load_weight(
-                self.weights,
-                &format!("{}{name}", self.prefix),
-                shape,
-                self.device,
-            )?);
-        }
-        let view = self.view(name, shape)?;
-        let row_bytes = view.data.len() / shape[0];
-        let mut sliced = shape.to_vec();
-        sliced[0] = len;
-        Ok(Tensor::from_bytes(
-            &view.data[start * row_bytes..(start + len) * row_bytes],
-            view.dtype,
-            &sliced,
+        let name = format!("{}{name}", self.prefix);
+        Ok(load_weight_rows(
+            self.weights,
+            &name,
+            shape,
+            start,
+            len,
             self.device,
         )?)
     }
 
     /// Columns `start..start + len` of the matrix `name`.
     pub fn columns(&self, name: &str, shape: &[usize], start: usize, len: usize) -> Result<Tensor> {
-        let view = self.view(name, shape)?;
-        let elem = view.dtype.size_in_bytes();
-        let (rows, cols) = (shape[0], shape[1]);
-        let mut bytes = Vec::with_capacity(rows * len * elem);
-        for r in 0..rows {
-            let at = (r * cols + start) * elem;
-            bytes.extend_from_slice(&view.data[at..at + len * elem]);
-        }
-        Ok(Tensor::from_bytes(&bytes, view.dtype, &[rows, len], self.device)?)
+        let name = format!("{}{name}", self.prefix);
+        Ok(load_weight_columns(
+            self.weights,
+            &name,
+            shape,
+            start,
+            len,
+            self.device,
+        )?)
     }
 }

@@ -17,7 +17,7 @@ pub use dtype::{DType, Element};
 pub use error::{Result, TensorError};
 pub use storage::{CpuBuffer, CudaBuffer, Storage};
 pub use tensor::Tensor;
-pub use weights::{load_weight, MemoryWeights, TensorView, Weights};
+pub use weights::{load_weight, load_weight_columns, load_weight_rows, MemoryWeights, TensorView, Weights};
 
 /// Re-export of the cudarc version this crate is built against, so that kernel crates use the same types.
 pub use cudarc;

@@ -99,6 +99,10 @@ pub fn load_weight(
     shape: &[usize],
     device: crate::Device,
 ) -> Result<Tensor> {
+    Tensor::from_view(&checked_view(weights, name, shape)?, device)
+}
+
+fn checked_view<'a>(weights: &'a dyn Weights, name: &str, shape: &[usize]) -> Result<TensorView<'a>> {
     let view = weights.get(name)?;
     if view.shape != shape {
         return Err(TensorError::shape(
@@ -109,5 +113,63 @@ pub fn load_weight(
             ),
         ));
     }
-    Tensor::from_view(&view, device)
+    Ok(view)
+}
+
+/// Rows `start..start + len` (along the leading dimension) of `name`, checking its whole shape; only the slice is
+/// copied. A tensor-parallel rank's share of a column-parallel weight or a sharded vector.
+pub fn load_weight_rows(
+    weights: &dyn Weights,
+    name: &str,
+    shape: &[usize],
+    start: usize,
+    len: usize,
+    device: crate::Device,
+) -> Result<Tensor> {
+    let view = checked_view(weights, name, shape)?;
+    if start + len > shape[0] {
+        return Err(TensorError::shape(
+            "load_weight_rows",
+            format!("rows {start}..{} of `{name}` with {} rows", start + len, shape[0]),
+        ));
+    }
+    let row_bytes = view.data.len() / shape[0].max(1);
+    let mut sliced = shape.to_vec();
+    sliced[0] = len;
+    Tensor::from_bytes(
+        &view.data[start * row_bytes..(start + len) * row_bytes],
+        view.dtype,
+        &sliced,
+        device,
+    )
+}
+
+/// Columns `start..start + len` of the matrix `name` (`[rows, cols]`), checking its shape: a tensor-parallel
+/// rank's share of a row-parallel weight.
+pub fn load_weight_columns(
+    weights: &dyn Weights,
+    name: &str,
+    shape: &[usize],
+    start: usize,
+    len: usize,
+    device: crate::Device,
+) -> Result<Tensor> {
+    let view = checked_view(weights, name, shape)?;
+    let (rows, cols) = (shape[0], shape[1]);
+    if shape.len() != 2 || start + len > cols {
+        return Err(TensorError::shape(
+            "load_weight_columns",
+            format!(
+                "columns {start}..{} of `{name}` with shape {shape:?}",
+                start + len
+            ),
+        ));
+    }
+    let elem = view.dtype.size_in_bytes();
+    let mut bytes = Vec::with_capacity(rows * len * elem);
+    for r in 0..rows {
+        let at = (r * cols + start) * elem;
+        bytes.extend_from_slice(&view.data[at..at + len * elem]);
+    }
+    Tensor::from_bytes(&bytes, view.dtype, &[rows, len], device)
 }

@@ -9,6 +9,9 @@ pub enum VitError {
     /// An op failed.
     #[error(transparent)]
     Kernel(#[from] nvlm_kernels::KernelError),
+    /// A tensor-parallel collective failed.
+    #[error(transparent)]
+    Dist(#[from] nvlm_dist::DistError),
     /// The config is missing a field or has an unsupported value.
     #[error("vision config: {0}")]
     Config(String),

@@ -7,11 +7,13 @@
 mod config;
 mod error;
 mod projector;
+mod tensor_parallel;
 mod vit;
 
 pub use config::VisionConfig;
 pub use error::{Result, VitError};
 pub use projector::Projector;
+pub use tensor_parallel::ViTSharding;
 pub use vit::{InternVit, VisionOutput, VisionTower};
 
 /// Tokens per 448x448 tile after pixel shuffle: (448 / 14)^2 / 4.

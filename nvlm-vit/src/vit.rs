@@ -2,9 +2,13 @@
 
 use nvlm_kernels as k;
 use nvlm_kernels::AttentionMask;
-use nvlm_tensor::{load_weight, DType, Device, Tensor, Weights};
+use std::sync::Arc;
+
+use nvlm_dist::Comm;
+use nvlm_tensor::{load_weight, load_weight_columns, load_weight_rows, DType, Device, Tensor, Weights};
 
 use crate::projector::Projector;
+use crate::tensor_parallel::ViTSharding;
 use crate::{Result, VisionConfig};
 
 /// One encoder layer's weights.
@@ -27,8 +31,10 @@ struct Layer {
 /// InternViT-6B (embeddings and encoder; no final norm, as NVLM-D uses `last_hidden_state`).
 pub struct InternVit {
     config: VisionConfig,
-    /// Heads the weights hold: the real ones when the dummy heads were sliced away, else real + dummy.
-    heads: usize,
+    /// This rank's heads and FFN rows, in the form that runs (dummy heads sliced away or kept).
+    sharding: ViTSharding,
+    /// The tensor-parallel group; `None` without tensor parallelism.
+    comm: Option<Arc<dyn Comm>>,
     class_embedding: Tensor,
     patch_weight: Tensor,
     patch_bias: Tensor,
@@ -38,6 +44,56 @@ pub struct InternVit {
 
 fn all_zero(t: &Tensor) -> Result<bool> {
     Ok(t.to_f32_vec()?.iter().all(|&v| v == 0.0))
+}
+
+/// True when every dummy part of every layer is zero (q/k/v rows of the dummy heads, the q-norm's dummy entries,
+/// `proj`'s dummy input columns): then the dummy heads contribute exactly nothing. Reads only the dummy slices.
+fn dummy_heads_are_zero(weights: &dyn Weights, config: &VisionConfig) -> Result<bool> {
+    let (c, d) = (config.hidden_size, config.head_dim());
+    let (real, padded) = (
+        config.num_heads * d,
+        (config.num_heads + config.num_dummy_heads) * d,
+    );
+    let (dummy, host) = (padded - real, Device::Cpu);
+    if dummy == 0 {
+        return Ok(true);
+    }
+    for l in 0..config.num_layers {
+        let p = format!("vision_model.encoder.layers.{l}.attn");
+        let qkv = format!("{p}.qkv.weight");
+        for part in 0..3 {
+            if !all_zero(&load_weight_rows(
+                weights,
+                &qkv,
+                &[3 * padded, c],
+                part * padded + real,
+                dummy,
+                host,
+            )?)? {
+                return Ok(false);
+            }
+        }
+        let q_norm = load_weight_rows(
+            weights,
+            &format!("{p}.q_norm.weight"),
+            &[padded],
+            real,
+            dummy,
+            host,
+        )?;
+        let proj = load_weight_columns(
+            weights,
+            &format!("{p}.proj.weight"),
+            &[c, padded],
+            real,
+            dummy,
+            host,
+        )?;
+        if !all_zero(&q_norm)? || !all_zero(&proj)? {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 impl InternVit {
@@ -54,9 +110,34 @@ impl InternVit {
         device: Device,
         dtype: DType,
     ) -> Result<InternVit> {
+        InternVit::load_ranked(weights, config, device, dtype, None)
+    }
+
+    /// Loads rank `comm.rank()` of a tensor-parallel ViT: heads split across ranks (the real heads when the dummy
+    /// heads are zero and the ranks divide them, else all 32 stored heads, 4 a rank at TP=8), the QK-norm variance
+    /// an all-reduced sum of squares over the real channels, column-parallel `qkv`/`fc1`, row-parallel `proj`/`fc2`
+    /// with one all-reduce each. Each rank reads only its slices.
+    pub fn load_shard(
+        weights: &dyn Weights,
+        config: &VisionConfig,
+        device: Device,
+        dtype: DType,
+        comm: Arc<dyn Comm>,
+    ) -> Result<InternVit> {
+        InternVit::load_ranked(weights, config, device, dtype, Some(comm))
+    }
+
+    fn load_ranked(
+        weights: &dyn Weights,
+        config: &VisionConfig,
+        device: Device,
+        dtype: DType,
+        comm: Option<Arc<dyn Comm>>,
+    ) -> Result<InternVit> {
         let (c, d) = (config.hidden_size, config.head_dim());
         let padded = (config.num_heads + config.num_dummy_heads) * d;
-        let real = config.num_heads * d;
+        let (rank, size) = comm.as_ref().map_or((0, 1), |comm| (comm.rank(), comm.size()));
+        let sharding = ViTSharding::new(config, rank, size, || dummy_heads_are_zero(weights, config))?;
         let host = Device::Cpu;
         let e = "vision_model.embeddings";
         let grid = config.grid();
@@ -81,58 +162,52 @@ impl InternVit {
             host,
         )?;
         let patch_bias = load_weight(weights, &format!("{e}.patch_embedding.bias"), &[c], host)?;
-        let mut layers = Vec::with_capacity(config.num_layers);
-        let mut sliced = true;
-        for l in 0..config.num_layers {
-            let p = format!("vision_model.encoder.layers.{l}");
-            let w = |name: &str, shape: &[usize]| load_weight(weights, &format!("{p}.{name}"), shape, host);
-            let qkv = w("attn.qkv.weight", &[3 * padded, c])?;
-            let q_norm = w("attn.q_norm.weight", &[padded])?;
-            let k_norm = w("attn.k_norm.weight", &[padded])?;
-            let proj = w("attn.proj.weight", &[c, padded])?;
-            // Dummy parts: q/k/v rows of heads >= num_heads, norm entries and proj columns beyond `real`.
-            let dummy_rows = (0..3).map(|part| qkv.narrow0(part * padded + real, padded - real));
-            let proj_dummy = &k::split(&proj, 1, &[real, padded - real])?[1];
-            let mut zero = all_zero(proj_dummy)? && all_zero(&q_norm.narrow0(real, padded - real)?)?;
-            for rows in dummy_rows {
-                zero = zero && all_zero(&rows?)?;
-            }
-            sliced &= zero;
-            layers.push(Layer {
-                norm1: w("norm1.weight", &[c])?,
-                qkv,
-                q_norm,
-                k_norm,
-                proj,
-                proj_bias: w("attn.proj.bias", &[c])?,
-                ls1: w("ls1", &[c])?,
-                norm2: w("norm2.weight", &[c])?,
-                fc1: w("mlp.fc1.weight", &[config.intermediate_size, c])?,
-                fc1_bias: w("mlp.fc1.bias", &[config.intermediate_size])?,
-                fc2: w("mlp.fc2.weight", &[c, config.intermediate_size])?,
-                fc2_bias: w("mlp.fc2.bias", &[c])?,
-                ls2: w("ls2", &[c])?,
-            });
-        }
-        if sliced {
-            for layer in &mut layers {
-                let parts: Vec<Tensor> = (0..3)
-                    .map(|p| layer.qkv.narrow0(p * padded, real))
+        let (h0, width) = (sharding.heads_start * d, sharding.heads * d);
+        let (f0, ffn, inter) = (sharding.ffn_start, sharding.ffn, config.intermediate_size);
+        let layers = (0..config.num_layers)
+            .map(|l| {
+                let p = format!("vision_model.encoder.layers.{l}");
+                let name = |n: &str| format!("{p}.{n}");
+                let w = |n: &str, shape: &[usize]| load_weight(weights, &name(n), shape, host);
+                let rows = |n: &str, shape: &[usize], start, len| {
+                    load_weight_rows(weights, &name(n), shape, start, len, host)
+                };
+                let columns = |n: &str, shape: &[usize], start, len| {
+                    load_weight_columns(weights, &name(n), shape, start, len, host)
+                };
+                // Row-parallel biases are added once, by rank 0, so the all-reduced sum holds them once.
+                let bias_once = |n: &str| -> Result<Tensor> {
+                    let bias = w(n, &[c])?;
+                    Ok(if rank == 0 {
+                        bias
+                    } else {
+                        Tensor::zeros(bias.shape(), bias.dtype(), host)?
+                    })
+                };
+                let qkv_parts: Vec<Tensor> = (0..3)
+                    .map(|part| rows("attn.qkv.weight", &[3 * padded, c], part * padded + h0, width))
                     .collect::<Result<_, _>>()?;
-                layer.qkv = k::concat(&parts.iter().collect::<Vec<_>>(), 0)?;
-                layer.q_norm = layer.q_norm.narrow0(0, real)?;
-                layer.k_norm = layer.k_norm.narrow0(0, real)?;
-                layer.proj = k::split(&layer.proj, 1, &[real, padded - real])?.swap_remove(0);
-            }
-        }
-        let heads = if sliced {
-            config.num_heads
-        } else {
-            config.num_heads + config.num_dummy_heads
-        };
+                Ok(Layer {
+                    norm1: w("norm1.weight", &[c])?,
+                    qkv: k::concat(&qkv_parts.iter().collect::<Vec<_>>(), 0)?,
+                    q_norm: rows("attn.q_norm.weight", &[padded], h0, width)?,
+                    k_norm: rows("attn.k_norm.weight", &[padded], h0, width)?,
+                    proj: columns("attn.proj.weight", &[c, padded], h0, width)?,
+                    proj_bias: bias_once("attn.proj.bias")?,
+                    ls1: w("ls1", &[c])?,
+                    norm2: w("norm2.weight", &[c])?,
+                    fc1: rows("mlp.fc1.weight", &[inter, c], f0, ffn)?,
+                    fc1_bias: rows("mlp.fc1.bias", &[inter], f0, ffn)?,
+                    fc2: columns("mlp.fc2.weight", &[c, inter], f0, ffn)?,
+                    fc2_bias: bias_once("mlp.fc2.bias")?,
+                    ls2: w("ls2", &[c])?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         let mut vit = InternVit {
             config: config.clone(),
-            heads,
+            sharding,
+            comm,
             class_embedding,
             patch_weight,
             patch_bias,
@@ -183,7 +258,29 @@ impl InternVit {
 
     /// True when the dummy heads were sliced away at load time.
     pub fn dummy_heads_sliced(&self) -> bool {
-        self.heads == self.config.num_heads
+        !self.sharding.padded
+    }
+
+    /// The sum over ranks of a row-parallel partial result (the identity without tensor parallelism).
+    fn reduce(&self, partial: Tensor) -> Result<Tensor> {
+        match &self.comm {
+            Some(comm) => Ok(comm.all_reduce_sum(&partial)?),
+            None => Ok(partial),
+        }
+    }
+
+    /// InternViT's QK-norm: RMSNorm over all heads concatenated, the mean square over the real channels only. This
+    /// rank's real channels come first in its slice; with tensor parallelism their sums of squares are all-reduced.
+    fn qk_norm(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+        let eps = self.config.norm_eps;
+        let d = self.config.head_dim();
+        let real = self.config.num_heads * d;
+        let Some(comm) = &self.comm else {
+            return Ok(k::rms_norm_partial_stats(x, weight, eps, real)?);
+        };
+        let local_real = self.sharding.real_heads * d;
+        let sums = comm.all_reduce_sum(&k::row_sum_squares(x, 0, local_real)?)?;
+        Ok(k::rms_norm_with_sum_squares(x, weight, eps, &sums, real)?)
     }
 
     /// `pixel_values[T, 3, 448, 448]` to the last layer's hidden states `[T, 1025, C]` (CLS at index 0).
@@ -234,16 +331,15 @@ impl InternVit {
         let eps = self.config.norm_eps;
         let [tiles, n, c] = [x.shape()[0], x.shape()[1], x.shape()[2]];
         let d = self.config.head_dim();
-        let width = self.heads * d;
-        let real = self.config.num_heads * d;
+        let heads = self.sharding.heads;
+        let width = heads * d;
 
         let h = k::rms_norm(x, &l.norm1, eps)?;
         let qkv = k::matmul(&h, &l.qkv, None)?;
         let parts = k::split(&qkv, 2, &[width, width, width])?;
-        // QK-norm over all heads concatenated; the mean square covers the real channels only.
-        let q = k::rms_norm_partial_stats(&parts[0], &l.q_norm, eps, real)?;
-        let key = k::rms_norm_partial_stats(&parts[1], &l.k_norm, eps, real)?;
-        let shape = [tiles, n, self.heads, d];
+        let q = self.qk_norm(&parts[0], &l.q_norm)?;
+        let key = self.qk_norm(&parts[1], &l.k_norm)?;
+        let shape = [tiles, n, heads, d];
         let attn = k::attention(
             &q.reshape(&shape)?,
             &key.reshape(&shape)?,
@@ -251,12 +347,16 @@ impl InternVit {
             AttentionMask::Bidirectional,
             1.0 / (d as f32).sqrt(),
         )?;
-        let o = k::matmul(&attn.reshape(&[tiles, n, width])?, &l.proj, Some(&l.proj_bias))?;
+        let o = self.reduce(k::matmul(
+            &attn.reshape(&[tiles, n, width])?,
+            &l.proj,
+            Some(&l.proj_bias),
+        )?)?;
         let x = k::add(x, &k::scale_channels(&o, &l.ls1)?)?;
 
         let h = k::rms_norm(&x, &l.norm2, eps)?;
         let m = k::gelu(&k::matmul(&h, &l.fc1, Some(&l.fc1_bias))?)?;
-        let m = k::matmul(&m, &l.fc2, Some(&l.fc2_bias))?;
+        let m = self.reduce(k::matmul(&m, &l.fc2, Some(&l.fc2_bias))?)?;
         debug_assert_eq!(m.shape(), [tiles, n, c]);
         Ok(k::add(&x, &k::scale_channels(&m, &l.ls2)?)?)
     }
@@ -294,16 +394,34 @@ impl VisionTower {
         device: Device,
         dtype: DType,
     ) -> Result<VisionTower> {
+        let widths = [4 * config.hidden_size, projector_hidden, llm_hidden];
         Ok(VisionTower {
             vit: InternVit::load(weights, config, device, dtype)?,
             projector: Projector::load(
                 weights,
-                4 * config.hidden_size,
-                projector_hidden,
-                llm_hidden,
+                widths[0],
+                widths[1],
+                widths[2],
                 config.projector_eps,
                 device,
             )?,
+        })
+    }
+
+    /// Loads rank `comm.rank()` of a tensor-parallel tower ([`InternVit::load_shard`], [`Projector::load_shard`]).
+    pub fn load_shard(
+        weights: &dyn Weights,
+        config: &VisionConfig,
+        projector_hidden: usize,
+        llm_hidden: usize,
+        device: Device,
+        dtype: DType,
+        comm: Arc<dyn Comm>,
+    ) -> Result<VisionTower> {
+        let widths = [4 * config.hidden_size, projector_hidden, llm_hidden];
+        Ok(VisionTower {
+            vit: InternVit::load_shard(weights, config, device, dtype, comm.clone())?,
+            projector: Projector::load_shard(weights, widths, config.projector_eps, device, comm)?,
         })
     }
 
