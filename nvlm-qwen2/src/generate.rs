@@ -72,14 +72,24 @@ pub fn generate(
     let dtype = embeds.dtype();
     while tokens.len() < options.max_new_tokens {
         let last = hidden.narrow0(hidden.shape()[0] - 1, 1)?;
-        let logits = if options.record {
+        let token = if options.record {
             let all = model.logits(&hidden)?;
             recorded.push((hidden.clone(), all.clone()));
-            all.narrow0(all.shape()[0] - 1, 1)?
+            sampler.next(&all.narrow0(all.shape()[0] - 1, 1)?, &history)?
         } else {
-            model.logits(&last)?
+            let sharded = if sampler.is_greedy() {
+                model.local_logits(&last)?
+            } else {
+                None
+            };
+            match sharded {
+                // Vocabulary-parallel greedy: one (value, id) pair a rank crosses the group, not the logits.
+                Some((local, first_id, comm)) => {
+                    sampler.next_greedy_sharded(&local, &history, first_id, comm)?
+                }
+                None => sampler.next(&model.logits(&last)?, &history)?,
+            }
         };
-        let token = sampler.next(&logits, &history)?;
         tokens.push(token);
         history.push(token);
         if options.stop_ids.contains(&token) {

@@ -295,6 +295,14 @@ impl Qwen2Model {
         Ok(k::transpose_last2(&gathered)?.reshape(&[n, self.config.vocab_size])?)
     }
 
+    /// This rank's slice of the logits `[n, vocab / tp]` (f32) and the first id it covers, with the group, when the
+    /// LM head is vocabulary-parallel; `None` without tensor parallelism.
+    pub fn local_logits(&self, hidden: &Tensor) -> Result<Option<(Tensor, usize, &dyn Comm)>> {
+        let Some(comm) = &self.comm else { return Ok(None) };
+        let local = k::cast(&k::matmul(hidden, &self.lm_head, None)?, nvlm_tensor::DType::F32)?;
+        Ok(Some((local, self.sharding.vocab_start, comm.as_ref())))
+    }
+
     /// A KV cache sized for `max_positions` positions of one sequence in blocks of 16.
     pub fn new_cache(&self, max_positions: usize) -> PagedKvCache {
         const BLOCK: usize = 16;

@@ -1,7 +1,8 @@
 //! Choosing tokens: greedy or sampled (temperature, top-k, top-p, seed) with a repetition penalty, and stop
 //! conditions.
 
-use nvlm_kernels::{sample, SamplingParams};
+use nvlm_dist::Comm;
+use nvlm_kernels::{argmax, sample, SamplingParams};
 use nvlm_tensor::Tensor;
 
 use crate::Result;
@@ -37,25 +38,62 @@ impl Sampler {
         Sampler { config, step: 0 }
     }
 
+    /// True when the next token is the argmax (temperature 0).
+    pub fn is_greedy(&self) -> bool {
+        self.config.params.temperature == 0.0
+    }
+
+    /// Applies the repetition penalty to `row`, the logits of ids `first_id..first_id + row.len()`.
+    fn penalize(&self, row: &mut [f32], context: &[u32], first_id: usize) {
+        if self.config.repetition_penalty == 1.0 {
+            return;
+        }
+        let mut seen = vec![false; row.len()];
+        for &id in context {
+            if let Some(s) = (id as usize).checked_sub(first_id).and_then(|i| seen.get_mut(i)) {
+                *s = true;
+            }
+        }
+        for (v, _) in row.iter_mut().zip(&seen).filter(|(_, s)| **s) {
+            *v = if *v > 0.0 {
+                *v / self.config.repetition_penalty
+            } else {
+                *v * self.config.repetition_penalty
+            };
+        }
+    }
+
+    /// The greedy next token when each rank holds only its slice of the vocabulary: `local[len]` (f32) are the
+    /// logits of ids `first_id..first_id + len`. Ranks exchange one (value, id) pair each, not the logits; the
+    /// highest value wins, ties to the lowest id, as a whole-vocabulary argmax.
+    pub fn next_greedy_sharded(
+        &mut self,
+        local: &Tensor,
+        context: &[u32],
+        first_id: usize,
+        comm: &dyn Comm,
+    ) -> Result<u32> {
+        let mut row = local.to_f32_vec()?;
+        self.penalize(&mut row, context, first_id);
+        let best = argmax(&Tensor::from_vec(row.clone(), &[1, row.len()])?)?.to_vec::<i32>()?[0] as usize;
+        // Ids below 2^24 are exact in f32.
+        let pair = Tensor::from_vec(vec![row[best], (first_id + best) as f32], &[1, 2])?;
+        let pairs = comm.all_gather(&pair)?.to_f32_vec()?;
+        let mut winner = (f32::NEG_INFINITY, 0.0);
+        for (i, pair) in pairs.chunks(2).enumerate() {
+            if i == 0 || pair[0] > winner.0 || winner.0.is_nan() {
+                winner = (pair[0], pair[1]);
+            }
+        }
+        self.step += 1;
+        Ok(winner.1 as u32)
+    }
+
     /// The next token from `logits[vocab]` (f32) given the tokens so far (`context`, for the repetition penalty).
     pub fn next(&mut self, logits: &Tensor, context: &[u32]) -> Result<u32> {
         let vocab = logits.numel();
         let mut row = logits.to_f32_vec()?;
-        if self.config.repetition_penalty != 1.0 {
-            let mut seen = vec![false; vocab];
-            for &id in context {
-                if let Some(s) = seen.get_mut(id as usize) {
-                    *s = true;
-                }
-            }
-            for (v, _) in row.iter_mut().zip(&seen).filter(|(_, s)| **s) {
-                *v = if *v > 0.0 {
-                    *v / self.config.repetition_penalty
-                } else {
-                    *v * self.config.repetition_penalty
-                };
-            }
-        }
+        self.penalize(&mut row, context, 0);
         let id = sample(
             &Tensor::from_vec(row, &[1, vocab])?,
             &self.config.params,

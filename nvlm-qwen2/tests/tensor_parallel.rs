@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use nvlm_checkpoint::SafetensorsCheckpoint;
 use nvlm_dist::{Comm, ThreadGroup};
+use nvlm_kernels::SamplingParams;
 use nvlm_qwen2::{
     generate, GenerateOptions, Qwen2Config, Qwen2Model, Sampler, SamplerConfig, Sharding, IM_END_TOKEN_ID,
 };
@@ -17,7 +18,12 @@ const PROMPT: [u32; 9] = [151644, 872, 198, 3838, 374, 304, 279, 2168, 30];
 
 struct Run {
     logits: Vec<f32>,
+    /// Greedy ids (vocabulary-parallel argmax under tensor parallelism).
     tokens: Vec<u32>,
+    /// Greedy ids with a repetition penalty (applied to each rank's slice).
+    penalized: Vec<u32>,
+    /// Sampled ids (temperature, top-k, top-p; the logits gathered whole).
+    sampled: Vec<u32>,
 }
 
 fn weights_and_config() -> (SafetensorsCheckpoint, Qwen2Config) {
@@ -41,14 +47,31 @@ fn run(model: &Qwen2Model) -> Run {
         stop_ids: vec![IM_END_TOKEN_ID],
         record: false,
     };
-    let mut sampler = Sampler::new(SamplerConfig::default());
-    let generation = generate(model, &embeds, &PROMPT, &mut sampler, &options, |_| {
-        std::ops::ControlFlow::Continue(())
-    })
-    .unwrap();
+    let tokens_with = |config: SamplerConfig| {
+        let mut sampler = Sampler::new(config);
+        generate(model, &embeds, &PROMPT, &mut sampler, &options, |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap()
+        .tokens
+    };
+    let sampling = SamplingParams {
+        temperature: 0.8,
+        top_k: 50,
+        top_p: 0.9,
+        seed: 7,
+    };
     Run {
         logits,
-        tokens: generation.tokens,
+        tokens: tokens_with(SamplerConfig::default()),
+        penalized: tokens_with(SamplerConfig {
+            repetition_penalty: 1.3,
+            ..SamplerConfig::default()
+        }),
+        sampled: tokens_with(SamplerConfig {
+            params: sampling,
+            repetition_penalty: 1.1,
+        }),
     }
 }
 
@@ -86,6 +109,11 @@ fn check(size: usize) {
             &whole.logits,
         );
         assert_eq!(got.tokens, whole.tokens, "TP={size} rank {rank}: greedy ids");
+        assert_eq!(
+            got.penalized, whole.penalized,
+            "TP={size} rank {rank}: greedy ids with a repetition penalty"
+        );
+        assert_eq!(got.sampled, whole.sampled, "TP={size} rank {rank}: sampled ids");
     }
 }
 
