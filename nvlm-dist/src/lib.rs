@@ -6,11 +6,13 @@
 
 mod comm;
 mod launch;
+mod nccl;
 mod rendezvous;
 mod thread_group;
 
 pub use comm::{Comm, DistError, Result};
 pub use launch::{LaunchEnv, DEFAULT_MASTER_PORT};
+pub use nccl::{nccl_available, NcclComm, NcclUniqueId};
 pub use rendezvous::rendezvous;
 pub use thread_group::ThreadGroup;
 

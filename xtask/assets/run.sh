@@ -65,7 +65,7 @@ main() {
   done
 
   echo "== summary: GPU vs CPU reference (max/rms = largest |gpu - cpu| over the reference's RMS)"
-  grep -h '^GPU-CHECK' "$LOG" | sed 's/^GPU-CHECK //'
+  grep -h '^GPU-CHECK\|^NCCL-CHECK' "$LOG" | sed 's/^GPU-CHECK //'
   grep -h '^VERDICT' "$LOG"
 
   echo "== benchmark: nvlm (cuBLASLt) vs PyTorch on the same shapes"

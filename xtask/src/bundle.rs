@@ -20,7 +20,11 @@ pub fn build(root: &Path, out: &Path) -> Result<()> {
     std::fs::create_dir_all(staging.join("bin/tests")).context("creating the bundle folder")?;
 
     step("building GPU tests (release)");
-    let tests: [(&str, &str); 2] = [("nvlm-kernels", "gpu_ops"), ("nvlm-tensor", "tensor_basics")];
+    let tests: [(&str, &str); 3] = [
+        ("nvlm-kernels", "gpu_ops"),
+        ("nvlm-tensor", "tensor_basics"),
+        ("nvlm-dist", "nccl"),
+    ];
     for (package, test) in tests {
         let exes = cargo_executables(
             root,
