@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use nvlm_checkpoint::{MegatronCheckpoint, MegatronWeights, SafetensorsCheckpoint, SAFETENSORS_INDEX};
-use nvlm_dist::{Comm, ThreadGroup};
+use nvlm_dist::{Comm, LaunchEnv, ThreadGroup};
 use nvlm_qwen2::{
     generate, GenerateOptions, Generation, Qwen2Config, Qwen2Model, Sampler, SamplerConfig, Tokenizer,
 };
@@ -52,6 +52,14 @@ fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
 impl Engine {
     /// Loads the model on `device` (the CPU backend computes in f32).
     pub fn load(source: &ModelSource, device: Device) -> anyhow::Result<Engine> {
+        if let Some(launch) = LaunchEnv::from_env()?.filter(|l| l.world_size > 1) {
+            bail!(
+                "this process was launched as rank {} of {} (torchrun/Slurm variables), but multi-process runs need \
+                 the CUDA backend with NCCL, which is not available yet; run one process, with --tp N to shard on the CPU",
+                launch.rank,
+                launch.world_size
+            );
+        }
         if device != Device::Cpu {
             bail!("the NVLM-D model runs on the CPU backend only in this build (the CUDA backend is in progress); use --device cpu");
         }

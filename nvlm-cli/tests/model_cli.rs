@@ -278,3 +278,19 @@ fn generate_runs_straight_from_a_megatron_checkpoint() {
         .collect();
     assert_eq!(got, reference.ids("f32.text.generated_ids"));
 }
+
+#[test]
+fn a_multi_process_launch_is_refused_with_a_reason() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nvlm"))
+        .args(["generate", "--prompt", "hi", "--max-new-tokens", "1"])
+        .env("WORLD_SIZE", "2")
+        .env("RANK", "1")
+        .output()
+        .expect("running nvlm");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("rank 1 of 2") && stderr.contains("--tp"),
+        "{stderr}"
+    );
+}

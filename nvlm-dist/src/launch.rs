@@ -21,35 +21,41 @@ pub struct LaunchEnv {
 pub const DEFAULT_MASTER_PORT: u16 = 29500;
 
 impl LaunchEnv {
-    /// Reads `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT` (torchrun), falling back to Slurm's
-    /// `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID`. `None` when neither names a world size (a single-process run).
+    /// Reads `RANK`, `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT` (torchrun), else Slurm's
+    /// `SLURM_PROCID`, `SLURM_NTASKS`, `SLURM_LOCALID` (under `srun`). `None` for a single-process run.
     pub fn from_env() -> Result<Option<LaunchEnv>> {
         LaunchEnv::from_vars(|name| std::env::var(name).ok())
     }
 
     /// [`LaunchEnv::from_env`] over any variable lookup (for tests).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Option<LaunchEnv>> {
-        let first = |names: &[&'static str]| names.iter().find_map(|&n| var(n).map(|v| (n, v)));
-        let Some((size_name, size)) = first(&["WORLD_SIZE", "SLURM_NTASKS"]) else {
-            return Ok(None);
-        };
         let number = |name: &str, value: &str| -> Result<usize> {
             value
                 .trim()
                 .parse()
                 .map_err(|_| DistError::Launch(format!("{name}={value:?} is not a non-negative integer")))
         };
-        let world_size = number(size_name, &size)?;
-        let rank = match first(&["RANK", "SLURM_PROCID"]) {
-            Some((name, value)) => number(name, &value)?,
+        // torchrun sets WORLD_SIZE and RANK; `srun` sets SLURM_NTASKS and SLURM_PROCID (an `salloc` shell sets only
+        // SLURM_NTASKS: a single process, not a launch).
+        let names = match (var("WORLD_SIZE"), var("SLURM_PROCID")) {
+            (Some(_), _) => ["WORLD_SIZE", "RANK", "LOCAL_RANK"],
+            (None, Some(_)) if var("SLURM_NTASKS").is_some() => {
+                ["SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID"]
+            }
+            _ => return Ok(None),
+        };
+        let [size_name, rank_name, local_name] = names;
+        let world_size = number(size_name, &var(size_name).unwrap_or_default())?;
+        let rank = match var(rank_name) {
+            Some(value) => number(rank_name, &value)?,
             None => {
                 return Err(DistError::Launch(format!(
-                    "{size_name} is set but RANK (or SLURM_PROCID) is not"
+                    "{size_name} is set but {rank_name} is not"
                 )))
             }
         };
-        let local_rank = match first(&["LOCAL_RANK", "SLURM_LOCALID"]) {
-            Some((name, value)) => number(name, &value)?,
+        let local_rank = match var(local_name) {
+            Some(value) => number(local_name, &value)?,
             None => rank,
         };
         if world_size == 0 || rank >= world_size {

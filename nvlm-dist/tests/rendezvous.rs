@@ -66,6 +66,11 @@ fn torchrun_and_slurm_environments_parse() {
     .unwrap();
     assert_eq!((slurm.rank, slurm.world_size, slurm.local_rank), (9, 16, 1));
     assert_eq!(slurm.master_port, DEFAULT_MASTER_PORT);
+    assert_eq!(
+        from(&[("SLURM_NTASKS", "8")]).unwrap(),
+        None,
+        "an salloc shell is not a launch"
+    );
     for (vars, needle) in [
         (&[("WORLD_SIZE", "2")][..], "RANK"),
         (&[("WORLD_SIZE", "2"), ("RANK", "2")][..], "does not fit"),
