@@ -186,7 +186,7 @@ impl Engine {
         record: bool,
         on_token: impl FnMut(u32) -> std::ops::ControlFlow<()>,
     ) -> anyhow::Result<Generation> {
-        let max_positions = 32768 * 3;
+        let max_positions = self.context_length();
         if ids.len() + max_new_tokens > max_positions {
             bail!("the prompt has {} tokens; with {max_new_tokens} new tokens that exceeds the context of {max_positions}", ids.len());
         }
@@ -214,6 +214,11 @@ impl Engine {
             }
             lead
         })
+    }
+
+    /// The most positions (prompt + answer) one sequence may use.
+    pub fn context_length(&self) -> usize {
+        32768 * 3
     }
 
     fn stop_ids(&self) -> Vec<u32> {

@@ -11,6 +11,7 @@ mod preprocess;
 mod prompt;
 mod sampling_args;
 mod selftest;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -45,6 +46,8 @@ enum Command {
     Chat(chat::ChatArgs),
     /// Answer one prompt, optionally about images; streams the answer, or prints JSON with --json.
     Generate(generate::GenerateArgs),
+    /// Serve an OpenAI-compatible HTTP API (chat completions with images, streaming or not).
+    Serve(serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
         Command::Eval(command) => eval::run(&command),
         Command::Chat(args) => chat::run(&args),
         Command::Generate(args) => generate::run(&args),
+        Command::Serve(args) => serve::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

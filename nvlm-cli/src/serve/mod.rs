@@ -1,0 +1,336 @@
+//! `nvlm serve`: an OpenAI-compatible HTTP server (chat completions with images, streaming or not).
+//!
+//! Requests are parsed and their images tiled on tokio's blocking pool, then queued (bounded: 429 when full) for the
+//! generation worker, which runs one request at a time and streams text back; a client that disconnects cancels its
+//! request at the next token.
+
+mod openai;
+mod worker;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use clap::Args;
+use nvlm_kernels::SamplingParams;
+use nvlm_qwen2::{build_prompt, SamplerConfig};
+use nvlm_tensor::Device;
+use nvlm_tiling::prompt::{expand_images, with_image_placeholder};
+use nvlm_tiling::tiles_from_bytes;
+use serde_json::json;
+use tokio::sync::mpsc::unbounded_channel;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::StreamExt;
+
+use crate::engine::Engine;
+use crate::sampling_args::{ModelArgs, DEMO_NOTICE};
+use openai::{parse_chat, ApiError};
+use worker::{Event, Job};
+
+/// Arguments of `nvlm serve`.
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    /// Port to listen on (0: any free port; the address is printed).
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Requests that may wait for the model; more are answered 429 with Retry-After.
+    #[arg(long, default_value_t = 64)]
+    max_queue: usize,
+    /// Require `Authorization: Bearer KEY` on API requests.
+    #[arg(long)]
+    api_key: Option<String>,
+    /// Accept local file paths (and file:// URLs) as image URLs; without it only data: URLs are read.
+    #[arg(long)]
+    allow_local_images: bool,
+    /// The model name clients pass and `/v1/models` lists.
+    #[arg(long, default_value = "nvlm-d")]
+    served_model_name: String,
+}
+
+struct AppState {
+    engine: Arc<Engine>,
+    queue: SyncSender<Job>,
+    name: String,
+    api_key: Option<String>,
+    allow_local_images: bool,
+    defaults: ModelArgs,
+}
+
+fn error_response(error: ApiError) -> Response {
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(error.body())).into_response()
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Runs the server until Ctrl-C.
+pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let device = Device::parse(&args.model.device).context("choosing the device")?;
+    let engine = Arc::new(Engine::load(&args.model.source(), device)?);
+    if engine.demo {
+        eprintln!("{DEMO_NOTICE}");
+    }
+    let queue = worker::spawn(engine.clone(), args.max_queue);
+    let state = Arc::new(AppState {
+        engine,
+        queue,
+        name: args.served_model_name.clone(),
+        api_key: args.api_key.clone(),
+        allow_local_images: args.allow_local_images,
+        defaults: args.model.clone(),
+    });
+    let app = Router::new()
+        .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/v1/models", get(models))
+        .route("/v1/chat/completions", post(chat_completions))
+        .with_state(state.clone());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}:{} (is the port in use? pass --port)",
+                    args.host, args.port
+                )
+            })?;
+        let address: SocketAddr = listener.local_addr()?;
+        eprintln!(
+            "nvlm serve: listening on http://{address} (model \"{}\")",
+            state.name
+        );
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = tokio::signal::ctrl_c().await;
+            })
+            .await
+            .context("serving")
+    })
+}
+
+fn authorized(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(key) = &state.api_key else { return Ok(()) };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if given == Some(key.as_str()) {
+        Ok(())
+    } else {
+        Err(ApiError {
+            status: 401,
+            message: "missing or wrong API key (send Authorization: Bearer KEY)".into(),
+            kind: "authentication_error",
+        })
+    }
+}
+
+async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(error) = authorized(&state, &headers) {
+        return error_response(error);
+    }
+    Json(json!({"object": "list", "data": [{"id": state.name, "object": "model", "created": 0, "owned_by": "nvlm-rs"}]}))
+        .into_response()
+}
+
+/// A request made ready for the worker: prompt ids, tiles, settings.
+struct Prepared {
+    ids: Vec<u32>,
+    tiles: Vec<u8>,
+    sampler: SamplerConfig,
+    max_tokens: usize,
+    stop: Vec<String>,
+    stream: bool,
+}
+
+/// Parses, checks the model name, tiles the images and builds the prompt (CPU work, run off the async threads).
+fn prepare(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
+    let request = parse_chat(body, state.allow_local_images)?;
+    let named: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    if let Some(model) = named["model"].as_str().filter(|m| *m != state.name) {
+        return Err(ApiError {
+            status: 404,
+            message: format!(
+                "the model `{model}` does not exist; this server serves `{}`",
+                state.name
+            ),
+            kind: "invalid_request_error",
+        });
+    }
+    let mut tiling = state.engine.tiling;
+    if let Some(max_tiles) = request.max_tiles {
+        tiling.max_tiles = max_tiles.clamp(1, tiling.max_tiles.max(1));
+    }
+    let (mut tiles, mut counts) = (Vec::new(), Vec::new());
+    for (i, image) in request.images.iter().enumerate() {
+        let image_tiles = tiles_from_bytes(image, &tiling)
+            .map_err(|e| ApiError::invalid(format!("image {}: {e}", i + 1)))?;
+        tiles.extend_from_slice(&image_tiles.pixels);
+        counts.push(image_tiles.len());
+    }
+    let question = with_image_placeholder(&request.question, counts.len(), !request.history.is_empty());
+    let prompt = expand_images(
+        &build_prompt(&request.system, &request.history, &question),
+        &counts,
+    );
+    let ids = state
+        .engine
+        .tokenizer
+        .encode(&prompt)
+        .map_err(|e| ApiError::invalid(format!("tokenizing the prompt: {e}")))?;
+    let max_tokens = request.max_tokens.unwrap_or(state.defaults.max_new_tokens);
+    let context = state.engine.context_length();
+    if ids.len() + max_tokens > context {
+        return Err(ApiError::invalid(format!(
+            "the prompt has {} tokens and asks for {max_tokens} more: over the context of {context}",
+            ids.len()
+        )));
+    }
+    Ok(Prepared {
+        ids,
+        tiles,
+        sampler: SamplerConfig {
+            params: SamplingParams {
+                temperature: request.temperature,
+                top_k: state.defaults.top_k,
+                top_p: request.top_p,
+                seed: request.seed,
+            },
+            repetition_penalty: state.defaults.repetition_penalty,
+        },
+        max_tokens,
+        stop: request.stop,
+        stream: request.stream,
+    })
+}
+
+async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(error) = authorized(&state, &headers) {
+        return error_response(error);
+    }
+    let prepared = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || prepare(&state, &body)).await
+    };
+    let prepared = match prepared {
+        Ok(Ok(prepared)) => prepared,
+        Ok(Err(error)) => return error_response(error),
+        Err(_) => {
+            return error_response(ApiError {
+                status: 500,
+                message: "request preparation failed".into(),
+                kind: "server_error",
+            })
+        }
+    };
+    let (events, mut replies) = unbounded_channel();
+    let job = Job {
+        ids: prepared.ids,
+        tiles: prepared.tiles,
+        sampler: prepared.sampler,
+        max_tokens: prepared.max_tokens,
+        stop: prepared.stop,
+        events,
+    };
+    match state.queue.try_send(job) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            let mut response = error_response(ApiError {
+                status: 429,
+                message: "the request queue is full; retry shortly".into(),
+                kind: "rate_limit_error",
+            });
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return response;
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            return error_response(ApiError {
+                status: 503,
+                message: "the model worker stopped".into(),
+                kind: "server_error",
+            })
+        }
+    }
+    let id = format!("chatcmpl-{:x}", rand_id());
+    let created = now();
+    if prepared.stream {
+        let (name, stream_id) = (state.name.clone(), id.clone());
+        let events = UnboundedReceiverStream::new(replies).map(move |event| {
+            let body = match event {
+                Event::Delta(text) => openai::chunk(&stream_id, &name, created, Some(&text), None),
+                Event::Done { finish, usage } => {
+                    openai::chunk(&stream_id, &name, created, None, Some((finish, usage)))
+                }
+                Event::Failed(message) => ApiError {
+                    status: 500,
+                    message,
+                    kind: "server_error",
+                }
+                .body(),
+            };
+            Ok::<_, Infallible>(SseEvent::default().data(body.to_string()))
+        });
+        let done = tokio_stream::once(Ok::<_, Infallible>(SseEvent::default().data("[DONE]")));
+        return Sse::new(events.chain(done)).into_response();
+    }
+    let mut text = String::new();
+    while let Some(event) = replies.recv().await {
+        match event {
+            Event::Delta(delta) => text.push_str(&delta),
+            Event::Done { finish, usage } => {
+                return Json(openai::completion(
+                    &id,
+                    &state.name,
+                    created,
+                    &text,
+                    finish,
+                    usage,
+                ))
+                .into_response()
+            }
+            Event::Failed(message) => {
+                return error_response(ApiError {
+                    status: 500,
+                    message,
+                    kind: "server_error",
+                })
+            }
+        }
+    }
+    error_response(ApiError {
+        status: 500,
+        message: "the request ended without an answer".into(),
+        kind: "server_error",
+    })
+}
+
+/// A request id: time and a process-wide counter, unique within a run.
+fn rand_id() -> u128 {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (u128::from(now()) << 64) | u128::from(n)
+}

@@ -1,0 +1,227 @@
+//! `nvlm serve` as a client sees it, on 127.0.0.1 with the embedded model: health and models, the API key, a chat
+//! answer equal to `nvlm generate`'s for the same prompt, streaming equal to non-streaming, an image request, stop
+//! strings, and bad requests answered with the right 4xx and an OpenAI-style body while the server keeps serving.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const KEY: &str = "test-key";
+
+fn start() -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nvlm"))
+        .args(["serve", "--port", "0", "--api-key", KEY, "--max-new-tokens", "8"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starting nvlm serve");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let base = loop {
+        let line = lines.next().expect("nvlm serve exited before listening").unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server { child, base }
+}
+
+/// (status, body) of a request; `key` adds the bearer token.
+fn call(server: &Server, method: &str, path: &str, body: Option<&str>, key: bool) -> (u16, String) {
+    let mut request = ureq::request(method, &format!("{}{path}", server.base));
+    if key {
+        request = request.set("Authorization", &format!("Bearer {KEY}"));
+    }
+    let result = match body {
+        Some(body) => request.set("Content-Type", "application/json").send_string(body),
+        None => request.call(),
+    };
+    match result {
+        Ok(response) => (response.status(), response.into_string().unwrap()),
+        Err(ureq::Error::Status(code, response)) => (code, response.into_string().unwrap()),
+        Err(e) => panic!("{method} {path}: {e}"),
+    }
+}
+
+fn chat(server: &Server, request: Value) -> (u16, Value) {
+    let (status, body) = call(
+        server,
+        "POST",
+        "/v1/chat/completions",
+        Some(&request.to_string()),
+        true,
+    );
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|_| panic!("not JSON: {body}")),
+    )
+}
+
+/// Text and final chunk of a streamed answer; checks the `[DONE]` terminator.
+fn streamed(server: &Server, mut request: Value) -> (String, Value) {
+    request["stream"] = json!(true);
+    let (status, body) = call(
+        server,
+        "POST",
+        "/v1/chat/completions",
+        Some(&request.to_string()),
+        true,
+    );
+    assert_eq!(status, 200, "{body}");
+    let events: Vec<&str> = body.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+    assert_eq!(events.last(), Some(&"[DONE]"), "{body}");
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let text = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect::<String>();
+    (text, chunks.last().unwrap().clone())
+}
+
+fn generate_text(prompt: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_nvlm"))
+        .args(["generate", "--prompt", prompt, "--max-new-tokens", "8", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    json["text"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn serves_chat_completions_like_the_cli_streaming_or_not() {
+    let server = start();
+    assert_eq!(call(&server, "GET", "/health", None, false).0, 200);
+    let (status, body) = call(&server, "GET", "/v1/models", None, false);
+    assert_eq!(status, 401, "no key: {body}");
+    let (status, body) = call(&server, "GET", "/v1/models", None, true);
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["data"][0]["id"],
+        "nvlm-d"
+    );
+
+    // Greedy text-only answer: the same as `nvlm generate` for the same prompt.
+    let request =
+        json!({"model": "nvlm-d", "messages": [{"role": "user", "content": "Describe a cup of coffee."}]});
+    let (status, answer) = chat(&server, request.clone());
+    assert_eq!(status, 200, "{answer}");
+    let text = answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(text, generate_text("Describe a cup of coffee."));
+    assert_eq!(answer["usage"]["completion_tokens"], 8);
+    assert_eq!(answer["choices"][0]["finish_reason"], "length");
+
+    // Streaming gives the same text, then a final chunk with the finish reason and usage.
+    let (streamed_text, last) = streamed(&server, request.clone());
+    assert_eq!(streamed_text, text);
+    assert_eq!(last["choices"][0]["finish_reason"], "length");
+    assert_eq!(last["usage"], answer["usage"]);
+
+    // A stop string cuts the answer before it, streamed or not.
+    let cut = text.chars().skip(2).take(2).collect::<String>();
+    if !cut.trim().is_empty() {
+        let mut stopping = request.clone();
+        stopping["stop"] = json!([cut.clone()]);
+        let (_, stopped) = chat(&server, stopping.clone());
+        let stopped_text = stopped["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(stopped_text, text[..text.find(&cut).unwrap()]);
+        assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+        assert_eq!(streamed(&server, stopping).0, stopped_text);
+    }
+
+    // An image as a data: URL: 7 tiles of 256 image tokens in the prompt.
+    let image = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/coffee.jpg")).unwrap();
+    let url = format!(
+        "data:image/jpeg;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(image)
+    );
+    let (status, answer) = chat(
+        &server,
+        json!({"messages": [{"role": "user", "content": [
+            {"type": "text", "text": "What is in the image?"},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]}], "max_tokens": 2}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["usage"]["prompt_tokens"].as_u64().unwrap() > 7 * 256,
+        "{answer}"
+    );
+}
+
+#[test]
+fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
+    let server = start();
+    let not_image = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(b"hello")
+    );
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("bad JSON", "{not json".into(), 400),
+        ("no messages", json!({"messages": []}).to_string(), 400),
+        ("unknown model", json!({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}).to_string(), 404),
+        (
+            "not an image",
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": not_image}}]}]})
+                .to_string(),
+            400,
+        ),
+        (
+            "network image",
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]})
+                .to_string(),
+            400,
+        ),
+        (
+            "local image without --allow-local-images",
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "/etc/passwd"}}]}]})
+                .to_string(),
+            400,
+        ),
+        (
+            "over the context",
+            json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1_000_000}).to_string(),
+            400,
+        ),
+    ];
+    for (what, body, want) in cases {
+        let (status, reply) = call(&server, "POST", "/v1/chat/completions", Some(&body), true);
+        assert_eq!(status, want, "{what}: {reply}");
+        let reply: Value =
+            serde_json::from_str(&reply).unwrap_or_else(|_| panic!("{what}: not JSON: {reply}"));
+        assert!(
+            reply["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {reply}"
+        );
+    }
+    let (status, _) = chat(
+        &server,
+        json!({"messages": [{"role": "user", "content": "still there?"}], "max_tokens": 1}),
+    );
+    assert_eq!(status, 200);
+}
