@@ -23,8 +23,13 @@ impl Drop for Server {
 const KEY: &str = "test-key";
 
 fn start() -> Server {
+    start_with(&[])
+}
+
+fn start_with(extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nvlm"))
         .args(["serve", "--port", "0", "--api-key", KEY, "--max-new-tokens", "8"])
+        .args(extra)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -171,6 +176,85 @@ fn serves_chat_completions_like_the_cli_streaming_or_not() {
     assert!(
         answer["usage"]["prompt_tokens"].as_u64().unwrap() > 7 * 256,
         "{answer}"
+    );
+    // Plain completions: the raw prompt, streamed or not, the same text.
+    let plain = json!({"prompt": "The capital of France is", "max_tokens": 5});
+    let (status, body) = call(&server, "POST", "/v1/completions", Some(&plain.to_string()), true);
+    assert_eq!(status, 200, "{body}");
+    let whole: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(whole["object"], "text_completion");
+    assert_eq!(whole["usage"]["completion_tokens"], 5);
+    let mut plain_stream = plain.clone();
+    plain_stream["stream"] = json!(true);
+    let (_, body) = call(
+        &server,
+        "POST",
+        "/v1/completions",
+        Some(&plain_stream.to_string()),
+        true,
+    );
+    let streamed_plain: String = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|e| *e != "[DONE]")
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|c| c["choices"][0]["text"].as_str().map(String::from))
+        .collect();
+    assert_eq!(streamed_plain, whole["choices"][0]["text"].as_str().unwrap());
+
+    // Metrics count what happened.
+    let (status, metrics) = call(&server, "GET", "/metrics", None, false);
+    assert_eq!(status, 200);
+    for needle in [
+        "nvlm_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"}",
+        "nvlm_requests_total{endpoint=\"/v1/completions\",status=\"200\"} 2",
+        "nvlm_time_to_first_token_seconds_count",
+        "nvlm_queue_depth 0",
+        "nvlm_running_requests 0",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
+    let completion_tokens: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("nvlm_completion_tokens_total "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(completion_tokens >= 8 + 8 + 2 + 10, "{completion_tokens}");
+}
+
+#[test]
+fn a_full_queue_answers_429_with_retry_after() {
+    let server = start_with(&["--max-queue", "1"]);
+    let base = server.base.clone();
+    // One request runs, one waits in the queue of 1; of the others, at least one finds it full.
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let url = format!("{base}/v1/chat/completions");
+            std::thread::spawn(move || {
+                let body = json!({"messages": [{"role": "user", "content": "Tell me a long story."}], "max_tokens": 48});
+                match ureq::post(&url)
+                    .set("Authorization", &format!("Bearer {KEY}"))
+                    .send_string(&body.to_string())
+                {
+                    Ok(response) => (response.status(), None),
+                    Err(ureq::Error::Status(code, response)) => (code, response.header("Retry-After").map(String::from)),
+                    Err(e) => panic!("{e}"),
+                }
+            })
+        })
+        .collect();
+    let results: Vec<(u16, Option<String>)> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    assert!(results.iter().any(|(status, _)| *status == 200), "{results:?}");
+    assert!(
+        results
+            .iter()
+            .any(|(status, retry)| *status == 429 && retry.as_deref() == Some("1")),
+        "{results:?}"
+    );
+    assert!(
+        results.iter().all(|(status, _)| *status == 200 || *status == 429),
+        "{results:?}"
     );
 }
 

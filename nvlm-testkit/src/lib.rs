@@ -15,9 +15,12 @@ pub fn fixtures() -> PathBuf {
     dir
 }
 
-/// A path `name` inside a scratch folder private to this test process (`suite` keeps suites apart).
+/// A path `name` inside a scratch folder private to this test process (`suite` keeps suites apart), under the
+/// workspace's `target/test-scratch/` so test runs do not litter the system temp folder (`cargo clean` removes them).
 pub fn scratch(suite: &str, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nvlm-{suite}-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-scratch")
+        .join(format!("{suite}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("creating a scratch folder");
     dir.join(name)
 }

@@ -4,14 +4,16 @@
 //! generation worker, which runs one request at a time and streams text back; a client that disconnects cancels its
 //! request at the next token.
 
+mod metrics;
 mod openai;
 mod worker;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use axum::body::Bytes;
@@ -34,7 +36,8 @@ use tokio_stream::StreamExt;
 
 use crate::engine::Engine;
 use crate::sampling_args::{ModelArgs, DEMO_NOTICE};
-use openai::{parse_chat, ApiError};
+use metrics::Metrics;
+use openai::{parse_chat, parse_text, Api, ApiError, Options};
 use worker::{Event, Job};
 
 /// Arguments of `nvlm serve`.
@@ -64,6 +67,7 @@ pub struct ServeArgs {
 
 struct AppState {
     engine: Arc<Engine>,
+    metrics: Arc<Metrics>,
     queue: SyncSender<Job>,
     name: String,
     api_key: Option<String>,
@@ -89,9 +93,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     if engine.demo {
         eprintln!("{DEMO_NOTICE}");
     }
-    let queue = worker::spawn(engine.clone(), args.max_queue);
+    let metrics = Arc::new(Metrics::default());
+    let queue = worker::spawn(engine.clone(), args.max_queue, metrics.clone())
+        .context("starting the model worker")?;
     let state = Arc::new(AppState {
         engine,
+        metrics,
         queue,
         name: args.served_model_name.clone(),
         api_key: args.api_key.clone(),
@@ -102,6 +109,11 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         .route("/health", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/v1/models", get(models))
         .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route(
+            "/metrics",
+            get(|State(state): State<Arc<AppState>>| async move { state.metrics.render() }),
+        )
         .with_state(state.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -157,6 +169,7 @@ async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
 
 /// A request made ready for the worker: prompt ids, tiles, settings.
 struct Prepared {
+    api: Api,
     ids: Vec<u32>,
     tiles: Vec<u8>,
     sampler: SamplerConfig,
@@ -165,11 +178,15 @@ struct Prepared {
     stream: bool,
 }
 
-/// Parses, checks the model name, tiles the images and builds the prompt (CPU work, run off the async threads).
-fn prepare(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
-    let request = parse_chat(body, state.allow_local_images)?;
-    let named: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
-    if let Some(model) = named["model"].as_str().filter(|m| *m != state.name) {
+/// Checks the model name and the context, and fixes the sampler: what both endpoints share.
+fn ready(
+    state: &AppState,
+    api: Api,
+    ids: Vec<u32>,
+    tiles: Vec<u8>,
+    options: Options,
+) -> Result<Prepared, ApiError> {
+    if let Some(model) = options.model.as_deref().filter(|m| *m != state.name) {
         return Err(ApiError {
             status: 404,
             message: format!(
@@ -179,8 +196,46 @@ fn prepare(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
             kind: "invalid_request_error",
         });
     }
+    let max_tokens = options.max_tokens.unwrap_or(state.defaults.max_new_tokens);
+    let context = state.engine.context_length();
+    if ids.len() + max_tokens > context {
+        return Err(ApiError::invalid(format!(
+            "the prompt has {} tokens and asks for {max_tokens} more: over the context of {context}",
+            ids.len()
+        )));
+    }
+    Ok(Prepared {
+        api,
+        ids,
+        tiles,
+        sampler: SamplerConfig {
+            params: SamplingParams {
+                temperature: options.temperature,
+                top_k: state.defaults.top_k,
+                top_p: options.top_p,
+                seed: options.seed,
+            },
+            repetition_penalty: state.defaults.repetition_penalty,
+        },
+        max_tokens,
+        stop: options.stop,
+        stream: options.stream,
+    })
+}
+
+fn encode(state: &AppState, text: &str) -> Result<Vec<u32>, ApiError> {
+    state
+        .engine
+        .tokenizer
+        .encode(text)
+        .map_err(|e| ApiError::invalid(format!("tokenizing the prompt: {e}")))
+}
+
+/// A chat request: tiles its images and builds the NVLM-D prompt (CPU work, run off the async threads).
+fn prepare_chat(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
+    let request = parse_chat(body, state.allow_local_images)?;
     let mut tiling = state.engine.tiling;
-    if let Some(max_tiles) = request.max_tiles {
+    if let Some(max_tiles) = request.options.max_tiles {
         tiling.max_tiles = max_tiles.clamp(1, tiling.max_tiles.max(1));
     }
     let (mut tiles, mut counts) = (Vec::new(), Vec::new());
@@ -191,42 +246,57 @@ fn prepare(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
         counts.push(image_tiles.len());
     }
     let question = with_image_placeholder(&request.question, counts.len(), !request.history.is_empty());
-    let prompt = expand_images(
-        &build_prompt(&request.system, &request.history, &question),
-        &counts,
-    );
-    let ids = state
-        .engine
-        .tokenizer
-        .encode(&prompt)
-        .map_err(|e| ApiError::invalid(format!("tokenizing the prompt: {e}")))?;
-    let max_tokens = request.max_tokens.unwrap_or(state.defaults.max_new_tokens);
-    let context = state.engine.context_length();
-    if ids.len() + max_tokens > context {
-        return Err(ApiError::invalid(format!(
-            "the prompt has {} tokens and asks for {max_tokens} more: over the context of {context}",
-            ids.len()
-        )));
+    let ids = encode(
+        state,
+        &expand_images(
+            &build_prompt(&request.system, &request.history, &question),
+            &counts,
+        ),
+    )?;
+    ready(state, Api::Chat, ids, tiles, request.options)
+}
+
+/// A plain completion request: the prompt text as is.
+fn prepare_text(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
+    let (prompt, options) = parse_text(body)?;
+    if prompt.is_empty() {
+        return Err(ApiError::invalid("`prompt` is empty"));
     }
-    Ok(Prepared {
-        ids,
-        tiles,
-        sampler: SamplerConfig {
-            params: SamplingParams {
-                temperature: request.temperature,
-                top_k: state.defaults.top_k,
-                top_p: request.top_p,
-                seed: request.seed,
-            },
-            repetition_penalty: state.defaults.repetition_penalty,
-        },
-        max_tokens,
-        stop: request.stop,
-        stream: request.stream,
-    })
+    let ids = encode(state, &prompt)?;
+    ready(state, Api::Text, ids, Vec::new(), options)
 }
 
 async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let response = complete(state.clone(), headers, body, prepare_chat).await;
+    state
+        .metrics
+        .request("/v1/chat/completions", response.status().as_u16());
+    response
+}
+
+async fn completions(State(state): State<Arc<AppState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let response = complete(state.clone(), headers, body, prepare_text).await;
+    state
+        .metrics
+        .request("/v1/completions", response.status().as_u16());
+    response
+}
+
+fn server_error(message: impl Into<String>) -> Response {
+    error_response(ApiError {
+        status: 500,
+        message: message.into(),
+        kind: "server_error",
+    })
+}
+
+/// Authorises, prepares on the blocking pool, queues for the worker, and answers whole or streamed.
+async fn complete(
+    state: Arc<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+    prepare: fn(&AppState, &[u8]) -> Result<Prepared, ApiError>,
+) -> Response {
     if let Err(error) = authorized(&state, &headers) {
         return error_response(error);
     }
@@ -237,13 +307,7 @@ async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap
     let prepared = match prepared {
         Ok(Ok(prepared)) => prepared,
         Ok(Err(error)) => return error_response(error),
-        Err(_) => {
-            return error_response(ApiError {
-                status: 500,
-                message: "request preparation failed".into(),
-                kind: "server_error",
-            })
-        }
+        Err(_) => return server_error("request preparation failed"),
     };
     let (events, mut replies) = unbounded_channel();
     let job = Job {
@@ -253,10 +317,13 @@ async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap
         max_tokens: prepared.max_tokens,
         stop: prepared.stop,
         events,
+        queued: Instant::now(),
     };
+    state.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
     match state.queue.try_send(job) {
         Ok(()) => {}
         Err(TrySendError::Full(_)) => {
+            state.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
             let mut response = error_response(ApiError {
                 status: 429,
                 message: "the request queue is full; retry shortly".into(),
@@ -268,22 +335,28 @@ async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap
             return response;
         }
         Err(TrySendError::Disconnected(_)) => {
+            state.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
             return error_response(ApiError {
                 status: 503,
                 message: "the model worker stopped".into(),
                 kind: "server_error",
-            })
+            });
         }
     }
-    let id = format!("chatcmpl-{:x}", rand_id());
+    let api = prepared.api;
+    let id = format!(
+        "{}-{:x}",
+        if api == Api::Chat { "chatcmpl" } else { "cmpl" },
+        request_id()
+    );
     let created = now();
     if prepared.stream {
         let (name, stream_id) = (state.name.clone(), id.clone());
         let events = UnboundedReceiverStream::new(replies).map(move |event| {
             let body = match event {
-                Event::Delta(text) => openai::chunk(&stream_id, &name, created, Some(&text), None),
+                Event::Delta(text) => api.chunk(&stream_id, &name, created, Some(&text), None),
                 Event::Done { finish, usage } => {
-                    openai::chunk(&stream_id, &name, created, None, Some((finish, usage)))
+                    api.chunk(&stream_id, &name, created, None, Some((finish, usage)))
                 }
                 Event::Failed(message) => ApiError {
                     status: 500,
@@ -302,34 +375,16 @@ async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap
         match event {
             Event::Delta(delta) => text.push_str(&delta),
             Event::Done { finish, usage } => {
-                return Json(openai::completion(
-                    &id,
-                    &state.name,
-                    created,
-                    &text,
-                    finish,
-                    usage,
-                ))
-                .into_response()
+                return Json(api.completion(&id, &state.name, created, &text, finish, usage)).into_response()
             }
-            Event::Failed(message) => {
-                return error_response(ApiError {
-                    status: 500,
-                    message,
-                    kind: "server_error",
-                })
-            }
+            Event::Failed(message) => return server_error(message),
         }
     }
-    error_response(ApiError {
-        status: 500,
-        message: "the request ended without an answer".into(),
-        kind: "server_error",
-    })
+    server_error("the request ended without an answer")
 }
 
 /// A request id: time and a process-wide counter, unique within a run.
-fn rand_id() -> u128 {
+fn request_id() -> u128 {
     static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     (u128::from(now()) << 64) | u128::from(n)

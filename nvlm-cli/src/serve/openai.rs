@@ -42,6 +42,14 @@ pub struct ChatRequest {
     pub question: String,
     /// Image bytes of the last user message, in order.
     pub images: Vec<Vec<u8>>,
+    /// Generation settings.
+    pub options: Options,
+}
+
+/// Generation settings shared by both endpoints.
+pub struct Options {
+    /// The model the client asked for, if it named one.
+    pub model: Option<String>,
     /// Most new tokens.
     pub max_tokens: Option<usize>,
     /// Sampling temperature (0 = greedy).
@@ -56,6 +64,55 @@ pub struct ChatRequest {
     pub stream: bool,
     /// Per-request tile limit (extension field `max_tiles`).
     pub max_tiles: Option<usize>,
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+    let request: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("the body is not valid JSON: {e}")))?;
+    if !request.is_object() {
+        return Err(ApiError::invalid("the body must be a JSON object"));
+    }
+    Ok(request)
+}
+
+/// The generation settings of a request body.
+fn options(request: &Value) -> Options {
+    let number = |key: &str| request[key].as_f64();
+    let stop = match &request["stop"] {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(list) => list.iter().filter_map(|s| s.as_str().map(String::from)).collect(),
+        _ => Vec::new(),
+    };
+    Options {
+        model: request["model"].as_str().map(String::from),
+        max_tokens: request["max_tokens"]
+            .as_u64()
+            .or_else(|| request["max_completion_tokens"].as_u64())
+            .map(|n| n as usize),
+        temperature: number("temperature").unwrap_or(0.0) as f32,
+        top_p: number("top_p").unwrap_or(1.0) as f32,
+        seed: request["seed"].as_u64().unwrap_or(0),
+        stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
+        stream: request["stream"].as_bool().unwrap_or(false),
+        max_tiles: request["max_tiles"].as_u64().map(|n| n as usize),
+    }
+}
+
+/// Parses a `/v1/completions` body: the raw prompt text (no chat template) and the settings.
+pub fn parse_text(body: &[u8]) -> Result<(String, Options), ApiError> {
+    let request = parse_json(body)?;
+    let prompt = match &request["prompt"] {
+        Value::String(text) => text.clone(),
+        Value::Array(list) if list.len() == 1 && list[0].is_string() => {
+            list[0].as_str().unwrap_or_default().into()
+        }
+        _ => {
+            return Err(ApiError::invalid(
+                "`prompt` must be a string (one prompt per request)",
+            ))
+        }
+    };
+    Ok((prompt, options(&request)))
 }
 
 /// Text and images of a message's `content` (a string, or a list of `text` / `image_url` parts).
@@ -161,63 +218,81 @@ pub fn parse_chat(body: &[u8], allow_local_images: bool) -> Result<ChatRequest, 
         .chunks(2)
         .map(|pair| (pair[0].1.clone(), pair[1].1.clone()))
         .collect();
-    let number = |key: &str| request[key].as_f64();
-    let stop = match &request["stop"] {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(list) => list.iter().filter_map(|s| s.as_str().map(String::from)).collect(),
-        _ => Vec::new(),
-    };
     Ok(ChatRequest {
         system,
         history,
         question,
         images,
-        max_tokens: request["max_tokens"]
-            .as_u64()
-            .or_else(|| request["max_completion_tokens"].as_u64())
-            .map(|n| n as usize),
-        temperature: number("temperature").unwrap_or(0.0) as f32,
-        top_p: number("top_p").unwrap_or(1.0) as f32,
-        seed: request["seed"].as_u64().unwrap_or(0),
-        stop,
-        stream: request["stream"].as_bool().unwrap_or(false),
-        max_tiles: request["max_tiles"].as_u64().map(|n| n as usize),
+        options: options(&request),
     })
 }
 
-/// A whole `chat.completion` body.
-pub fn completion(id: &str, model: &str, created: u64, text: &str, finish: &str, usage: [usize; 2]) -> Value {
-    json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-        "usage": {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[0] + usage[1]},
-    })
+/// Which endpoint's response shapes to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/completions`.
+    Text,
 }
 
-/// One `chat.completion.chunk` of a stream: a text delta, or the final chunk with its finish reason and usage.
-pub fn chunk(
-    id: &str,
-    model: &str,
-    created: u64,
-    delta: Option<&str>,
-    finish: Option<(&str, [usize; 2])>,
-) -> Value {
-    let mut body = json!({
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "delta": delta.map_or(json!({}), |text| json!({"role": "assistant", "content": text})),
-            "finish_reason": finish.map(|(reason, _)| reason),
-        }],
-    });
-    if let Some((_, usage)) = finish {
-        body["usage"] = json!({"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[0] + usage[1]});
+fn usage_json(usage: [usize; 2]) -> Value {
+    json!({"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": usage[0] + usage[1]})
+}
+
+impl Api {
+    /// A whole response body.
+    pub fn completion(
+        self,
+        id: &str,
+        model: &str,
+        created: u64,
+        text: &str,
+        finish: &str,
+        usage: [usize; 2],
+    ) -> Value {
+        let (object, choice) = match self {
+            Api::Chat => (
+                "chat.completion",
+                json!({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}),
+            ),
+            Api::Text => (
+                "text_completion",
+                json!({"index": 0, "text": text, "finish_reason": finish}),
+            ),
+        };
+        json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice], "usage": usage_json(usage)})
     }
-    body
+
+    /// One streamed chunk: a text delta, or the final chunk with its finish reason and usage.
+    pub fn chunk(
+        self,
+        id: &str,
+        model: &str,
+        created: u64,
+        delta: Option<&str>,
+        finish: Option<(&str, [usize; 2])>,
+    ) -> Value {
+        let reason = finish.map(|(reason, _)| reason);
+        let (object, choice) = match self {
+            Api::Chat => (
+                "chat.completion.chunk",
+                json!({
+                    "index": 0,
+                    "delta": delta.map_or(json!({}), |text| json!({"role": "assistant", "content": text})),
+                    "finish_reason": reason,
+                }),
+            ),
+            Api::Text => (
+                "text_completion",
+                json!({"index": 0, "text": delta.unwrap_or_default(), "finish_reason": reason}),
+            ),
+        };
+        let mut body =
+            json!({"id": id, "object": object, "created": created, "model": model, "choices": [choice]});
+        if let Some((_, usage)) = finish {
+            body["usage"] = usage_json(usage);
+        }
+        body
+    }
 }

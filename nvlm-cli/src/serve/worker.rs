@@ -2,12 +2,15 @@
 //! text deltas back; a request whose client went away is cancelled at the next token.
 
 use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
+use std::time::Instant;
 
 use nvlm_qwen2::{SamplerConfig, StopReason};
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::metrics::Metrics;
 use crate::engine::Engine;
 
 /// What a request hears from the worker.
@@ -40,26 +43,34 @@ pub struct Job {
     pub stop: Vec<String>,
     /// Where events go; closed when the client disconnected.
     pub events: UnboundedSender<Event>,
+    /// When the request was queued.
+    pub queued: Instant,
 }
 
 /// Starts the worker with a queue of `capacity` waiting requests.
-pub fn spawn(engine: Arc<Engine>, capacity: usize) -> SyncSender<Job> {
+pub fn spawn(
+    engine: Arc<Engine>,
+    capacity: usize,
+    metrics: Arc<Metrics>,
+) -> std::io::Result<SyncSender<Job>> {
     let (queue, jobs) = sync_channel(capacity);
     std::thread::Builder::new()
         .name("nvlm-generate".into())
-        .spawn(move || serve(&engine, jobs))
-        .expect("spawning the generation thread");
-    queue
+        .spawn(move || serve(&engine, jobs, &metrics))?;
+    Ok(queue)
 }
 
-fn serve(engine: &Engine, jobs: Receiver<Job>) {
+fn serve(engine: &Engine, jobs: Receiver<Job>, metrics: &Metrics) {
     for job in jobs {
+        metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
         if job.events.is_closed() {
             continue;
         }
-        if let Err(error) = run(engine, &job) {
+        metrics.running.fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = run(engine, &job, metrics) {
             let _ = job.events.send(Event::Failed(format!("{error:#}")));
         }
+        metrics.running.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -82,8 +93,9 @@ fn cut_at_stop(mut text: String, stop: &[String]) -> (String, bool) {
     }
 }
 
-fn run(engine: &Engine, job: &Job) -> anyhow::Result<()> {
+fn run(engine: &Engine, job: &Job, metrics: &Metrics) -> anyhow::Result<()> {
     let rows = engine.image_rows(&job.tiles)?;
+    let mut last_token = None::<Instant>;
     let mut generated = Vec::new();
     let mut sent = String::new();
     let mut stopped = false;
@@ -103,6 +115,12 @@ fn run(engine: &Engine, job: &Job) -> anyhow::Result<()> {
             if job.events.is_closed() {
                 return ControlFlow::Break(());
             }
+            let now = Instant::now();
+            match last_token {
+                None => metrics.first_token(now - job.queued),
+                Some(last) => metrics.next_token(now - last),
+            }
+            last_token = Some(now);
             generated.push(token);
             let (text, hit) = cut_at_stop(engine.answer(&generated).unwrap_or_default(), &job.stop);
             if hit {
@@ -120,6 +138,7 @@ fn run(engine: &Engine, job: &Job) -> anyhow::Result<()> {
         StopReason::Length if !(hit || stopped) => "length",
         _ => "stop",
     };
+    metrics.tokens(job.ids.len(), generation.tokens.len());
     let _ = job.events.send(Event::Done {
         finish,
         usage: [job.ids.len(), generation.tokens.len()],
