@@ -165,14 +165,15 @@ fn serves_chat_completions_like_the_cli_streaming_or_not() {
         "data:image/jpeg;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(image)
     );
-    let (status, answer) = chat(
-        &server,
-        json!({"messages": [{"role": "user", "content": [
-            {"type": "text", "text": "What is in the image?"},
-            {"type": "image_url", "image_url": {"url": url}},
-        ]}], "max_tokens": 2}),
-    );
+    let image_request = json!({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is in the image?"},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]}], "max_tokens": 2});
+    let (status, answer) = chat(&server, image_request.clone());
     assert_eq!(status, 200, "{answer}");
+    // The same image again: its embeddings come from the cache, the answer is the same.
+    let (_, again) = chat(&server, image_request);
+    assert_eq!(again["choices"], answer["choices"]);
     assert!(
         answer["usage"]["prompt_tokens"].as_u64().unwrap() > 7 * 256,
         "{answer}"
@@ -211,6 +212,8 @@ fn serves_chat_completions_like_the_cli_streaming_or_not() {
         "nvlm_time_to_first_token_seconds_count",
         "nvlm_queue_depth 0",
         "nvlm_running_requests 0",
+        "nvlm_image_cache_hits_total 1",
+        "nvlm_image_cache_misses_total 1",
     ] {
         assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
     }
@@ -220,7 +223,7 @@ fn serves_chat_completions_like_the_cli_streaming_or_not() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(completion_tokens >= 8 + 8 + 2 + 10, "{completion_tokens}");
+    assert!(completion_tokens >= 8 + 8 + 2 + 2 + 10, "{completion_tokens}");
 }
 
 #[test]
@@ -308,4 +311,48 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         json!({"messages": [{"role": "user", "content": "still there?"}], "max_tokens": 1}),
     );
     assert_eq!(status, 200);
+}
+
+fn gauge(server: &Server, name: &str) -> i64 {
+    let (_, metrics) = call(server, "GET", "/metrics", None, false);
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn a_client_that_disconnects_cancels_its_request() {
+    use std::io::Read;
+    let server = start();
+    let body = json!({"messages": [{"role": "user", "content": "Count to a million."}], "max_tokens": 4000, "stream": true});
+    let response = ureq::post(&format!("{}/v1/chat/completions", server.base))
+        .set("Authorization", &format!("Bearer {KEY}"))
+        .send_string(&body.to_string())
+        .unwrap();
+    let mut reader = response.into_reader();
+    let mut first = [0u8; 64];
+    reader.read_exact(&mut first).unwrap();
+    assert_eq!(
+        gauge(&server, "nvlm_running_requests"),
+        1,
+        "the request is running"
+    );
+    drop(reader);
+    // 4000 tokens would take minutes; the cancelled request must stop within seconds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while gauge(&server, "nvlm_running_requests") != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request kept running after its client left"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (status, _) = chat(
+        &server,
+        json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}),
+    );
+    assert_eq!(status, 200, "the server serves the next request");
 }

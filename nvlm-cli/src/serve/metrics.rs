@@ -48,6 +48,8 @@ impl Histogram {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     prompt_tokens: AtomicU64,
+    image_cache_hits: AtomicU64,
+    image_cache_misses: AtomicU64,
     completion_tokens: AtomicU64,
     /// Requests waiting for the worker.
     pub queue_depth: AtomicI64,
@@ -70,6 +72,16 @@ impl Metrics {
         self.prompt_tokens.fetch_add(prompt as u64, Ordering::Relaxed);
         self.completion_tokens
             .fetch_add(completion as u64, Ordering::Relaxed);
+    }
+
+    /// Counts an image served from the embedding cache (`hit`) or through the vision tower.
+    pub fn image_cache(&self, hit: bool) {
+        let counter = if hit {
+            &self.image_cache_hits
+        } else {
+            &self.image_cache_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records the time from queueing to a request's first token.
@@ -105,6 +117,16 @@ impl Metrics {
                 "nvlm_completion_tokens_total",
                 "Generated tokens of finished requests.",
                 self.completion_tokens.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "nvlm_image_cache_hits_total",
+                "Images whose embeddings came from the cache.",
+                self.image_cache_hits.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "nvlm_image_cache_misses_total",
+                "Images run through the vision tower.",
+                self.image_cache_misses.load(Ordering::Relaxed) as i64,
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

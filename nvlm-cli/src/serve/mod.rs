@@ -4,6 +4,7 @@
 //! generation worker, which runs one request at a time and streams text back; a client that disconnects cancels its
 //! request at the next token.
 
+mod image_cache;
 mod metrics;
 mod openai;
 mod worker;
@@ -60,6 +61,9 @@ pub struct ServeArgs {
     /// Accept local file paths (and file:// URLs) as image URLs; without it only data: URLs are read.
     #[arg(long)]
     allow_local_images: bool,
+    /// Megabytes of image embeddings kept for images sent again (0 disables the cache).
+    #[arg(long, default_value_t = 1024)]
+    image_cache_mb: usize,
     /// The model name clients pass and `/v1/models` lists.
     #[arg(long, default_value = "nvlm-d")]
     served_model_name: String,
@@ -94,8 +98,13 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         eprintln!("{DEMO_NOTICE}");
     }
     let metrics = Arc::new(Metrics::default());
-    let queue = worker::spawn(engine.clone(), args.max_queue, metrics.clone())
-        .context("starting the model worker")?;
+    let queue = worker::spawn(
+        engine.clone(),
+        args.max_queue,
+        metrics.clone(),
+        args.image_cache_mb << 20,
+    )
+    .context("starting the model worker")?;
     let state = Arc::new(AppState {
         engine,
         metrics,
@@ -171,7 +180,7 @@ async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Respo
 struct Prepared {
     api: Api,
     ids: Vec<u32>,
-    tiles: Vec<u8>,
+    images: Vec<Vec<u8>>,
     sampler: SamplerConfig,
     max_tokens: usize,
     stop: Vec<String>,
@@ -183,7 +192,7 @@ fn ready(
     state: &AppState,
     api: Api,
     ids: Vec<u32>,
-    tiles: Vec<u8>,
+    images: Vec<Vec<u8>>,
     options: Options,
 ) -> Result<Prepared, ApiError> {
     if let Some(model) = options.model.as_deref().filter(|m| *m != state.name) {
@@ -207,7 +216,7 @@ fn ready(
     Ok(Prepared {
         api,
         ids,
-        tiles,
+        images,
         sampler: SamplerConfig {
             params: SamplingParams {
                 temperature: options.temperature,
@@ -238,12 +247,12 @@ fn prepare_chat(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
     if let Some(max_tiles) = request.options.max_tiles {
         tiling.max_tiles = max_tiles.clamp(1, tiling.max_tiles.max(1));
     }
-    let (mut tiles, mut counts) = (Vec::new(), Vec::new());
+    let (mut images, mut counts) = (Vec::new(), Vec::new());
     for (i, image) in request.images.iter().enumerate() {
         let image_tiles = tiles_from_bytes(image, &tiling)
             .map_err(|e| ApiError::invalid(format!("image {}: {e}", i + 1)))?;
-        tiles.extend_from_slice(&image_tiles.pixels);
         counts.push(image_tiles.len());
+        images.push(image_tiles.pixels);
     }
     let question = with_image_placeholder(&request.question, counts.len(), !request.history.is_empty());
     let ids = encode(
@@ -253,7 +262,7 @@ fn prepare_chat(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
             &counts,
         ),
     )?;
-    ready(state, Api::Chat, ids, tiles, request.options)
+    ready(state, Api::Chat, ids, images, request.options)
 }
 
 /// A plain completion request: the prompt text as is.
@@ -312,7 +321,7 @@ async fn complete(
     let (events, mut replies) = unbounded_channel();
     let job = Job {
         ids: prepared.ids,
-        tiles: prepared.tiles,
+        images: prepared.images,
         sampler: prepared.sampler,
         max_tokens: prepared.max_tokens,
         stop: prepared.stop,

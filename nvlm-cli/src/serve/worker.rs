@@ -10,6 +10,10 @@ use std::time::Instant;
 use nvlm_qwen2::{SamplerConfig, StopReason};
 use tokio::sync::mpsc::UnboundedSender;
 
+use anyhow::Context;
+use nvlm_tensor::Tensor;
+
+use super::image_cache::ImageCache;
 use super::metrics::Metrics;
 use crate::engine::Engine;
 
@@ -33,8 +37,8 @@ pub enum Event {
 pub struct Job {
     /// Prompt token ids.
     pub ids: Vec<u32>,
-    /// Tiles of the request's images (`[N, 448, 448, 3]` u8).
-    pub tiles: Vec<u8>,
+    /// Tiles of each of the request's images (`[n, 448, 448, 3]` u8 each), in prompt order.
+    pub images: Vec<Vec<u8>>,
     /// Sampling settings.
     pub sampler: SamplerConfig,
     /// Most new tokens.
@@ -47,27 +51,59 @@ pub struct Job {
     pub queued: Instant,
 }
 
-/// Starts the worker with a queue of `capacity` waiting requests.
+/// Starts the worker with a queue of `capacity` waiting requests and `image_cache_bytes` of image embeddings.
 pub fn spawn(
     engine: Arc<Engine>,
     capacity: usize,
     metrics: Arc<Metrics>,
+    image_cache_bytes: usize,
 ) -> std::io::Result<SyncSender<Job>> {
     let (queue, jobs) = sync_channel(capacity);
     std::thread::Builder::new()
         .name("nvlm-generate".into())
-        .spawn(move || serve(&engine, jobs, &metrics))?;
+        .spawn(move || serve(&engine, jobs, &metrics, ImageCache::new(image_cache_bytes)))?;
     Ok(queue)
 }
 
-fn serve(engine: &Engine, jobs: Receiver<Job>, metrics: &Metrics) {
+/// Embedding rows of all the job's images, each from the cache or the vision tower.
+fn image_rows(
+    engine: &Engine,
+    job: &Job,
+    cache: &mut ImageCache,
+    metrics: &Metrics,
+) -> anyhow::Result<Option<Tensor>> {
+    let mut rows = Vec::with_capacity(job.images.len());
+    for tiles in &job.images {
+        let key = cache.key(tiles);
+        let image = match cache.get(key) {
+            Some(hit) => {
+                metrics.image_cache(true);
+                hit
+            }
+            None => {
+                metrics.image_cache(false);
+                let fresh = engine.image_rows(tiles)?.context("an image without tiles")?;
+                cache.insert(key, fresh.clone());
+                fresh
+            }
+        };
+        rows.push(image);
+    }
+    Ok(match rows.len() {
+        0 => None,
+        1 => rows.pop(),
+        _ => Some(nvlm_kernels::concat(&rows.iter().collect::<Vec<_>>(), 0)?),
+    })
+}
+
+fn serve(engine: &Engine, jobs: Receiver<Job>, metrics: &Metrics, mut cache: ImageCache) {
     for job in jobs {
         metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
         if job.events.is_closed() {
             continue;
         }
         metrics.running.fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = run(engine, &job, metrics) {
+        if let Err(error) = run(engine, &job, metrics, &mut cache) {
             let _ = job.events.send(Event::Failed(format!("{error:#}")));
         }
         metrics.running.fetch_sub(1, Ordering::Relaxed);
@@ -93,8 +129,8 @@ fn cut_at_stop(mut text: String, stop: &[String]) -> (String, bool) {
     }
 }
 
-fn run(engine: &Engine, job: &Job, metrics: &Metrics) -> anyhow::Result<()> {
-    let rows = engine.image_rows(&job.tiles)?;
+fn run(engine: &Engine, job: &Job, metrics: &Metrics, cache: &mut ImageCache) -> anyhow::Result<()> {
+    let rows = image_rows(engine, job, cache, metrics)?;
     let mut last_token = None::<Instant>;
     let mut generated = Vec::new();
     let mut sent = String::new();
