@@ -356,3 +356,74 @@ fn a_client_that_disconnects_cancels_its_request() {
     );
     assert_eq!(status, 200, "the server serves the next request");
 }
+
+fn rss_kib(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.child.id())).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn load_of_64_requests_from_16_clients_loses_none_and_returns_memory() {
+    let server = start();
+    // Warm up (first allocations), then measure the idle level.
+    let warm = json!({"messages": [{"role": "user", "content": "warm up"}], "max_tokens": 4});
+    assert_eq!(chat(&server, warm).0, 200);
+    let idle = rss_kib(&server);
+    let base = server.base.clone();
+    let clients: Vec<_> =
+        (0..16)
+            .map(|client| {
+                let base = base.clone();
+                std::thread::spawn(move || {
+                    (0..4)
+                    .map(|i| {
+                        let wanted = 1 + (client + i) % 4;
+                        let body = json!({
+                            "messages": [{"role": "user", "content": format!("client {client} request {i}")}],
+                            "max_tokens": wanted,
+                            "stream": i % 2 == 0,
+                        });
+                        let reply = ureq::post(&format!("{base}/v1/chat/completions"))
+                            .set("Authorization", &format!("Bearer {KEY}"))
+                            .timeout(std::time::Duration::from_secs(120))
+                            .send_string(&body.to_string())
+                            .unwrap_or_else(|e| panic!("client {client} request {i}: {e}"));
+                        assert_eq!(reply.status(), 200);
+                        let text = reply.into_string().unwrap();
+                        let id = if i % 2 == 0 {
+                            let first = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+                            assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+                            serde_json::from_str::<Value>(first).unwrap()["id"].as_str().unwrap().to_string()
+                        } else {
+                            let whole: Value = serde_json::from_str(&text).unwrap();
+                            assert!(whole["usage"]["completion_tokens"].as_u64().unwrap() <= wanted as u64);
+                            whole["id"].as_str().unwrap().to_string()
+                        };
+                        id
+                    })
+                    .collect::<Vec<String>>()
+                })
+            })
+            .collect();
+    let mut ids: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    assert_eq!(ids.len(), 64, "every request answered");
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 64, "no answer given twice");
+    let (_, metrics) = call(&server, "GET", "/metrics", None, false);
+    assert!(
+        metrics.contains("nvlm_requests_total{endpoint=\"/v1/chat/completions\",status=\"200\"} 65"),
+        "{metrics}"
+    );
+    assert_eq!(gauge(&server, "nvlm_queue_depth"), 0);
+    let after = rss_kib(&server);
+    assert!(
+        idle == 0 || after <= idle * 3 / 2 + 64 * 1024,
+        "memory did not return near its idle level: {idle} KiB idle, {after} KiB after the load"
+    );
+    println!("RSS: {idle} KiB idle, {after} KiB after 64 requests");
+}

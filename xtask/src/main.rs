@@ -45,6 +45,8 @@ fn dispatch(args: Vec<String>) -> Result<()> {
                 "nvlm-tiling",
                 "-p",
                 "nvlm-checkpoint",
+                "-p",
+                "nvlm-cli",
             ],
             &[],
         ),
