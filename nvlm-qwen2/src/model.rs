@@ -12,6 +12,14 @@ use crate::kv_cache::{PagedKvCache, SequenceId};
 use crate::tensor_parallel::{ShardedLoader, Sharding};
 use crate::{Qwen2Config, Result};
 
+/// Consecutive rows of a forward pass that belong to one sequence, at positions `start..start + rows`.
+struct Segment {
+    seq: SequenceId,
+    start: usize,
+    rows: usize,
+}
+
+/// One layer's weights.
 struct Layer {
     input_norm: Tensor,
     q: Tensor,
@@ -227,21 +235,85 @@ impl Qwen2Model {
         embeds: &Tensor,
         cache: &mut PagedKvCache,
         seq: SequenceId,
-        mut trace: impl FnMut(usize, &Tensor),
+        trace: impl FnMut(usize, &Tensor),
     ) -> Result<Tensor> {
         let t = embeds.shape()[0];
         let start = cache.len(seq)?;
         cache.reserve(seq, t)?;
-        let positions: Vec<i32> = (start..start + t).map(|p| p as i32).collect();
-        let positions = Tensor::from_vec(positions, &[t])?;
+        let segments = [Segment { seq, start, rows: t }];
         // transformers' dynamic NTK: the frequencies of max(position) + 1.
         let inv_freq = self.config.rope.inv_freq(start + t);
+        self.run_layers(embeds, &segments, &inv_freq, cache, trace)
+    }
+
+    /// One decode step for several sequences at once: `tokens[i]` is the next token of `seqs[i]`. Returns the
+    /// final-normed hidden states `[B, H]`, row `i` for `seqs[i]` — the same as [`Qwen2Model::forward`] on each
+    /// alone, with the projections and MLP run once over all rows.
+    pub fn decode_batch(
+        &self,
+        tokens: &[u32],
+        cache: &mut PagedKvCache,
+        seqs: &[SequenceId],
+    ) -> Result<Tensor> {
+        if tokens.len() != seqs.len() || tokens.is_empty() {
+            return Err(crate::Qwen2Error::Input(format!(
+                "decode_batch: {} tokens for {} sequences",
+                tokens.len(),
+                seqs.len()
+            )));
+        }
+        let embeds = self.embed(tokens, nvlm_tensor::DType::F32)?;
+        let mut segments = Vec::with_capacity(seqs.len());
+        for &seq in seqs {
+            segments.push(Segment {
+                seq,
+                start: cache.len(seq)?,
+                rows: 1,
+            });
+        }
+        // Dynamic NTK makes the frequencies depend on each sequence's length; rows share one set of frequencies, so
+        // sequences past the scaling threshold go one by one.
+        let inv_freq = self.config.rope.inv_freq(segments[0].start + 1);
+        if segments
+            .iter()
+            .any(|s| self.config.rope.inv_freq(s.start + 1) != inv_freq)
+        {
+            let rows = seqs
+                .iter()
+                .enumerate()
+                .map(|(i, &seq)| self.forward(&embeds.narrow0(i, 1)?, cache, seq))
+                .collect::<Result<Vec<_>>>()?;
+            return Ok(k::concat(&rows.iter().collect::<Vec<_>>(), 0)?);
+        }
+        for &seq in seqs {
+            cache.reserve(seq, 1)?;
+        }
+        self.run_layers(&embeds, &segments, &inv_freq, cache, |_, _| {})
+    }
+
+    /// Every layer over rows that belong to `segments` (consecutive rows of one sequence each), then the cache
+    /// lengths advance and the final norm applies.
+    fn run_layers(
+        &self,
+        embeds: &Tensor,
+        segments: &[Segment],
+        inv_freq: &[f32],
+        cache: &mut PagedKvCache,
+        mut trace: impl FnMut(usize, &Tensor),
+    ) -> Result<Tensor> {
+        let positions: Vec<i32> = segments
+            .iter()
+            .flat_map(|s| (s.start..s.start + s.rows).map(|p| p as i32))
+            .collect();
+        let positions = Tensor::from_vec(positions, &[embeds.shape()[0]])?;
         let mut x = embeds.clone();
         for (l, layer) in self.layers.iter().enumerate() {
-            x = self.layer(l, layer, &x, &positions, &inv_freq, cache, seq, start)?;
+            x = self.layer(l, layer, &x, &positions, inv_freq, cache, segments)?;
             trace(l, &x);
         }
-        cache.advance(seq, t)?;
+        for s in segments {
+            cache.advance(s.seq, s.rows)?;
+        }
         Ok(k::rms_norm(&x, &self.norm, self.config.rms_norm_eps)?)
     }
 
@@ -254,8 +326,7 @@ impl Qwen2Model {
         positions: &Tensor,
         inv_freq: &[f32],
         cache: &mut PagedKvCache,
-        seq: SequenceId,
-        start: usize,
+        segments: &[Segment],
     ) -> Result<Tensor> {
         let c = &self.config;
         let (t, d) = (x.shape()[0], c.head_dim());
@@ -266,16 +337,34 @@ impl Qwen2Model {
         let v = k::matmul(&h, &l.v, Some(&l.v_bias))?.reshape(&[t, kv_heads, d])?;
         let q = k::rotary_embedding(&q, positions, inv_freq)?;
         let key = k::rotary_embedding(&key, positions, inv_freq)?;
-        cache.write(index, seq, &key, &v)?;
-        let (keys, values) = cache.read(index, seq, start + t, kv_heads)?;
-        let attn = k::attention(
-            &q.reshape(&[1, t, heads, d])?,
-            &keys,
-            &values,
-            AttentionMask::Causal { query_offset: start },
-            1.0 / (d as f32).sqrt(),
-        )?;
-        let o = self.reduce(k::matmul(&attn.reshape(&[t, heads * d])?, &l.o, None)?)?;
+        // Attention per sequence, over its own cached keys and values.
+        let mut outputs = Vec::with_capacity(segments.len());
+        let mut row = 0;
+        for s in segments {
+            let (q, key, v) = (
+                q.narrow0(row, s.rows)?,
+                key.narrow0(row, s.rows)?,
+                v.narrow0(row, s.rows)?,
+            );
+            cache.write(index, s.seq, &key, &v)?;
+            let (keys, values) = cache.read(index, s.seq, s.start + s.rows, kv_heads)?;
+            let out = k::attention(
+                &q.reshape(&[1, s.rows, heads, d])?,
+                &keys,
+                &values,
+                AttentionMask::Causal {
+                    query_offset: s.start,
+                },
+                1.0 / (d as f32).sqrt(),
+            )?;
+            outputs.push(out.reshape(&[s.rows, heads * d])?);
+            row += s.rows;
+        }
+        let attn = match outputs.len() {
+            1 => outputs.pop().expect("one segment"),
+            _ => k::concat(&outputs.iter().collect::<Vec<_>>(), 0)?,
+        };
+        let o = self.reduce(k::matmul(&attn, &l.o, None)?)?;
         let (h, x) = k::add_rms_norm(&o, x, &l.post_norm, c.rms_norm_eps)?;
         let mlp = self.reduce(k::matmul(
             &k::silu_mul(&k::matmul(&h, &l.gate, None)?, &k::matmul(&h, &l.up, None)?)?,
