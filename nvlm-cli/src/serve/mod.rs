@@ -7,6 +7,7 @@
 mod image_cache;
 mod metrics;
 mod openai;
+mod text_stream;
 mod worker;
 
 use std::convert::Infallible;

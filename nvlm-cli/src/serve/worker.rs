@@ -15,6 +15,7 @@ use nvlm_tensor::Tensor;
 
 use super::image_cache::ImageCache;
 use super::metrics::Metrics;
+use super::text_stream::TextStream;
 use crate::engine::Engine;
 
 /// What a request hears from the worker.
@@ -66,7 +67,7 @@ pub fn spawn(
 }
 
 /// Embedding rows of all the job's images, each from the cache or the vision tower.
-fn image_rows(
+pub(super) fn image_rows(
     engine: &Engine,
     job: &Job,
     cache: &mut ImageCache,
@@ -110,37 +111,9 @@ fn serve(engine: &Engine, jobs: Receiver<Job>, metrics: &Metrics, mut cache: Ima
     }
 }
 
-/// How many trailing bytes of `text` could begin a stop string (held back so no stop string is half streamed).
-fn held_back(text: &str, stop: &[String]) -> usize {
-    stop.iter()
-        .flat_map(|s| (1..s.len()).filter(|&k| s.is_char_boundary(k) && text.ends_with(&s[..k])))
-        .max()
-        .unwrap_or(0)
-}
-
-/// `text` cut before the first stop string, and whether one occurred.
-fn cut_at_stop(mut text: String, stop: &[String]) -> (String, bool) {
-    match stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-        Some(at) => {
-            text.truncate(at);
-            (text, true)
-        }
-        None => (text, false),
-    }
-}
-
 fn run(engine: &Engine, job: &Job, metrics: &Metrics, cache: &mut ImageCache) -> anyhow::Result<()> {
     let rows = image_rows(engine, job, cache, metrics)?;
-    let mut last_token = None::<Instant>;
-    let mut generated = Vec::new();
-    let mut sent = String::new();
-    let mut stopped = false;
-    let emit = |text: &str, sent: &mut String| {
-        if text.len() > sent.len() && text.starts_with(sent.as_str()) {
-            let _ = job.events.send(Event::Delta(text[sent.len()..].to_string()));
-            *sent = text.to_string();
-        }
-    };
+    let mut stream = TextStream::new();
     let generation = engine.generate(
         &job.ids,
         rows.as_ref(),
@@ -148,36 +121,16 @@ fn run(engine: &Engine, job: &Job, metrics: &Metrics, cache: &mut ImageCache) ->
         job.max_tokens,
         false,
         |token| {
-            if job.events.is_closed() {
+            if job.events.is_closed() || !stream.push(token, job, engine, metrics) {
                 return ControlFlow::Break(());
             }
-            let now = Instant::now();
-            match last_token {
-                None => metrics.first_token(now - job.queued),
-                Some(last) => metrics.next_token(now - last),
-            }
-            last_token = Some(now);
-            generated.push(token);
-            let (text, hit) = cut_at_stop(engine.answer(&generated).unwrap_or_default(), &job.stop);
-            if hit {
-                stopped = true;
-                return ControlFlow::Break(());
-            }
-            let safe = text.len() - held_back(&text, &job.stop);
-            emit(&text[..safe], &mut sent);
             ControlFlow::Continue(())
         },
     )?;
-    let (text, hit) = cut_at_stop(engine.answer(&generated)?, &job.stop);
-    emit(&text, &mut sent);
     let finish = match generation.stop {
-        StopReason::Length if !(hit || stopped) => "length",
+        StopReason::Length => "length",
         _ => "stop",
     };
-    metrics.tokens(job.ids.len(), generation.tokens.len());
-    let _ = job.events.send(Event::Done {
-        finish,
-        usage: [job.ids.len(), generation.tokens.len()],
-    });
+    stream.finish(job, engine, metrics, finish, generation.tokens.len());
     Ok(())
 }
