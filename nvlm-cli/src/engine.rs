@@ -221,7 +221,21 @@ impl Engine {
         32768 * 3
     }
 
-    fn stop_ids(&self) -> Vec<u32> {
+    /// The language model when it runs whole in this thread (no tensor parallelism): what batched serving drives.
+    pub fn language_model(&self) -> Option<&Qwen2Model> {
+        match self.llm.as_slice() {
+            [whole] => Some(whole),
+            _ => None,
+        }
+    }
+
+    /// Prompt embeddings with the image rows spliced in, in the engine's compute dtype.
+    pub fn prompt_embeddings(&self, ids: &[u32], image_rows: Option<&Tensor>) -> anyhow::Result<Tensor> {
+        Ok(self.llm[0].embed_multimodal(ids, image_rows, self.dtype)?)
+    }
+
+    /// Token ids that end an answer: the config's end-of-sequence ids and `<|im_end|>`.
+    pub fn stop_ids(&self) -> Vec<u32> {
         let mut ids = self.llm[0].config.eos_token_ids.clone();
         if let Some(im_end) = self.tokenizer.token_id("<|im_end|>") {
             ids.push(im_end);

@@ -228,7 +228,8 @@ fn serves_chat_completions_like_the_cli_streaming_or_not() {
 
 #[test]
 fn a_full_queue_answers_429_with_retry_after() {
-    let server = start_with(&["--max-queue", "1"]);
+    // One request at a time (no batching), so a queue of 1 fills.
+    let server = start_with(&["--max-queue", "1", "--max-batch", "1"]);
     let base = server.base.clone();
     // One request runs, one waits in the queue of 1; of the others, at least one finds it full.
     let clients: Vec<_> = (0..4)
@@ -426,4 +427,64 @@ fn load_of_64_requests_from_16_clients_loses_none_and_returns_memory() {
         "memory did not return near its idle level: {idle} KiB idle, {after} KiB after the load"
     );
     println!("RSS: {idle} KiB idle, {after} KiB after 64 requests");
+}
+
+fn counter(server: &Server, name: &str) -> u64 {
+    gauge(server, name) as u64
+}
+
+#[test]
+fn requests_decoded_together_answer_as_they_do_alone() {
+    let server = start();
+    let requests: Vec<Value> = (0..6)
+        .map(|i| {
+            json!({
+                "messages": [{"role": "user", "content": format!("Question number {i}: {}", "why? ".repeat(i * 3))}],
+                "max_tokens": 6 + 3 * i,
+            })
+        })
+        .collect();
+    // All at once: they share decode steps.
+    let base = server.base.clone();
+    let together: Vec<Value> = requests
+        .iter()
+        .cloned()
+        .map(|request| {
+            let url = format!("{base}/v1/chat/completions");
+            std::thread::spawn(move || {
+                let reply = ureq::post(&url)
+                    .set("Authorization", &format!("Bearer {KEY}"))
+                    .send_string(&request.to_string())
+                    .unwrap();
+                serde_json::from_str::<Value>(&reply.into_string().unwrap()).unwrap()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let (steps, rows) = (
+        counter(&server, "nvlm_batch_steps_total"),
+        counter(&server, "nvlm_batch_rows_total"),
+    );
+    assert!(
+        rows > steps,
+        "requests were decoded together: {rows} rows in {steps} steps"
+    );
+    // Then one by one: the same greedy answers.
+    for (i, request) in requests.into_iter().enumerate() {
+        let (status, alone) = chat(&server, request);
+        assert_eq!(status, 200);
+        assert_eq!(
+            together[i]["choices"][0]["message"], alone["choices"][0]["message"],
+            "request {i}"
+        );
+        assert_eq!(together[i]["usage"], alone["usage"], "request {i}");
+    }
+    assert_eq!(
+        gauge(&server, "nvlm_kv_blocks_used"),
+        0,
+        "every KV block returned"
+    );
+    assert!(gauge(&server, "nvlm_kv_blocks_total") > 0);
 }

@@ -55,6 +55,12 @@ pub struct Metrics {
     pub queue_depth: AtomicI64,
     /// Requests being generated.
     pub running: AtomicI64,
+    batch_steps: AtomicU64,
+    batch_rows: AtomicU64,
+    /// KV cache blocks of the batch scheduler.
+    pub kv_blocks_total: AtomicI64,
+    /// KV cache blocks held by running requests.
+    pub kv_blocks_used: AtomicI64,
     time_to_first_token: Histogram,
     inter_token_latency: Histogram,
 }
@@ -82,6 +88,12 @@ impl Metrics {
             &self.image_cache_misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one batched decode step over `rows` requests.
+    pub fn batch_step(&self, rows: usize) {
+        self.batch_steps.fetch_add(1, Ordering::Relaxed);
+        self.batch_rows.fetch_add(rows as u64, Ordering::Relaxed);
     }
 
     /// Records the time from queueing to a request's first token.
@@ -128,6 +140,16 @@ impl Metrics {
                 "Images run through the vision tower.",
                 self.image_cache_misses.load(Ordering::Relaxed) as i64,
             ),
+            (
+                "nvlm_batch_steps_total",
+                "Batched decode steps.",
+                self.batch_steps.load(Ordering::Relaxed) as i64,
+            ),
+            (
+                "nvlm_batch_rows_total",
+                "Requests decoded, summed over batched steps (divided by the steps: the mean batch size).",
+                self.batch_rows.load(Ordering::Relaxed) as i64,
+            ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
@@ -141,6 +163,16 @@ impl Metrics {
                 "nvlm_running_requests",
                 "Requests being generated.",
                 self.running.load(Ordering::Relaxed),
+            ),
+            (
+                "nvlm_kv_blocks_used",
+                "KV cache blocks held by running requests.",
+                self.kv_blocks_used.load(Ordering::Relaxed),
+            ),
+            (
+                "nvlm_kv_blocks_total",
+                "KV cache blocks of the batch scheduler (0 when requests run one at a time).",
+                self.kv_blocks_total.load(Ordering::Relaxed),
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");

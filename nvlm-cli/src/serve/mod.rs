@@ -4,6 +4,7 @@
 //! generation worker, which runs one request at a time and streams text back; a client that disconnects cancels its
 //! request at the next token.
 
+mod batch;
 mod image_cache;
 mod metrics;
 mod openai;
@@ -62,6 +63,13 @@ pub struct ServeArgs {
     /// Accept local file paths (and file:// URLs) as image URLs; without it only data: URLs are read.
     #[arg(long)]
     allow_local_images: bool,
+    /// Most requests decoded together (continuous batching; 1 runs requests one at a time).
+    #[arg(long, default_value_t = 16)]
+    max_batch: usize,
+    /// KV cache capacity in tokens, shared by the running requests (a request waits until its prompt plus
+    /// max_tokens fit).
+    #[arg(long, default_value_t = 65536)]
+    kv_cache_tokens: usize,
     /// Megabytes of image embeddings kept for images sent again (0 disables the cache).
     #[arg(long, default_value_t = 1024)]
     image_cache_mb: usize,
@@ -104,6 +112,10 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         args.max_queue,
         metrics.clone(),
         args.image_cache_mb << 20,
+        batch::BatchLimits {
+            max_batch: args.max_batch,
+            kv_positions: args.kv_cache_tokens,
+        },
     )
     .context("starting the model worker")?;
     let state = Arc::new(AppState {

@@ -75,7 +75,14 @@ impl TextStream {
 
     /// Sends the rest of the answer, then `Done` with `finish` (`length` becomes `stop` when a stop string ended
     /// the answer) and the usage (`completion` tokens, stop tokens included).
-    pub fn finish(&mut self, job: &Job, engine: &Engine, metrics: &Metrics, finish: &'static str, completion: usize) {
+    pub fn finish(
+        &mut self,
+        job: &Job,
+        engine: &Engine,
+        metrics: &Metrics,
+        finish: &'static str,
+        completion: usize,
+    ) {
         let (text, hit) = cut_at_stop(engine.answer(&self.tokens).unwrap_or_default(), &job.stop);
         self.emit(job, &text);
         let finish = if hit || self.stopped { "stop" } else { finish };

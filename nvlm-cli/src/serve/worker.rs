@@ -13,6 +13,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use anyhow::Context;
 use nvlm_tensor::Tensor;
 
+use super::batch::{self, BatchLimits};
 use super::image_cache::ImageCache;
 use super::metrics::Metrics;
 use super::text_stream::TextStream;
@@ -52,17 +53,28 @@ pub struct Job {
     pub queued: Instant,
 }
 
-/// Starts the worker with a queue of `capacity` waiting requests and `image_cache_bytes` of image embeddings.
+/// Starts the worker with a queue of `capacity` waiting requests and `image_cache_bytes` of image embeddings: a
+/// continuous-batching scheduler (`limits`) when the model runs whole here and `max_batch` > 1, else one request at
+/// a time (tensor-parallel ranks run each request together).
 pub fn spawn(
     engine: Arc<Engine>,
     capacity: usize,
     metrics: Arc<Metrics>,
     image_cache_bytes: usize,
+    limits: BatchLimits,
 ) -> std::io::Result<SyncSender<Job>> {
     let (queue, jobs) = sync_channel(capacity);
     std::thread::Builder::new()
         .name("nvlm-generate".into())
-        .spawn(move || serve(&engine, jobs, &metrics, ImageCache::new(image_cache_bytes)))?;
+        .spawn(move || {
+            let images = ImageCache::new(image_cache_bytes);
+            match engine.language_model() {
+                Some(llm) if limits.max_batch > 1 => {
+                    batch::serve(&engine, llm, jobs, &metrics, images, limits)
+                }
+                _ => serve(&engine, jobs, &metrics, images),
+            }
+        })?;
     Ok(queue)
 }
 
