@@ -82,12 +82,8 @@ pub fn serve(
                 waiting = Some(job);
                 break;
             }
-            match admit(engine, llm, job, &mut kv, &mut images, metrics) {
-                Ok(Some(request)) => running.push(request),
-                Ok(None) => {}
-                Err((job, error)) => {
-                    let _ = job.events.send(Event::Failed(format!("{error:#}")));
-                }
+            if let Some(request) = admit(engine, llm, job, &mut kv, &mut images, metrics) {
+                running.push(request);
             }
             publish(&kv, &running, metrics);
         }
@@ -117,7 +113,8 @@ fn publish(kv: &PagedKvCache, running: &[Running], metrics: &Metrics) {
     metrics.running.store(running.len() as i64, Ordering::Relaxed);
 }
 
-/// Prefills a new request and takes its first token; `None` when it is already finished.
+/// Prefills a new request and takes its first token; `None` when it is already finished (or failed, which its
+/// client hears).
 fn admit(
     engine: &Engine,
     llm: &Qwen2Model,
@@ -125,7 +122,7 @@ fn admit(
     kv: &mut PagedKvCache,
     images: &mut ImageCache,
     metrics: &Metrics,
-) -> Result<Option<Running>, (Job, anyhow::Error)> {
+) -> Option<Running> {
     let seq = kv.add_sequence();
     let first = (|| {
         let rows = image_rows(engine, &job, images, metrics)?;
@@ -138,7 +135,8 @@ fn admit(
         Ok(logits) => logits,
         Err(error) => {
             kv.free_sequence(seq);
-            return Err((job, error));
+            let _ = job.events.send(Event::Failed(format!("{error:#}")));
+            return None;
         }
     };
     let mut request = Running {
@@ -151,14 +149,15 @@ fn admit(
         next: 0,
     };
     match take(engine, &mut request, &logits, metrics) {
-        Ok(true) => Ok(Some(request)),
+        Ok(true) => Some(request),
         Ok(false) => {
             kv.free_sequence(request.seq);
-            Ok(None)
+            None
         }
         Err(error) => {
             kv.free_sequence(request.seq);
-            Err((request.job, error))
+            let _ = request.job.events.send(Event::Failed(format!("{error:#}")));
+            None
         }
     }
 }
