@@ -262,9 +262,31 @@ fn a_full_queue_answers_429_with_retry_after() {
     );
 }
 
+/// A PNG whose header declares `side` x `side` pixels (and holds no pixel data): a decompression bomb's header.
+fn png_header(side: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    for (kind, data) in [
+        (
+            &b"IHDR"[..],
+            [&side.to_be_bytes()[..], &side.to_be_bytes(), &[8, 2, 0, 0, 0]].concat(),
+        ),
+        (&b"IEND"[..], Vec::new()),
+    ] {
+        png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let body = [kind, &data].concat();
+        png.extend_from_slice(&body);
+        png.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+    }
+    png
+}
+
 #[test]
 fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
     let server = start();
+    let bomb = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(png_header(50_000))
+    );
     let not_image = format!(
         "data:image/png;base64,{}",
         base64::engine::general_purpose::STANDARD.encode(b"hello")
@@ -276,6 +298,12 @@ fn bad_requests_get_openai_errors_and_the_server_keeps_serving() {
         (
             "not an image",
             json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": not_image}}]}]})
+                .to_string(),
+            400,
+        ),
+        (
+            "an image over the pixel limit",
+            json!({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": bomb}}]}]})
                 .to_string(),
             400,
         ),
