@@ -516,3 +516,39 @@ fn requests_decoded_together_answer_as_they_do_alone() {
     );
     assert!(gauge(&server, "nvlm_kv_blocks_total") > 0);
 }
+
+#[test]
+fn requests_wait_for_kv_blocks_instead_of_failing() {
+    // 16 blocks of 16 positions: two requests of ~8 blocks fit at a time; the others wait their turn.
+    let server = start_with(&["--kv-cache-tokens", "256"]);
+    let base = server.base.clone();
+    let clients: Vec<_> = (0..4)
+        .map(|i| {
+            let url = format!("{base}/v1/chat/completions");
+            std::thread::spawn(move || {
+                let body = json!({"messages": [{"role": "user", "content": format!("story {i}")}], "max_tokens": 100});
+                ureq::post(&url)
+                    .set("Authorization", &format!("Bearer {KEY}"))
+                    .send_string(&body.to_string())
+                    .map(|r| r.status())
+                    .unwrap_or_else(|e| panic!("request {i}: {e}"))
+            })
+        })
+        .collect();
+    for client in clients {
+        assert_eq!(client.join().unwrap(), 200);
+    }
+    assert_eq!(gauge(&server, "nvlm_kv_blocks_used"), 0);
+    let (status, reply) = chat(
+        &server,
+        json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000}),
+    );
+    assert_eq!(status, 400, "a request that can never fit is refused: {reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--kv-cache-tokens"),
+        "{reply}"
+    );
+}

@@ -125,6 +125,8 @@ fn admit(
 ) -> Option<Running> {
     let seq = kv.add_sequence();
     let first = (|| {
+        // All the blocks the request can use, taken now: running requests never run the cache dry.
+        kv.reserve(seq, job.ids.len() + job.max_tokens)?;
         let rows = image_rows(engine, &job, images, metrics)?;
         let embeds = engine.prompt_embeddings(&job.ids, rows.as_ref())?;
         let hidden = llm.forward(&embeds, kv, seq)?;

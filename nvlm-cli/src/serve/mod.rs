@@ -80,6 +80,8 @@ pub struct ServeArgs {
 
 struct AppState {
     engine: Arc<Engine>,
+    /// The batch scheduler's KV capacity in positions (`None` when requests run one at a time).
+    kv_positions: Option<usize>,
     metrics: Arc<Metrics>,
     queue: SyncSender<Job>,
     name: String,
@@ -118,7 +120,9 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         },
     )
     .context("starting the model worker")?;
+    let batching = engine.language_model().is_some() && args.max_batch > 1;
     let state = Arc::new(AppState {
+        kv_positions: batching.then_some(args.kv_cache_tokens / 16 * 16),
         engine,
         metrics,
         queue,
@@ -223,6 +227,16 @@ fn ready(
     if ids.len() + max_tokens > context {
         return Err(ApiError::invalid(format!(
             "the prompt has {} tokens and asks for {max_tokens} more: over the context of {context}",
+            ids.len()
+        )));
+    }
+    if let Some(capacity) = state
+        .kv_positions
+        .filter(|&c| (ids.len() + max_tokens).div_ceil(16) * 16 > c)
+    {
+        return Err(ApiError::invalid(format!(
+            "the prompt has {} tokens and asks for {max_tokens} more: over the server's KV cache of {capacity} \
+             positions (start it with a larger --kv-cache-tokens, or ask for fewer tokens)",
             ids.len()
         )));
     }
