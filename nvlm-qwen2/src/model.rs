@@ -255,40 +255,60 @@ impl Qwen2Model {
         cache: &mut PagedKvCache,
         seqs: &[SequenceId],
     ) -> Result<Tensor> {
-        if tokens.len() != seqs.len() || tokens.is_empty() {
+        if tokens.len() != seqs.len() {
             return Err(crate::Qwen2Error::Input(format!(
                 "decode_batch: {} tokens for {} sequences",
                 tokens.len(),
                 seqs.len()
             )));
         }
-        let embeds = self.embed(tokens, nvlm_tensor::DType::F32)?;
-        let mut segments = Vec::with_capacity(seqs.len());
-        for &seq in seqs {
+        let parts: Vec<(SequenceId, usize)> = seqs.iter().map(|&seq| (seq, 1)).collect();
+        self.forward_step(&self.embed(tokens, nvlm_tensor::DType::F32)?, cache, &parts)
+    }
+
+    /// One forward pass over new rows of several sequences: `parts[i] = (seq, rows)` says the next `rows` rows of
+    /// `embeds` are the next positions of `seq` (a decode token, or a chunk of a prompt). Returns the final-normed
+    /// hidden states of all rows, in order — each sequence's rows as [`Qwen2Model::forward`] gives them alone.
+    pub fn forward_step(
+        &self,
+        embeds: &Tensor,
+        cache: &mut PagedKvCache,
+        parts: &[(SequenceId, usize)],
+    ) -> Result<Tensor> {
+        let total: usize = parts.iter().map(|p| p.1).sum();
+        if parts.is_empty() || total != embeds.shape()[0] {
+            return Err(crate::Qwen2Error::Input(format!(
+                "forward_step: {} rows of embeddings for parts of {total} rows",
+                embeds.shape()[0]
+            )));
+        }
+        let mut segments = Vec::with_capacity(parts.len());
+        for &(seq, rows) in parts {
             segments.push(Segment {
                 seq,
                 start: cache.len(seq)?,
-                rows: 1,
+                rows,
             });
         }
         // Dynamic NTK makes the frequencies depend on each sequence's length; rows share one set of frequencies, so
         // sequences past the scaling threshold go one by one.
-        let inv_freq = self.config.rope.inv_freq(segments[0].start + 1);
+        let inv_freq = self.config.rope.inv_freq(segments[0].start + segments[0].rows);
         if segments
             .iter()
-            .any(|s| self.config.rope.inv_freq(s.start + 1) != inv_freq)
+            .any(|s| self.config.rope.inv_freq(s.start + s.rows) != inv_freq)
         {
-            let rows = seqs
-                .iter()
-                .enumerate()
-                .map(|(i, &seq)| self.forward(&embeds.narrow0(i, 1)?, cache, seq))
-                .collect::<Result<Vec<_>>>()?;
-            return Ok(k::concat(&rows.iter().collect::<Vec<_>>(), 0)?);
+            let mut row = 0;
+            let mut outputs = Vec::with_capacity(parts.len());
+            for &(seq, rows) in parts {
+                outputs.push(self.forward(&embeds.narrow0(row, rows)?, cache, seq)?);
+                row += rows;
+            }
+            return Ok(k::concat(&outputs.iter().collect::<Vec<_>>(), 0)?);
         }
-        for &seq in seqs {
-            cache.reserve(seq, 1)?;
+        for s in &segments {
+            cache.reserve(s.seq, s.rows)?;
         }
-        self.run_layers(&embeds, &segments, &inv_freq, cache, |_, _| {})
+        self.run_layers(embeds, &segments, &inv_freq, cache, |_, _| {})
     }
 
     /// Every layer over rows that belong to `segments` (consecutive rows of one sequence each), then the cache

@@ -121,3 +121,52 @@ fn sequences_decoded_together_match_each_alone() {
     }
     assert_eq!(cache.free_blocks(), free_at_start, "every block back in the pool");
 }
+
+#[test]
+fn a_prompt_prefilled_in_chunks_beside_decode_rows_matches_it_whole() {
+    let model = model();
+    let prompt: &[u32] = &[
+        151644, 8948, 198, 16141, 279, 4755, 13, 151645, 151644, 872, 198, 3838, 11, 1246, 525, 498, 30,
+    ];
+    let other: &[u32] = &[151644, 872, 198, 9707];
+    let mut whole_cache = model.new_cache(64);
+    let seq = whole_cache.add_sequence();
+    let whole = model
+        .forward(&model.embed(prompt, DType::F32).unwrap(), &mut whole_cache, seq)
+        .unwrap();
+    let whole_last = model
+        .logits(&whole.narrow0(prompt.len() - 1, 1).unwrap())
+        .unwrap()
+        .to_f32_vec()
+        .unwrap();
+
+    // The prompt goes in chunks of 5 while another sequence decodes a token in every step.
+    let mut cache = model.new_cache(128);
+    let (chunked, decoding) = (cache.add_sequence(), cache.add_sequence());
+    model
+        .forward(&model.embed(other, DType::F32).unwrap(), &mut cache, decoding)
+        .unwrap();
+    let embeds = model.embed(prompt, DType::F32).unwrap();
+    let mut done = 0;
+    let mut last = None;
+    while done < prompt.len() {
+        let n = 5.min(prompt.len() - done);
+        let rows = nvlm_kernels::concat(
+            &[
+                &model.embed(&[9707], DType::F32).unwrap(),
+                &embeds.narrow0(done, n).unwrap(),
+            ],
+            0,
+        )
+        .unwrap();
+        let hidden = model
+            .forward_step(&rows, &mut cache, &[(decoding, 1), (chunked, n)])
+            .unwrap();
+        done += n;
+        last = Some(hidden.narrow0(n, 1).unwrap());
+    }
+    let chunked_last = model.logits(&last.unwrap()).unwrap().to_f32_vec().unwrap();
+    assert_close_f32_reference("chunked prefill logits", &chunked_last, &whole_last);
+    assert_eq!(argmax(&chunked_last), argmax(&whole_last));
+    assert_eq!(cache.len(chunked).unwrap(), prompt.len());
+}
