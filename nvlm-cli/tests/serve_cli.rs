@@ -552,3 +552,40 @@ fn requests_wait_for_kv_blocks_instead_of_failing() {
         "{reply}"
     );
 }
+
+#[test]
+fn prompts_prefilled_in_small_chunks_give_the_same_answers() {
+    let chunked = start_with(&["--prefill-chunk", "7"]);
+    let request = json!({"messages": [{"role": "user", "content": "Describe a cup of coffee."}]});
+    let (status, answer) = chat(&chunked, request);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["choices"][0]["message"]["content"].as_str().unwrap(),
+        generate_text("Describe a cup of coffee.")
+    );
+    // An image prompt (about 1850 positions) in chunks of 7 beside another request decoding.
+    let image = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/coffee.jpg")).unwrap();
+    let url = format!(
+        "data:image/jpeg;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(image)
+    );
+    let image_request = json!({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is in the image?"},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]}], "max_tokens": 4});
+    let base = chunked.base.clone();
+    let background = std::thread::spawn(move || {
+        let body = json!({"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 64});
+        ureq::post(&format!("{base}/v1/chat/completions"))
+            .set("Authorization", &format!("Bearer {KEY}"))
+            .send_string(&body.to_string())
+            .map(|r| r.status())
+            .unwrap()
+    });
+    let (_, chunked_answer) = chat(&chunked, image_request.clone());
+    assert_eq!(background.join().unwrap(), 200);
+    let whole = start();
+    let (_, whole_answer) = chat(&whole, image_request);
+    assert_eq!(chunked_answer["choices"], whole_answer["choices"]);
+    assert_eq!(chunked_answer["usage"], whole_answer["usage"]);
+}

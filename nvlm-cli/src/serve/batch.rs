@@ -1,11 +1,13 @@
-//! Continuous batching: requests join the running batch between decode steps and leave it when they finish, stop
-//! or lose their client; every step decodes one token for every running request in one pass
-//! (`Qwen2Model::decode_batch`), over one paged KV cache whose blocks a request holds only while it runs.
+//! Continuous batching: requests join the running batch between steps and leave it when they finish, stop or lose
+//! their client. Every step is one forward pass (`Qwen2Model::forward_step`) over one decode token of every running
+//! request plus up to `prefill_chunk` prompt positions of the requests still being prefilled (oldest first), so a
+//! long prompt never stalls the others. One paged KV cache; a request holds its blocks only while it runs.
 
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, TryRecvError};
 
 use nvlm_qwen2::{PagedKvCache, Qwen2Model, Sampler, SequenceId};
+use nvlm_tensor::Tensor;
 
 use super::image_cache::ImageCache;
 use super::metrics::Metrics;
@@ -27,6 +29,8 @@ struct Running {
     generated: usize,
     /// The token to feed at the next step.
     next: u32,
+    /// While the prompt is being prefilled: its embeddings and how many rows have been run.
+    prefill: Option<(Tensor, usize)>,
 }
 
 /// Batch limits.
@@ -35,6 +39,8 @@ pub struct BatchLimits {
     pub max_batch: usize,
     /// KV cache capacity in positions, shared by all running requests.
     pub kv_positions: usize,
+    /// Most prompt positions prefilled per step.
+    pub prefill_chunk: usize,
 }
 
 /// Serves `jobs` with continuous batching until the queue closes.
@@ -82,7 +88,7 @@ pub fn serve(
                 waiting = Some(job);
                 break;
             }
-            if let Some(request) = admit(engine, llm, job, &mut kv, &mut images, metrics) {
+            if let Some(request) = admit(engine, job, &mut kv, &mut images, metrics) {
                 running.push(request);
             }
             publish(&kv, &running, metrics);
@@ -90,7 +96,7 @@ pub fn serve(
         if running.is_empty() {
             continue;
         }
-        if let Err(error) = step(engine, llm, &mut running, &mut kv, metrics) {
+        if let Err(error) = step(engine, llm, &mut running, &mut kv, metrics, limits.prefill_chunk) {
             for request in running.drain(..) {
                 let _ = request.job.events.send(Event::Failed(format!("{error:#}")));
                 kv.free_sequence(request.seq);
@@ -113,52 +119,36 @@ fn publish(kv: &PagedKvCache, running: &[Running], metrics: &Metrics) {
     metrics.running.store(running.len() as i64, Ordering::Relaxed);
 }
 
-/// Prefills a new request and takes its first token; `None` when it is already finished (or failed, which its
-/// client hears).
+/// Takes a new request into the batch: reserves its KV blocks and prepares its prompt embeddings (images through the
+/// cache or the vision tower); its prompt is prefilled over the next steps. `None` when it failed (its client hears).
 fn admit(
     engine: &Engine,
-    llm: &Qwen2Model,
     job: Job,
     kv: &mut PagedKvCache,
     images: &mut ImageCache,
     metrics: &Metrics,
 ) -> Option<Running> {
     let seq = kv.add_sequence();
-    let first = (|| {
+    let embeds = (|| {
         // All the blocks the request can use, taken now: running requests never run the cache dry.
         kv.reserve(seq, job.ids.len() + job.max_tokens)?;
         let rows = image_rows(engine, &job, images, metrics)?;
-        let embeds = engine.prompt_embeddings(&job.ids, rows.as_ref())?;
-        let hidden = llm.forward(&embeds, kv, seq)?;
-        let last = hidden.narrow0(hidden.shape()[0] - 1, 1)?;
-        anyhow::Ok(llm.logits(&last)?)
+        engine.prompt_embeddings(&job.ids, rows.as_ref())
     })();
-    let logits = match first {
-        Ok(logits) => logits,
+    match embeds {
+        Ok(embeds) => Some(Running {
+            sampler: Sampler::new(job.sampler.clone()),
+            history: job.ids.clone(),
+            job,
+            seq,
+            stream: TextStream::new(),
+            generated: 0,
+            next: 0,
+            prefill: Some((embeds, 0)),
+        }),
         Err(error) => {
             kv.free_sequence(seq);
             let _ = job.events.send(Event::Failed(format!("{error:#}")));
-            return None;
-        }
-    };
-    let mut request = Running {
-        sampler: Sampler::new(job.sampler.clone()),
-        history: job.ids.clone(),
-        job,
-        seq,
-        stream: TextStream::new(),
-        generated: 0,
-        next: 0,
-    };
-    match take(engine, &mut request, &logits, metrics) {
-        Ok(true) => Some(request),
-        Ok(false) => {
-            kv.free_sequence(request.seq);
-            None
-        }
-        Err(error) => {
-            kv.free_sequence(request.seq);
-            let _ = request.job.events.send(Event::Failed(format!("{error:#}")));
             None
         }
     }
@@ -201,31 +191,92 @@ fn take(
     Ok(true)
 }
 
-/// One decode step for every running request; finished requests leave and free their KV blocks.
+/// One step: a decode token for every prefilled request and prompt chunks for the others, in one pass; requests
+/// whose prompt completes take their first token, the others their next; finished requests leave and free their
+/// KV blocks.
 fn step(
     engine: &Engine,
     llm: &Qwen2Model,
     running: &mut Vec<Running>,
     kv: &mut PagedKvCache,
     metrics: &Metrics,
+    prefill_chunk: usize,
 ) -> anyhow::Result<()> {
-    let tokens: Vec<u32> = running.iter().map(|r| r.next).collect();
-    let seqs: Vec<SequenceId> = running.iter().map(|r| r.seq).collect();
-    let hidden = llm.decode_batch(&tokens, kv, &seqs)?;
-    metrics.batch_step(tokens.len());
-    let logits = llm.logits(&hidden)?;
-    let mut still = Vec::with_capacity(running.len());
-    for (row, mut request) in running.drain(..).enumerate() {
-        let row_logits = logits.narrow0(row, 1)?;
-        match take(engine, &mut request, &row_logits, metrics) {
-            Ok(true) => still.push(request),
-            Ok(false) => kv.free_sequence(request.seq),
-            Err(error) => {
-                let _ = request.job.events.send(Event::Failed(format!("{error:#}")));
-                kv.free_sequence(request.seq);
+    let decoding: Vec<usize> = (0..running.len())
+        .filter(|&i| running[i].prefill.is_none())
+        .collect();
+    let tokens: Vec<u32> = decoding.iter().map(|&i| running[i].next).collect();
+    let mut parts: Vec<(SequenceId, usize)> = decoding.iter().map(|&i| (running[i].seq, 1)).collect();
+    let mut rows: Vec<Tensor> = Vec::new();
+    if !tokens.is_empty() {
+        rows.push(engine.prompt_embeddings(&tokens, None)?);
+    }
+    // Prompt chunks, oldest request first, within the step's budget.
+    let mut budget = prefill_chunk.max(1);
+    let mut chunks: Vec<(usize, usize)> = Vec::new();
+    for (i, request) in running.iter().enumerate() {
+        let Some((embeds, done)) = &request.prefill else {
+            continue;
+        };
+        if budget == 0 {
+            break;
+        }
+        let n = budget.min(embeds.shape()[0] - done);
+        rows.push(embeds.narrow0(*done, n)?);
+        parts.push((request.seq, n));
+        chunks.push((i, n));
+        budget -= n;
+    }
+    let embeds = match rows.len() {
+        1 => rows.pop().expect("one part"),
+        _ => nvlm_kernels::concat(&rows.iter().collect::<Vec<_>>(), 0)?,
+    };
+    let hidden = llm.forward_step(&embeds, kv, &parts)?;
+    metrics.batch_step(parts.len());
+    // Which hidden row gives each request its next token: decode rows, and the last row of a completed prompt.
+    let mut sampled: Vec<(usize, usize)> = decoding.iter().enumerate().map(|(row, &i)| (i, row)).collect();
+    let mut row = decoding.len();
+    for (i, n) in chunks {
+        row += n;
+        let (total, done) = running[i]
+            .prefill
+            .as_ref()
+            .map(|(e, d)| (e.shape()[0], d + n))
+            .expect("prefilling");
+        if done == total {
+            running[i].prefill = None;
+            sampled.push((i, row - 1));
+        } else if let Some(state) = running[i].prefill.as_mut() {
+            state.1 = done;
+        }
+    }
+    let mut finished = vec![false; running.len()];
+    if !sampled.is_empty() {
+        let picked: Vec<Tensor> = sampled
+            .iter()
+            .map(|&(_, r)| hidden.narrow0(r, 1))
+            .collect::<Result<_, _>>()?;
+        let logits = llm.logits(&nvlm_kernels::concat(&picked.iter().collect::<Vec<_>>(), 0)?)?;
+        for (k, &(i, _)) in sampled.iter().enumerate() {
+            let request = &mut running[i];
+            match take(engine, request, &logits.narrow0(k, 1)?, metrics) {
+                Ok(true) => {}
+                Ok(false) => finished[i] = true,
+                Err(error) => {
+                    let _ = request.job.events.send(Event::Failed(format!("{error:#}")));
+                    finished[i] = true;
+                }
             }
         }
     }
-    *running = still;
+    let mut index = 0;
+    running.retain(|request| {
+        let keep = !finished[index] && !request.job.events.is_closed();
+        index += 1;
+        if !keep {
+            kv.free_sequence(request.seq);
+        }
+        keep
+    });
     Ok(())
 }

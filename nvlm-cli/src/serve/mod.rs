@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// max_tokens fit).
     #[arg(long, default_value_t = 65536)]
     kv_cache_tokens: usize,
+    /// Most prompt tokens prefilled per batch step (long prompts go in chunks, beside the running decodes).
+    #[arg(long, default_value_t = 512)]
+    prefill_chunk: usize,
     /// Megabytes of image embeddings kept for images sent again (0 disables the cache).
     #[arg(long, default_value_t = 1024)]
     image_cache_mb: usize,
@@ -117,6 +120,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         batch::BatchLimits {
             max_batch: args.max_batch,
             kv_positions: args.kv_cache_tokens,
+            prefill_chunk: args.prefill_chunk,
         },
     )
     .context("starting the model worker")?;
