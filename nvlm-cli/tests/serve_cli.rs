@@ -102,6 +102,19 @@ fn streamed(server: &Server, mut request: Value) -> (String, Value) {
     (text, chunks.last().unwrap().clone())
 }
 
+/// A chat request asking about `assets/coffee.jpg`, sent as a data: URL.
+fn coffee_question(max_tokens: usize) -> Value {
+    let image = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/coffee.jpg")).unwrap();
+    let url = format!(
+        "data:image/jpeg;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(image)
+    );
+    json!({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is in the image?"},
+        {"type": "image_url", "image_url": {"url": url}},
+    ]}], "max_tokens": max_tokens})
+}
+
 fn generate_text(prompt: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_nvlm"))
         .args(["generate", "--prompt", prompt, "--max-new-tokens", "8", "--json"])
@@ -160,15 +173,7 @@ fn serves_chat_completions_like_the_cli_streaming_or_not() {
     }
 
     // An image as a data: URL: 7 tiles of 256 image tokens in the prompt.
-    let image = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/coffee.jpg")).unwrap();
-    let url = format!(
-        "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(image)
-    );
-    let image_request = json!({"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "What is in the image?"},
-        {"type": "image_url", "image_url": {"url": url}},
-    ]}], "max_tokens": 2});
+    let image_request = coffee_question(2);
     let (status, answer) = chat(&server, image_request.clone());
     assert_eq!(status, 200, "{answer}");
     // The same image again: its embeddings come from the cache, the answer is the same.
@@ -203,7 +208,8 @@ fn serves_chat_completions_like_the_cli_streaming_or_not() {
         .collect();
     assert_eq!(streamed_plain, whole["choices"][0]["text"].as_str().unwrap());
 
-    // Metrics count what happened.
+    // Metrics count what happened (gauges settle once the worker has put the last request away).
+    settle(&server, "nvlm_running_requests", 0);
     let (status, metrics) = call(&server, "GET", "/metrics", None, false);
     assert_eq!(status, 200);
     for needle in [
@@ -352,6 +358,22 @@ fn gauge(server: &Server, name: &str) -> i64 {
         .unwrap()
 }
 
+/// Waits (up to 20 s) for a gauge to reach `value`: the worker updates gauges after it has answered a request.
+fn settle(server: &Server, name: &str, value: i64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let now = gauge(server, name);
+        if now == value {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} stayed at {now}, expected {value}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn a_client_that_disconnects_cancels_its_request() {
     use std::io::Read;
@@ -371,14 +393,7 @@ fn a_client_that_disconnects_cancels_its_request() {
     );
     drop(reader);
     // 4000 tokens would take minutes; the cancelled request must stop within seconds.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while gauge(&server, "nvlm_running_requests") != 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the request kept running after its client left"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    settle(&server, "nvlm_running_requests", 0);
     let (status, _) = chat(
         &server,
         json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}),
@@ -509,11 +524,7 @@ fn requests_decoded_together_answer_as_they_do_alone() {
         );
         assert_eq!(together[i]["usage"], alone["usage"], "request {i}");
     }
-    assert_eq!(
-        gauge(&server, "nvlm_kv_blocks_used"),
-        0,
-        "every KV block returned"
-    );
+    settle(&server, "nvlm_kv_blocks_used", 0); // every KV block returned
     assert!(gauge(&server, "nvlm_kv_blocks_total") > 0);
 }
 
@@ -538,7 +549,7 @@ fn requests_wait_for_kv_blocks_instead_of_failing() {
     for client in clients {
         assert_eq!(client.join().unwrap(), 200);
     }
-    assert_eq!(gauge(&server, "nvlm_kv_blocks_used"), 0);
+    settle(&server, "nvlm_kv_blocks_used", 0);
     let (status, reply) = chat(
         &server,
         json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1000}),
@@ -564,15 +575,7 @@ fn prompts_prefilled_in_small_chunks_give_the_same_answers() {
         generate_text("Describe a cup of coffee.")
     );
     // An image prompt (about 1850 positions) in chunks of 7 beside another request decoding.
-    let image = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/coffee.jpg")).unwrap();
-    let url = format!(
-        "data:image/jpeg;base64,{}",
-        base64::engine::general_purpose::STANDARD.encode(image)
-    );
-    let image_request = json!({"messages": [{"role": "user", "content": [
-        {"type": "text", "text": "What is in the image?"},
-        {"type": "image_url", "image_url": {"url": url}},
-    ]}], "max_tokens": 4});
+    let image_request = coffee_question(4);
     let base = chunked.base.clone();
     let background = std::thread::spawn(move || {
         let body = json!({"messages": [{"role": "user", "content": "Tell me a story."}], "max_tokens": 64});

@@ -2,33 +2,15 @@
 //! each sequence exactly the greedy tokens it gets alone (and logits within float tolerance), also when one leaves
 //! the batch early and its blocks go back to the pool.
 
-use nvlm_checkpoint::SafetensorsCheckpoint;
-use nvlm_qwen2::{generate, GenerateOptions, PagedKvCache, Qwen2Config, Qwen2Model, Sampler, SamplerConfig};
-use nvlm_tensor::{DType, Device};
-use nvlm_testkit::{assert_close_f32_reference, fixtures};
+mod common;
+
+use common::argmax;
+use nvlm_qwen2::{generate, GenerateOptions, PagedKvCache, Qwen2Model, Sampler, SamplerConfig};
+use nvlm_tensor::DType;
+use nvlm_testkit::assert_close_f32_reference;
 
 fn model() -> Qwen2Model {
-    let dir = fixtures().join("model/tiny-nvlm-d");
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let weights = SafetensorsCheckpoint::open(&dir).unwrap();
-    Qwen2Model::load(
-        &weights,
-        "language_model.",
-        &Qwen2Config::from_json(&config, true).unwrap(),
-        Device::Cpu,
-    )
-    .unwrap()
-}
-
-fn argmax(row: &[f32]) -> u32 {
-    row.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |best, (i, &v)| if v > best.1 { (i, v) } else { best },
-        )
-        .0 as u32
+    common::tiny_model()
 }
 
 const STEPS: usize = 8;

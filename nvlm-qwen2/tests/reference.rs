@@ -1,6 +1,9 @@
 //! Qwen2 against the HF NVLM-D reference activations (`shared/fixtures/model`): image-row splice, hidden states,
 //! logits and greedy ids for the image and text cases; and prefill + decode through the KV cache equals recompute.
 
+mod common;
+
+use common::argmax;
 use nvlm_checkpoint::SafetensorsCheckpoint;
 use nvlm_kernels::SamplingParams;
 use nvlm_qwen2::{
@@ -39,27 +42,7 @@ impl Reference {
 }
 
 fn model() -> Qwen2Model {
-    let dir = fixtures().join("model/tiny-nvlm-d");
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    let weights = SafetensorsCheckpoint::open(&dir).unwrap();
-    Qwen2Model::load(
-        &weights,
-        "language_model.",
-        &Qwen2Config::from_json(&config, true).unwrap(),
-        Device::Cpu,
-    )
-    .unwrap()
-}
-
-fn argmax(row: &[f32]) -> u32 {
-    row.iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |best, (i, &v)| if v > best.1 { (i, v) } else { best },
-        )
-        .0 as u32
+    common::tiny_model()
 }
 
 fn check_case(case: &str) {

@@ -4,6 +4,8 @@
 
 use std::sync::Arc;
 
+mod common;
+
 use nvlm_checkpoint::SafetensorsCheckpoint;
 use nvlm_dist::{Comm, ThreadGroup};
 use nvlm_kernels::SamplingParams;
@@ -11,7 +13,7 @@ use nvlm_qwen2::{
     generate, GenerateOptions, Qwen2Config, Qwen2Model, Sampler, SamplerConfig, Sharding, IM_END_TOKEN_ID,
 };
 use nvlm_tensor::{DType, Device};
-use nvlm_testkit::{assert_close_f32_reference, fixtures};
+use nvlm_testkit::assert_close_f32_reference;
 
 /// A short chat-shaped prompt of text ids (from the tokenizer fixture's vocabulary range).
 const PROMPT: [u32; 9] = [151644, 872, 198, 3838, 374, 304, 279, 2168, 30];
@@ -27,13 +29,7 @@ struct Run {
 }
 
 fn weights_and_config() -> (SafetensorsCheckpoint, Qwen2Config) {
-    let dir = fixtures().join("model/tiny-nvlm-d");
-    let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    (
-        SafetensorsCheckpoint::open(&dir).unwrap(),
-        Qwen2Config::from_json(&config, true).unwrap(),
-    )
+    common::tiny_weights_and_config()
 }
 
 fn run(model: &Qwen2Model) -> Run {
