@@ -75,9 +75,14 @@ impl Sampler {
     ) -> Result<u32> {
         let mut row = local.to_f32_vec()?;
         self.penalize(&mut row, context, first_id);
-        let best = argmax(&Tensor::from_vec(row.clone(), &[1, row.len()])?)?.to_vec::<i32>()?[0] as usize;
+        let width = row.len();
+        let row = Tensor::from_vec(row, &[1, width])?;
+        let best = argmax(&row)?.to_vec::<i32>()?[0] as usize;
         // Ids below 2^24 are exact in f32.
-        let pair = Tensor::from_vec(vec![row[best], (first_id + best) as f32], &[1, 2])?;
+        let pair = Tensor::from_vec(
+            vec![row.as_slice::<f32>()?[best], (first_id + best) as f32],
+            &[1, 2],
+        )?;
         let pairs = comm.all_gather(&pair)?.to_f32_vec()?;
         let mut winner = (f32::NEG_INFINITY, 0.0);
         for (i, pair) in pairs.chunks(2).enumerate() {

@@ -8,6 +8,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 
 use nvlm_qwen2::{PagedKvCache, Qwen2Model, Sampler, SequenceId};
 use nvlm_tensor::Tensor;
+use tokio::sync::mpsc::UnboundedSender;
 
 use super::image_cache::ImageCache;
 use super::metrics::Metrics;
@@ -31,6 +32,8 @@ struct Running {
     next: u32,
     /// While the prompt is being prefilled: its embeddings and how many rows have been run.
     prefill: Option<(Tensor, usize)>,
+    /// The answer's `Done`, sent once the request has left the batch and freed its blocks.
+    done: Option<Event>,
 }
 
 /// Batch limits.
@@ -53,6 +56,7 @@ pub fn serve(
     limits: BatchLimits,
 ) {
     let mut kv = llm.new_cache(limits.kv_positions);
+    let stop_ids = engine.stop_ids();
     metrics
         .kv_blocks_total
         .store(kv.free_blocks() as i64, Ordering::Relaxed);
@@ -96,13 +100,29 @@ pub fn serve(
         if running.is_empty() {
             continue;
         }
-        if let Err(error) = step(engine, llm, &mut running, &mut kv, metrics, limits.prefill_chunk) {
-            for request in running.drain(..) {
-                let _ = request.job.events.send(Event::Failed(format!("{error:#}")));
-                kv.free_sequence(request.seq);
-            }
-        }
+        let answers = match step(
+            engine,
+            &stop_ids,
+            llm,
+            &mut running,
+            &mut kv,
+            metrics,
+            limits.prefill_chunk,
+        ) {
+            Ok(answers) => answers,
+            Err(error) => running
+                .drain(..)
+                .map(|request| {
+                    kv.free_sequence(request.seq);
+                    (request.job.events, Event::Failed(format!("{error:#}")))
+                })
+                .collect(),
+        };
+        // Finished requests have freed their blocks; the metrics say so before their clients hear they are done.
         publish(&kv, &running, metrics);
+        for (client, answer) in answers {
+            let _ = client.send(answer);
+        }
     }
 }
 
@@ -145,6 +165,7 @@ fn admit(
             generated: 0,
             next: 0,
             prefill: Some((embeds, 0)),
+            done: None,
         }),
         Err(error) => {
             kv.free_sequence(seq);
@@ -154,12 +175,13 @@ fn admit(
     }
 }
 
-/// Samples the request's next token from `logits` `[1, V]` and streams it; false when the request is finished
-/// (its `Done` sent, or its client gone).
+/// Samples the request's next token from `logits` `[1, V]` and streams it; false when the request is finished (its
+/// `Done` left in `request.done`, or its client gone).
 fn take(
     engine: &Engine,
+    stop_ids: &[u32],
     request: &mut Running,
-    logits: &nvlm_tensor::Tensor,
+    logits: &Tensor,
     metrics: &Metrics,
 ) -> anyhow::Result<bool> {
     let token = request.sampler.next(logits, &request.history)?;
@@ -167,41 +189,37 @@ fn take(
     request.generated += 1;
     request.next = token;
     let job = &request.job;
-    if engine.stop_ids().contains(&token) {
-        request
-            .stream
-            .finish(job, engine, metrics, "stop", request.generated);
-        return Ok(false);
-    }
     if job.events.is_closed() {
         return Ok(false);
     }
-    if !request.stream.push(token, job, engine, metrics) {
+    let finish = if stop_ids.contains(&token) || !request.stream.push(token, job, engine, metrics) {
+        "stop"
+    } else if request.generated >= job.max_tokens {
+        "length"
+    } else {
+        return Ok(true);
+    };
+    request.done = Some(
         request
             .stream
-            .finish(job, engine, metrics, "stop", request.generated);
-        return Ok(false);
-    }
-    if request.generated >= job.max_tokens {
-        request
-            .stream
-            .finish(job, engine, metrics, "length", request.generated);
-        return Ok(false);
-    }
-    Ok(true)
+            .finish(job, engine, metrics, finish, request.generated),
+    );
+    Ok(false)
 }
 
 /// One step: a decode token for every prefilled request and prompt chunks for the others, in one pass; requests
 /// whose prompt completes take their first token, the others their next; finished requests leave and free their
-/// KV blocks.
+/// KV blocks, and their final events (`Done` or `Failed`) are returned for sending.
+#[allow(clippy::too_many_arguments)]
 fn step(
     engine: &Engine,
+    stop_ids: &[u32],
     llm: &Qwen2Model,
     running: &mut Vec<Running>,
     kv: &mut PagedKvCache,
     metrics: &Metrics,
     prefill_chunk: usize,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(UnboundedSender<Event>, Event)>> {
     let decoding: Vec<usize> = (0..running.len())
         .filter(|&i| running[i].prefill.is_none())
         .collect();
@@ -259,24 +277,28 @@ fn step(
         let logits = llm.logits(&nvlm_kernels::concat(&picked.iter().collect::<Vec<_>>(), 0)?)?;
         for (k, &(i, _)) in sampled.iter().enumerate() {
             let request = &mut running[i];
-            match take(engine, request, &logits.narrow0(k, 1)?, metrics) {
+            match take(engine, stop_ids, request, &logits.narrow0(k, 1)?, metrics) {
                 Ok(true) => {}
                 Ok(false) => finished[i] = true,
                 Err(error) => {
-                    let _ = request.job.events.send(Event::Failed(format!("{error:#}")));
+                    request.done = Some(Event::Failed(format!("{error:#}")));
                     finished[i] = true;
                 }
             }
         }
     }
+    let mut answers = Vec::new();
     let mut index = 0;
-    running.retain(|request| {
+    running.retain_mut(|request| {
         let keep = !finished[index] && !request.job.events.is_closed();
         index += 1;
         if !keep {
             kv.free_sequence(request.seq);
+            if let Some(answer) = request.done.take() {
+                answers.push((request.job.events.clone(), answer));
+            }
         }
         keep
     });
-    Ok(())
+    Ok(answers)
 }

@@ -73,8 +73,9 @@ impl TextStream {
         true
     }
 
-    /// Sends the rest of the answer, then `Done` with `finish` (`length` becomes `stop` when a stop string ended
-    /// the answer) and the usage (`completion` tokens, stop tokens included).
+    /// Sends the rest of the answer and returns the request's `Done` with `finish` (`length` becomes `stop` when a
+    /// stop string ended the answer) and the usage (`completion` tokens, stop tokens included). The caller sends it
+    /// once the request's resources are released, so a client that has its answer sees them free.
     pub fn finish(
         &mut self,
         job: &Job,
@@ -82,14 +83,14 @@ impl TextStream {
         metrics: &Metrics,
         finish: &'static str,
         completion: usize,
-    ) {
+    ) -> Event {
         let (text, hit) = cut_at_stop(engine.answer(&self.tokens).unwrap_or_default(), &job.stop);
         self.emit(job, &text);
         let finish = if hit || self.stopped { "stop" } else { finish };
         metrics.tokens(job.ids.len(), completion);
-        let _ = job.events.send(Event::Done {
+        Event::Done {
             finish,
             usage: [job.ids.len(), completion],
-        });
+        }
     }
 }

@@ -116,14 +116,16 @@ fn serve(engine: &Engine, jobs: Receiver<Job>, metrics: &Metrics, mut cache: Ima
             continue;
         }
         metrics.running.fetch_add(1, Ordering::Relaxed);
-        if let Err(error) = run(engine, &job, metrics, &mut cache) {
-            let _ = job.events.send(Event::Failed(format!("{error:#}")));
-        }
+        let outcome = run(engine, &job, metrics, &mut cache);
         metrics.running.fetch_sub(1, Ordering::Relaxed);
+        let _ = job
+            .events
+            .send(outcome.unwrap_or_else(|error| Event::Failed(format!("{error:#}"))));
     }
 }
 
-fn run(engine: &Engine, job: &Job, metrics: &Metrics, cache: &mut ImageCache) -> anyhow::Result<()> {
+/// Generates one request, streaming its text; returns its `Done`.
+fn run(engine: &Engine, job: &Job, metrics: &Metrics, cache: &mut ImageCache) -> anyhow::Result<Event> {
     let rows = image_rows(engine, job, cache, metrics)?;
     let mut stream = TextStream::new();
     let generation = engine.generate(
@@ -143,6 +145,5 @@ fn run(engine: &Engine, job: &Job, metrics: &Metrics, cache: &mut ImageCache) ->
         StopReason::Length => "length",
         _ => "stop",
     };
-    stream.finish(job, engine, metrics, finish, generation.tokens.len());
-    Ok(())
+    Ok(stream.finish(job, engine, metrics, finish, generation.tokens.len()))
 }
