@@ -43,7 +43,7 @@ pub fn unfold_patches(pixels: &Tensor, patch: usize) -> Result<Tensor> {
             }
             from_f32(out, dtype, &[t, gh * gw, c * patch * patch])
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => crate::cuda::layout::unfold_patches(pixels, patch),
     }
 }
 

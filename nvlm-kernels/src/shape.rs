@@ -56,8 +56,9 @@ pub fn concat(tensors: &[&Tensor], dim: usize) -> Result<Tensor> {
             ));
         }
     }
-    if device != Device::Cpu {
-        return Err(KernelError::unsupported(OP, device));
+    match device {
+        Device::Cpu => {}
+        Device::Cuda(_) => return crate::cuda::layout::concat(tensors, dim, &shape),
     }
     let elem = first.dtype().size_in_bytes();
     let (outer, _, inner) = around(&shape, dim);
@@ -79,6 +80,9 @@ pub fn split(x: &Tensor, dim: usize, sizes: &[usize]) -> Result<Vec<Tensor>> {
             OP,
             format!("sizes {sizes:?} along dim {dim} of {:?}", x.shape()),
         ));
+    }
+    if let Device::Cuda(_) = x.device() {
+        return crate::cuda::layout::split(x, dim, sizes);
     }
     let bytes = host_bytes(OP, x)?;
     let elem = x.dtype().size_in_bytes();
@@ -107,6 +111,9 @@ pub fn transpose_last2(x: &Tensor) -> Result<Tensor> {
             OP,
             format!("needs rank >= 2, found {:?}", x.shape()),
         ));
+    }
+    if let Device::Cuda(_) = x.device() {
+        return crate::cuda::layout::transpose_last2(x);
     }
     let bytes = host_bytes(OP, x)?;
     let elem = x.dtype().size_in_bytes();
@@ -139,6 +146,9 @@ pub fn pixel_shuffle(x: &Tensor) -> Result<Tensor> {
             OP,
             format!("expects [T, s, s, C] with even s, found {:?}", x.shape()),
         ));
+    }
+    if let Device::Cuda(_) = x.device() {
+        return crate::cuda::layout::pixel_shuffle(x);
     }
     let bytes = host_bytes(OP, x)?;
     let elem = x.dtype().size_in_bytes();

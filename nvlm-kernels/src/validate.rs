@@ -4,8 +4,9 @@
 use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{
-    add, add_rms_norm, argmax, attention, cast, embedding, gelu, layer_norm, matmul, mul, rms_norm,
-    rotary_embedding, scale, scale_channels, scatter_rows, silu_mul, softmax, uniform, AttentionMask, Result,
+    add, add_rms_norm, argmax, attention, cast, concat, embedding, gelu, layer_norm, matmul, mul, pixel_shuffle,
+    rms_norm, rotary_embedding, scale, scale_channels, scatter_rows, silu_mul, softmax, split, transpose_last2,
+    uniform, unfold_patches, AttentionMask, Result,
 };
 
 /// The outcome of one device-vs-reference comparison.
@@ -349,6 +350,55 @@ pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
     Ok(reports)
 }
 
+/// The data-movement ops (exact copies: tolerance 0): concat and split along every kind of dimension, the
+/// last-two-dims transpose, pixel shuffle and patch unfold at NVLM-D's tile geometry.
+pub fn check_layout_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
+    let bf = DType::BF16;
+    let (a, b) = (
+        random_tensor(seed, &[2, 5, 3], bf)?,
+        random_tensor(seed + 1, &[2, 4, 3], bf)?,
+    );
+    let qkv = random_tensor(seed + 2, &[7, 3 * 416], bf)?;
+    let rows = random_tensor(seed + 3, &[3, 33, 65], DType::F32)?;
+    let grid = random_tensor(seed + 4, &[3, 32, 32, 320], bf)?;
+    let pixels = random_tensor(seed + 5, &[2, 3, 448, 448], bf)?;
+    let mut reports = vec![
+        check_with(device, "concat", "[2,5,3]+[2,4,3] dim 1 bf16".into(), &[a.clone(), b], 0.0, |t| {
+            concat(&[&t[0], &t[1]], 1)
+        })?,
+        check_with(device, "concat", "3x[2,5,3] dim 0 bf16".into(), std::slice::from_ref(&a), 0.0, |t| {
+            concat(&[&t[0], &t[0], &t[0]], 0)
+        })?,
+        check_with(device, "transpose", "[3,33,65] f32".into(), &[rows], 0.0, |t| {
+            transpose_last2(&t[0])
+        })?,
+        check_with(device, "pix_shuf", "[3,32,32,320] bf16".into(), &[grid], 0.0, |t| {
+            pixel_shuffle(&t[0])
+        })?,
+    ];
+    for patch in [14, 28] {
+        reports.push(check_with(
+            device,
+            "unfold",
+            format!("[2,3,448,448] p{patch} bf16"),
+            std::slice::from_ref(&pixels),
+            0.0,
+            |t| unfold_patches(&t[0], patch),
+        )?);
+    }
+    for (i, name) in ["q", "k", "v"].into_iter().enumerate() {
+        reports.push(check_with(
+            device,
+            "split",
+            format!("[7,1248] last dim, {name} bf16"),
+            std::slice::from_ref(&qkv),
+            0.0,
+            move |t| Ok(split(&t[0], 1, &[416, 416, 416])?.remove(i)),
+        )?);
+    }
+    Ok(reports)
+}
+
 /// Every check at the shapes that matter for NVLM-D (hidden 3200 / 8192, FFN 12800 / 29568) and awkward ones.
 pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
     let mut reports = Vec::new();
@@ -372,5 +422,6 @@ pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
     }
     reports.push(check_cast(device, 4097, 16)?);
     reports.extend(check_other_ops(device, 17)?);
+    reports.extend(check_layout_ops(device, 18)?);
     Ok(reports)
 }

@@ -70,7 +70,6 @@ pub(crate) fn launch(
     let (first, _, _) = inputs[0].cuda_parts()?;
     let device = first.device.clone();
     let stream = device.stream();
-    let func = function(&device, kernel, function_name)?;
     let mut slices: Vec<CudaSlice<u8>> = Vec::with_capacity(outputs.len());
     for out in &outputs {
         let bytes = (out.shape.iter().product::<usize>() * out.dtype.size_in_bytes()).max(1);
@@ -86,6 +85,31 @@ pub(crate) fn launch(
         };
         slices.push(slice);
     }
+    run(op, kernel, function_name, inputs, &mut slices, scalars, grid, block)?;
+    Ok(slices
+        .into_iter()
+        .zip(outputs)
+        .map(|(s, o)| Tensor::from_cuda(s, device.clone(), o.dtype, &o.shape))
+        .collect())
+}
+
+/// Launches `kernel::function(inputs..., outputs..., scalars...)` on the inputs' device, writing into existing
+/// device buffers (`outputs`), with `grid` blocks of `block` threads.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    op: &'static str,
+    kernel: &'static str,
+    function_name: &str,
+    inputs: &[&Tensor],
+    outputs: &mut [CudaSlice<u8>],
+    scalars: &[Scalar],
+    grid: u32,
+    block: u32,
+) -> Result<()> {
+    let (first, _, _) = inputs[0].cuda_parts()?;
+    let device = first.device.clone();
+    let stream = device.stream();
+    let func = function(&device, kernel, function_name)?;
     let mut views = Vec::with_capacity(inputs.len());
     for t in inputs {
         let (b, offset, len) = t.cuda_parts()?;
@@ -104,7 +128,7 @@ pub(crate) fn launch(
         for v in &views {
             builder.arg(v);
         }
-        for s in slices.iter_mut() {
+        for s in outputs.iter_mut() {
             builder.arg(s);
         }
         for s in scalars {
@@ -118,9 +142,5 @@ pub(crate) fn launch(
         // buffers sized for the shapes it launches over.
         unsafe { builder.launch(cfg) }.map_err(KernelError::cuda(op))?;
     }
-    Ok(slices
-        .into_iter()
-        .zip(outputs)
-        .map(|(s, o)| Tensor::from_cuda(s, device.clone(), o.dtype, &o.shape))
-        .collect())
+    Ok(())
 }

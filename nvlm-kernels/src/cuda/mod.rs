@@ -3,6 +3,7 @@
 
 pub(crate) mod elementwise;
 pub(crate) mod launch;
+pub(crate) mod layout;
 pub mod matmul;
 pub mod module_cache;
 pub mod nvrtc;

@@ -83,6 +83,20 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         functions: &["argmax_f32", "argmax_bf16"],
     },
     KernelSource {
+        name: "layout",
+        source: include_str!("../../cuda/layout.cu"),
+        functions: &[
+            "copy_rows_b16",
+            "copy_rows_b32",
+            "transpose_last2_b16",
+            "transpose_last2_b32",
+            "pixel_shuffle_b16",
+            "pixel_shuffle_b32",
+            "unfold_patches_b16",
+            "unfold_patches_b32",
+        ],
+    },
+    KernelSource {
         name: "cast",
         source: include_str!("../../cuda/cast.cu"),
         functions: &["cast_f32_to_bf16", "cast_bf16_to_f32"],
