@@ -37,8 +37,7 @@ pub fn rms_norm_partial_stats(x: &Tensor, weight: &Tensor, eps: f32, stat_channe
             });
             from_f32(y, dtype, x.shape())
         }
-        Device::Cuda(_) if stat_channels == width => crate::cuda::elementwise::rms_norm(x, weight, eps),
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => crate::cuda::elementwise::rms_norm(x, weight, eps, stat_channels),
     }
 }
 
@@ -78,7 +77,7 @@ pub fn row_sum_squares(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
             });
             Ok(Tensor::from_vec(sums, rows_shape)?)
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => crate::cuda::elementwise::row_sum_squares(x, start, len),
     }
 }
 
@@ -113,7 +112,9 @@ pub fn rms_norm_with_sum_squares(
             });
             from_f32(y, dtype, x.shape())
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => {
+            crate::cuda::elementwise::rms_norm_with_sum_squares(x, weight, eps, sum_squares, count)
+        }
     }
 }
 

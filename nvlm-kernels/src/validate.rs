@@ -5,8 +5,9 @@ use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{
     add, add_rms_norm, argmax, attention, cast, concat, embedding, gelu, layer_norm, matmul, mul, pixel_shuffle,
-    rms_norm, rotary_embedding, scale, scale_channels, scatter_rows, silu_mul, softmax, split, transpose_last2,
-    uniform, unfold_patches, AttentionMask, Result,
+    rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, rotary_embedding, row_sum_squares, scale,
+    scale_channels, scatter_rows, silu_mul, softmax, split, transpose_last2, uniform, unfold_patches,
+    AttentionMask, Result,
 };
 
 /// The outcome of one device-vs-reference comparison.
@@ -100,6 +101,8 @@ fn compare(
 
 /// bf16 keeps 8 significant bits: one rounding of the output is 2^-9 relative; allow a few.
 const BF16_TOL: f64 = 1.0 / 64.0;
+/// f32 results that differ only by summation order.
+const F32_TOL: f64 = 1e-4;
 
 /// RMSNorm of `[rows, width]` on `device` vs the CPU.
 pub fn check_rms_norm(
@@ -350,6 +353,27 @@ pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
     Ok(reports)
 }
 
+/// InternViT's QK-norm pieces at its padded width (32 heads x 128, statistics over the 25 real heads): the
+/// partial-statistics RMSNorm, and the tensor-parallel pair `row_sum_squares` + `rms_norm_with_sum_squares`.
+pub fn check_qk_norm_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
+    let bf = DType::BF16;
+    let x = random_tensor(seed, &[9, 4096], bf)?;
+    let w = random_tensor(seed + 1, &[4096], bf)?;
+    let sums = random_tensor(seed + 2, &[9], DType::F32)?.to_f32_vec()?;
+    let sums = Tensor::from_vec(sums.iter().map(|v| 3000.0 * (v + 1.5)).collect(), &[9])?;
+    Ok(vec![
+        check_with(device, "rms_part", "[9,4096] stats 3200 bf16".into(), &[x.clone(), w.clone()], BF16_TOL, |t| {
+            rms_norm_partial_stats(&t[0], &t[1], 1e-6, 3200)
+        })?,
+        check_with(device, "sum_sq", "[9,4096] ch 128..3328 bf16".into(), std::slice::from_ref(&x), F32_TOL, |t| {
+            row_sum_squares(&t[0], 128, 3200)
+        })?,
+        check_with(device, "rms_given", "[9,4096] over 3200 bf16".into(), &[x, w, sums], BF16_TOL, |t| {
+            rms_norm_with_sum_squares(&t[0], &t[1], 1e-6, &t[2], 3200)
+        })?,
+    ])
+}
+
 /// The data-movement ops (exact copies: tolerance 0): concat and split along every kind of dimension, the
 /// last-two-dims transpose, pixel shuffle and patch unfold at NVLM-D's tile geometry.
 pub fn check_layout_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
@@ -423,5 +447,6 @@ pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
     reports.push(check_cast(device, 4097, 16)?);
     reports.extend(check_other_ops(device, 17)?);
     reports.extend(check_layout_ops(device, 18)?);
+    reports.extend(check_qk_norm_ops(device, 19)?);
     Ok(reports)
 }

@@ -2,7 +2,7 @@
 //! machines without CUDA unless `NVLM_REQUIRE_GPU=1` (the GPU bundle sets it), which turns a skip into a failure.
 
 use nvlm_kernels::validate::{self, CheckReport};
-use nvlm_kernels::{transpose_last2, KernelError};
+use nvlm_kernels::{batched_matmul, KernelError};
 use nvlm_tensor::{cuda_available, DType, Device, Tensor};
 
 fn gpu() -> Option<Device> {
@@ -63,12 +63,21 @@ fn every_cuda_op_matches_cpu() {
 #[test]
 fn ops_without_a_kernel_say_so() {
     let Some(device) = gpu() else { return };
-    let x = Tensor::zeros(&[2, 3], DType::BF16, device).unwrap();
-    match transpose_last2(&x) {
+    let x = Tensor::zeros(&[2, 3, 4], DType::BF16, device).unwrap();
+    match batched_matmul(&x, &x, true) {
         Err(KernelError::Unsupported {
-            op: "transpose_last2",
+            op: "batched_matmul",
             ..
         }) => {}
         other => panic!("expected Unsupported, got {other:?}"),
     }
+}
+
+#[test]
+fn the_validation_suite_runs_on_the_cpu_too() {
+    // Device::Cpu compares the reference with itself: this checks that every case builds and runs (shapes,
+    // dtypes, tolerances) on machines without a GPU, so the bundle's first GPU run fails only on real differences.
+    let reports = validate::run_all(Device::Cpu).unwrap();
+    assert!(reports.len() > 40, "{} checks", reports.len());
+    expect_all_pass(reports);
 }

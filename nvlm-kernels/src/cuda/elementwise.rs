@@ -51,8 +51,8 @@ fn name(op: &'static str, base: &str, dtype: DType) -> Result<String> {
     Ok(format!("{base}_{}", suffix(op, dtype)?))
 }
 
-/// RMSNorm on the device: one block per row.
-pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> {
+/// RMSNorm on the device, the mean square over the first `stat_channels` channels: one block per row.
+pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32, stat_channels: usize) -> Result<Tensor> {
     const OP: &str = "rms_norm";
     crate::check::same_dtype(OP, weight, x)?;
     Ok(rows(
@@ -61,7 +61,53 @@ pub(crate) fn rms_norm(x: &Tensor, weight: &Tensor, eps: f32) -> Result<Tensor> 
         &name(OP, "rms_norm", x.dtype())?,
         &[x, weight],
         1,
-        &[Scalar::F32(eps)],
+        &[Scalar::I32(stat_channels as i32), Scalar::F32(eps)],
+    )?
+    .remove(0))
+}
+
+/// RMSNorm with per-row f32 sums of squares over `count` channels given: one block per row.
+pub(crate) fn rms_norm_with_sum_squares(
+    x: &Tensor,
+    weight: &Tensor,
+    eps: f32,
+    sum_squares: &Tensor,
+    count: usize,
+) -> Result<Tensor> {
+    const OP: &str = "rms_norm_with_sum_squares";
+    crate::check::same_dtype(OP, weight, x)?;
+    if sum_squares.dtype() != DType::F32 {
+        return Err(KernelError::invalid(OP, "the sums of squares must be F32"));
+    }
+    Ok(rows(
+        OP,
+        "rms_norm",
+        &name(OP, "rms_norm_with_sum_squares", x.dtype())?,
+        &[x, weight, sum_squares],
+        1,
+        &[Scalar::I32(count as i32), Scalar::F32(eps)],
+    )?
+    .remove(0))
+}
+
+/// Per-row f32 sums of squares of channels `start..start + len`: one block per row.
+pub(crate) fn row_sum_squares(x: &Tensor, start: usize, len: usize) -> Result<Tensor> {
+    const OP: &str = "row_sum_squares";
+    let rows_shape = &x.shape()[..x.rank().saturating_sub(1)];
+    let scalars = [
+        Scalar::I32(x.last_dim() as i32),
+        Scalar::I32(start as i32),
+        Scalar::I32(len as i32),
+    ];
+    Ok(launch(
+        OP,
+        "rms_norm",
+        &name(OP, "row_sum_squares", x.dtype())?,
+        &[x],
+        vec![Output::new(DType::F32, rows_shape)],
+        &scalars,
+        x.rows() as u32,
+        BLOCK,
     )?
     .remove(0))
 }

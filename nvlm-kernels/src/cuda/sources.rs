@@ -19,7 +19,14 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     KernelSource {
         name: "rms_norm",
         source: include_str!("../../cuda/rms_norm.cu"),
-        functions: &["rms_norm_bf16", "rms_norm_f32"],
+        functions: &[
+            "rms_norm_bf16",
+            "rms_norm_f32",
+            "rms_norm_with_sum_squares_bf16",
+            "rms_norm_with_sum_squares_f32",
+            "row_sum_squares_bf16",
+            "row_sum_squares_f32",
+        ],
     },
     KernelSource {
         name: "silu_mul",
