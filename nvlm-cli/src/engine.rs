@@ -13,7 +13,7 @@ use nvlm_qwen2::{
 };
 use nvlm_tensor::{DType, Device, Tensor, Weights};
 use nvlm_tiling::{load_tiles, pixel_values, TilingConfig, TILE_SIZE};
-use nvlm_vit::{VisionConfig, VisionTower, IMAGE_TOKENS_PER_TILE};
+use nvlm_vit::{VisionConfig, VisionTower};
 
 use crate::demo_model;
 
@@ -27,8 +27,10 @@ pub struct Engine {
     pub tokenizer: Tokenizer,
     /// How images are tiled.
     pub tiling: TilingConfig,
-    /// True for the embedded random-weight demo.
+    /// True for the embedded demo model.
     pub demo: bool,
+    /// Image tokens per tile (`<|vision_pad|>` ids in the prompt): 256 for NVLM-D-72B.
+    pub tokens_per_tile: usize,
     dtype: DType,
 }
 
@@ -50,7 +52,12 @@ fn read_json(path: &Path) -> anyhow::Result<serde_json::Value> {
 }
 
 impl Engine {
-    /// Loads the model on `device` (the CPU backend computes in f32).
+    /// The device the model runs on.
+    pub fn device(&self) -> Device {
+        self.llm[0].device()
+    }
+
+    /// Loads the model on `device` (the CPU backend computes in f32, a GPU in bf16).
     pub fn load(source: &ModelSource, device: Device) -> anyhow::Result<Engine> {
         if let Some(launch) = LaunchEnv::from_env()?.filter(|l| l.world_size > 1) {
             bail!(
@@ -60,14 +67,18 @@ impl Engine {
                 launch.world_size
             );
         }
-        if device != Device::Cpu {
-            bail!("the NVLM-D model runs on the CPU backend only in this build (the CUDA backend is in progress); use --device cpu");
+        if device != Device::Cpu && source.tensor_parallel > 1 {
+            bail!(
+                "--tp {} with --device {device}: tensor parallelism over GPUs (NCCL) is not wired to the model yet; run \
+                 --tp 1 on one GPU, or --tp N on the CPU",
+                source.tensor_parallel
+            );
         }
         let (config, weights, tokenizer, demo): (serde_json::Value, Box<dyn Weights>, Tokenizer, bool) =
             match &source.model {
                 None => (
                     demo_model::config(),
-                    Box::new(demo_model::weights()),
+                    Box::new(demo_model::weights()?),
                     Tokenizer::from_bytes(demo_model::TOKENIZER_JSON, "embedded tokenizer.json")?,
                     true,
                 ),
@@ -115,7 +126,12 @@ impl Engine {
         };
         let llm_config = Qwen2Config::from_json(&config, true)?;
         let vision_config = VisionConfig::from_json(&config)?;
-        let dtype = DType::F32;
+        // The CPU reference computes in f32; GPUs in bf16 (f32 accumulation inside the kernels).
+        let dtype = if device == Device::Cpu {
+            DType::F32
+        } else {
+            DType::BF16
+        };
         let (vision, llm) = load_ranks(
             weights.as_ref(),
             &vision_config,
@@ -135,6 +151,7 @@ impl Engine {
             tokenizer,
             tiling,
             demo,
+            tokens_per_tile: vision_config.tokens_per_tile(),
             dtype,
         })
     }
@@ -146,7 +163,7 @@ impl Engine {
         Ok((tiles.pixels.clone(), tiles.len()))
     }
 
-    /// Image embedding rows `[256 * tiles, H]` for all images' tiles (`[N, 448, 448, 3]` u8, concatenated).
+    /// Image embedding rows `[tokens_per_tile * tiles, H]` for all images' tiles (`[N, 448, 448, 3]` u8, concatenated).
     pub fn image_rows(&self, tiles: &[u8]) -> anyhow::Result<Option<Tensor>> {
         let per_tile = TILE_SIZE * TILE_SIZE * 3;
         if tiles.is_empty() {
@@ -156,7 +173,9 @@ impl Engine {
             bail!("tile data is not a whole number of 448x448x3 tiles");
         }
         let n = tiles.len() / per_tile;
-        let pixels = Tensor::from_vec(pixel_values(tiles, TILE_SIZE), &[n, 3, TILE_SIZE, TILE_SIZE])?;
+        let pixels = Tensor::from_vec(pixel_values(tiles, TILE_SIZE), &[n, 3, TILE_SIZE, TILE_SIZE])?
+            .to_dtype(self.dtype)?
+            .to_device(self.device())?;
         // Every rank runs its share of the tower; rank 0's (identical) embeddings are returned.
         let out = std::thread::scope(|scope| {
             let others: Vec<_> = self.vision[1..]
@@ -171,9 +190,7 @@ impl Engine {
             anyhow::Ok(lead)
         })?;
         let hidden = out.embeddings.shape()[2];
-        Ok(Some(
-            out.embeddings.reshape(&[n * IMAGE_TOKENS_PER_TILE, hidden])?,
-        ))
+        Ok(Some(out.embeddings.reshape(&[n * self.tokens_per_tile, hidden])?))
     }
 
     /// Generates from prompt ids and image rows.

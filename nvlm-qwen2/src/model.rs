@@ -62,7 +62,9 @@ impl Qwen2Model {
             config.num_kv_heads * d,
             config.intermediate_size,
         );
-        let w = |name: &str, shape: &[usize]| load_weight(weights, &format!("{prefix}{name}"), shape, device);
+        let w = |name: &str, shape: &[usize]| {
+            load_weight(weights, &format!("{prefix}{name}"), shape, Device::Cpu)?.weight_on(device)
+        };
         let embed = w("model.embed_tokens.weight", &[config.vocab_size, h])?;
         let lm_head = if config.tie_word_embeddings {
             embed.clone()
@@ -184,6 +186,11 @@ impl Qwen2Model {
             Some(comm) => Ok(comm.all_reduce_sum(&partial)?),
             None => Ok(partial),
         }
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.embed.device()
     }
 
     /// Token embeddings `[n, H]` in `dtype`.
@@ -325,7 +332,7 @@ impl Qwen2Model {
             .iter()
             .flat_map(|s| (s.start..s.start + s.rows).map(|p| p as i32))
             .collect();
-        let positions = Tensor::from_vec(positions, &[embeds.shape()[0]])?;
+        let positions = Tensor::from_vec(positions, &[embeds.shape()[0]])?.to_device(embeds.device())?;
         let mut x = embeds.clone();
         for (l, layer) in self.layers.iter().enumerate() {
             x = self.layer(l, layer, &x, &positions, inv_freq, cache, segments)?;
@@ -368,6 +375,15 @@ impl Qwen2Model {
             );
             cache.write(index, s.seq, &key, &v)?;
             let (keys, values) = cache.read(index, s.seq, s.start + s.rows, kv_heads)?;
+            // The cache lives in host memory (f32): on a GPU its rows go back up in the activations' dtype. Correct
+            // first; a device-resident cache is the next step of the CUDA backend.
+            let (keys, values) = match q.device() {
+                Device::Cpu => (keys, values),
+                device => (
+                    k::cast(&keys.to_device(device)?, q.dtype())?,
+                    k::cast(&values.to_device(device)?, q.dtype())?,
+                ),
+            };
             let out = k::attention(
                 &q.reshape(&[1, s.rows, heads, d])?,
                 &keys,
@@ -444,7 +460,7 @@ impl Qwen2Model {
         let rows = image_rows.map_or(0, |r| r.shape()[0]);
         if positions.len() != rows {
             return Err(crate::Qwen2Error::Input(format!(
-                "the prompt has {} <|vision_pad|> tokens but the images give {rows} embedding rows (256 per tile)",
+                "the prompt has {} <|vision_pad|> tokens but the images give {rows} embedding rows (one per image token)",
                 positions.len()
             )));
         }

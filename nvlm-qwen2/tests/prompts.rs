@@ -3,7 +3,7 @@
 
 use nvlm_qwen2::{build_prompt, SystemPrompt, Tokenizer, IMAGE_CONTEXT_TOKEN_ID, IM_END_TOKEN_ID};
 use nvlm_testkit::fixtures;
-use nvlm_tiling::prompt::{expand_images, with_image_placeholder};
+use nvlm_tiling::prompt::{expand_images, with_image_placeholder, IMAGE_TOKENS_PER_TILE};
 use serde_json::Value;
 
 fn prompt_case(name: &str) -> Value {
@@ -55,7 +55,11 @@ fn our_query(system: &SystemPrompt, case: &Value) -> String {
         tiles.len(),
         !history.is_empty(),
     );
-    expand_images(&build_prompt(system, &history, &question), &tiles)
+    expand_images(
+        &build_prompt(system, &history, &question),
+        &tiles,
+        IMAGE_TOKENS_PER_TILE,
+    )
 }
 
 #[test]

@@ -295,6 +295,20 @@ impl Tensor {
         Tensor::from_bytes(bytes, self.dtype, &self.shape, device)
     }
 
+    /// A host weight placed on `device` in the dtype that device computes with: unchanged on the CPU (which computes
+    /// in f32 from any float dtype); on a GPU, float weights become bf16 before the upload (an F32 checkpoint tensor
+    /// costs bf16 bytes there), other dtypes are uploaded as they are.
+    pub fn weight_on(&self, device: Device) -> Result<Tensor> {
+        match device {
+            Device::Cpu => self.to_device(device),
+            Device::Cuda(_) if matches!(self.dtype, DType::F32 | DType::F16) => self
+                .to_device(Device::Cpu)?
+                .to_dtype(DType::BF16)?
+                .to_device(device),
+            Device::Cuda(_) => self.to_device(device),
+        }
+    }
+
     /// The elements as a `Vec<T>` (downloads from the GPU when needed); fails on a dtype mismatch.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         self.expect_dtype("to_vec", T::DTYPE)?;

@@ -29,6 +29,7 @@ impl VisionConfig {
     /// From the whole `config.json` (reads `vision_config`).
     pub fn from_json(config: &serde_json::Value) -> Result<VisionConfig> {
         let v = &config["vision_config"];
+        let downsample_ratio = config["downsample_ratio"].as_f64();
         let int = |key: &str| -> Result<usize> {
             v[key]
                 .as_u64()
@@ -58,6 +59,22 @@ impl VisionConfig {
             norm_eps: v["layer_norm_eps"].as_f64().unwrap_or(1e-6) as f32,
             projector_eps: 1e-5,
         };
+        if let Some(ratio) = downsample_ratio {
+            if ratio != 0.5 {
+                return Err(VitError::Config(format!(
+                    "downsample_ratio {ratio} is not supported (NVLM-D's pixel shuffle is 2x2: 0.5)"
+                )));
+            }
+        }
+        if config.patch_size == 0
+            || !config.image_size.is_multiple_of(config.patch_size)
+            || !config.grid().is_multiple_of(2)
+        {
+            return Err(VitError::Config(format!(
+                "image_size {} must be an even number of patches of {} pixels",
+                config.image_size, config.patch_size
+            )));
+        }
         if config.num_heads == 0 || !config.hidden_size.is_multiple_of(config.num_heads) {
             return Err(VitError::Config(format!(
                 "{} heads do not divide width {}",
@@ -75,5 +92,10 @@ impl VisionConfig {
     /// Patches per side (32).
     pub fn grid(&self) -> usize {
         self.image_size / self.patch_size
+    }
+
+    /// Image tokens per tile after the 2x2 pixel shuffle (256 in NVLM-D-72B: `(448 / 14)^2 / 4`).
+    pub fn tokens_per_tile(&self) -> usize {
+        self.grid() * self.grid() / 4
     }
 }

@@ -15,6 +15,3 @@ pub use error::{Result, VitError};
 pub use projector::Projector;
 pub use tensor_parallel::ViTSharding;
 pub use vit::{InternVit, VisionOutput, VisionTower};
-
-/// Tokens per 448x448 tile after pixel shuffle: (448 / 14)^2 / 4.
-pub const IMAGE_TOKENS_PER_TILE: usize = 256;

@@ -57,26 +57,28 @@ impl Projector {
                 "tensor parallelism {size} does not divide the projector's {hidden} hidden rows"
             )));
         }
-        let share = hidden / size;
+        let (share, host) = (hidden / size, Device::Cpu);
         Ok(Projector {
-            norm_weight: load_weight(weights, "mlp1.0.weight", &[input], device)?,
-            norm_bias: load_weight(weights, "mlp1.0.bias", &[input], device)?,
+            norm_weight: load_weight(weights, "mlp1.0.weight", &[input], host)?.weight_on(device)?,
+            norm_bias: load_weight(weights, "mlp1.0.bias", &[input], host)?.weight_on(device)?,
             fc1: load_weight_rows(
                 weights,
                 "mlp1.1.weight",
                 &[hidden, input],
                 rank * share,
                 share,
-                device,
-            )?,
+                host,
+            )?
+            .weight_on(device)?,
             fc2: load_weight_columns(
                 weights,
                 "mlp1.3.weight",
                 &[output, hidden],
                 rank * share,
                 share,
-                device,
-            )?,
+                host,
+            )?
+            .weight_on(device)?,
             eps,
             comm,
         })

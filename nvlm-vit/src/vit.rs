@@ -223,7 +223,7 @@ impl InternVit {
             return Ok(());
         }
         let move_ = |t: &mut Tensor| -> Result<()> {
-            *t = t.to_device(device)?;
+            *t = t.weight_on(device)?;
             Ok(())
         };
         for t in [

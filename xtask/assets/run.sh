@@ -64,8 +64,28 @@ main() {
     if "$t" --test-threads=1 --nocapture; then echo "VERDICT $name PASS"; else echo "VERDICT $name FAIL"; status=1; fi
   done
 
+  echo "== the embedded demo model end to end (tiling, ViT, projector, splice, Qwen2, greedy): GPU (bf16) vs CPU (f32)"
+  for q in "Which shape is on the left?" "What colour is the square?" "How many shapes are there?" "How many sides does a triangle have?"; do
+    image=(--image "$HERE/shapes.png")
+    case "$q" in *sides*) image=();; esac
+    cpu=$("$HERE/bin/nvlm" generate --device cpu "${image[@]}" --prompt "$q" --json 2>/dev/null)
+    gpu=$("$HERE/bin/nvlm" generate --device cuda "${image[@]}" --prompt "$q" --json)
+    if python3 - "$cpu" "$gpu" <<'PY'
+import json, sys
+try:
+    cpu, gpu = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+except Exception as e:
+    print("MODEL-CHECK could not parse the outputs:", e); sys.exit(1)
+same = cpu["token_ids"] == gpu["token_ids"]
+print(f"MODEL-CHECK {cpu['text']!r} (cpu) vs {gpu['text']!r} (gpu), ids equal: {same}; "
+      f"gpu timings {gpu.get('timings')}")
+sys.exit(0 if same else 1)
+PY
+    then echo "VERDICT demo-model: $q PASS"; else echo "VERDICT demo-model: $q FAIL"; status=1; fi
+  done
+
   echo "== summary: GPU vs CPU reference (max/rms = largest |gpu - cpu| over the reference's RMS)"
-  grep -h '^GPU-CHECK\|^NCCL-CHECK' "$LOG" | sed 's/^GPU-CHECK //'
+  grep -h '^GPU-CHECK\|^NCCL-CHECK\|^MODEL-CHECK' "$LOG" | sed 's/^GPU-CHECK //'
   grep -h '^VERDICT' "$LOG"
 
   echo "== benchmark: nvlm (cuBLASLt) vs PyTorch on the same shapes"
