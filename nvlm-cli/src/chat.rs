@@ -102,7 +102,11 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        let prompt = expand_images(&build_prompt(&system, &history, &question), &tile_counts);
+        let prompt = expand_images(
+            &build_prompt(&system, &history, &question),
+            &tile_counts,
+            engine.tokens_per_tile,
+        );
         let ids = engine.tokenizer.encode(&prompt)?;
         let rows = engine.image_rows(&tiles)?;
         let mut generated = Vec::new();
@@ -136,9 +140,10 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
         } else {
             0.0
         };
+        let tiles = tile_counts.iter().sum::<usize>();
         eprintln!(
-            "[{} tiles, {} prompt tokens, {} new tokens, {rate:.1} tokens/s]",
-            tile_counts.iter().sum::<usize>(),
+            "[{tiles} tile{}, {} prompt tokens, {} new tokens, {rate:.1} tokens/s]",
+            if tiles == 1 { "" } else { "s" },
             ids.len(),
             generation.tokens.len()
         );

@@ -439,7 +439,9 @@ fn run_benchmark(args: &RunArgs) -> anyhow::Result<()> {
         let (tiles, n) = engine.tile(&sample.image)?;
         let user = &sample.prompt;
         let prompt = build_prompt(&SystemPrompt::Default, &[], user);
-        let ids = engine.tokenizer.encode(&expand_images(&prompt, &[n]))?;
+        let ids = engine
+            .tokenizer
+            .encode(&expand_images(&prompt, &[n], engine.tokens_per_tile))?;
         let rows = engine.image_rows(&tiles)?;
         let generation = engine.generate(&ids, rows.as_ref(), sampler.clone(), 16, false, |_| {
             ControlFlow::Continue(())

@@ -112,6 +112,7 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
             engine.tokenizer.encode(&expand_images(
                 &build_prompt(&system, &[], &question),
                 &tile_counts,
+                engine.tokens_per_tile,
             ))?
         }
         (None, None) => bail!("give --prompt or --input-ids"),

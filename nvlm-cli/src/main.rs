@@ -1,6 +1,8 @@
 //! `nvlm`: run NVLM-D from the terminal.
 
 mod chat;
+#[cfg(test)]
+mod demo_accuracy_tests;
 mod demo_model;
 mod devices;
 mod engine;

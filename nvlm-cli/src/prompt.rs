@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 use nvlm_qwen2::{build_prompt, SystemPrompt, Tokenizer};
-use nvlm_tiling::prompt::{expand_images, with_image_placeholder};
+use nvlm_tiling::prompt::{expand_images, with_image_placeholder, IMAGE_TOKENS_PER_TILE};
 
 /// Arguments of `nvlm prompt`.
 #[derive(Args, Debug)]
@@ -22,6 +22,9 @@ pub struct PromptArgs {
     /// Tile count of an image in the conversation (repeat once per image, in order).
     #[arg(long = "image-tiles", value_name = "N")]
     image_tiles: Vec<usize>,
+    /// `<|vision_pad|>` ids per tile: 256 for NVLM-D-72B (`(image_size / patch_size)^2 / 4` of the vision config).
+    #[arg(long, value_name = "N", default_value_t = IMAGE_TOKENS_PER_TILE)]
+    image_tokens_per_tile: usize,
     /// Earlier turns: a JSON file holding [["question", "answer"], ...].
     #[arg(long)]
     history: Option<PathBuf>,
@@ -76,7 +79,11 @@ pub fn run(args: &PromptArgs) -> anyhow::Result<()> {
         (None, false) => SystemPrompt::Default,
     };
     let question = with_image_placeholder(&args.question, args.image_tiles.len(), !history.is_empty());
-    let text = expand_images(&build_prompt(&system, &history, &question), &args.image_tiles);
+    let text = expand_images(
+        &build_prompt(&system, &history, &question),
+        &args.image_tiles,
+        args.image_tokens_per_tile,
+    );
     let tokenizer = Tokenizer::from_file(&args.tokenizer)?;
     let input_ids = tokenizer.encode(&text)?;
     println!("{}", serde_json::json!({ "text": text, "input_ids": input_ids }));

@@ -103,6 +103,28 @@ fn prompt_reproduces_the_two_turn_fixture() {
     let printed: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
     assert_eq!(printed["text"], case["query"]);
     assert_eq!(printed["input_ids"], case["input_ids"]);
+
+    // A smaller model's geometry (the demo's 64 image tokens a tile): the same prompt with 3 x 64 pads.
+    let run = nvlm(&[
+        "prompt",
+        "--tokenizer",
+        tokenizer.to_str().unwrap(),
+        "--image-tiles",
+        "3",
+        "--image-tokens-per-tile",
+        "64",
+        "--question",
+        "hi",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let printed: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    let pads = printed["input_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|&id| id == 151_654)
+        .count();
+    assert_eq!(pads, 3 * 64);
 }
 
 /// Runs a failing command: non-zero exit, an `error:` line, no panic.

@@ -1,11 +1,14 @@
-//! `nvlm serve` as a client sees it, on 127.0.0.1 with the embedded model: health and models, the API key, a chat
-//! answer equal to `nvlm generate`'s for the same prompt, streaming equal to non-streaming, an image request, stop
-//! strings, and bad requests answered with the right 4xx and an OpenAI-style body while the server keeps serving.
+//! `nvlm serve` as a client sees it, on 127.0.0.1: health and models, the API key, a chat answer equal to
+//! `nvlm generate`'s for the same prompt, streaming equal to non-streaming, an image request, stop strings, batching,
+//! cancellation, and bad requests answered with the right 4xx and an OpenAI-style body while the server keeps
+//! serving. Most tests serve the random-weight fixture model (`../shared/fixtures/model/tiny-nvlm-d`), which never
+//! ends its answers early, so long generations stay long; one asks the embedded demo model a question it knows.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use base64::Engine as _;
+use nvlm_testkit::tiny_model_args;
 use serde_json::{json, Value};
 
 struct Server {
@@ -26,7 +29,14 @@ fn start() -> Server {
     start_with(&[])
 }
 
+/// A server for the fixture model with `extra` arguments.
 fn start_with(extra: &[&str]) -> Server {
+    let mut args = tiny_model_args();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    launch(&args)
+}
+
+fn launch(extra: &[String]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_nvlm"))
         .args(["serve", "--port", "0", "--api-key", KEY, "--max-new-tokens", "8"])
         .args(extra)
@@ -118,6 +128,7 @@ fn coffee_question(max_tokens: usize) -> Value {
 fn generate_text(prompt: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_nvlm"))
         .args(["generate", "--prompt", prompt, "--max-new-tokens", "8", "--json"])
+        .args(tiny_model_args())
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -594,4 +605,29 @@ fn prompts_prefilled_in_small_chunks_give_the_same_answers() {
     let (_, whole_answer) = chat(&whole, image_request);
     assert_eq!(chunked_answer["choices"], whole_answer["choices"]);
     assert_eq!(chunked_answer["usage"], whole_answer["usage"]);
+}
+
+#[test]
+fn the_embedded_demo_model_answers_about_an_image() {
+    let server = launch(&[]);
+    let image = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/shapes.png")).unwrap();
+    let url = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(image)
+    );
+    let ask = |question: &str| {
+        let request = json!({"messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}},
+            {"type": "text", "text": question},
+        ]}]});
+        let (status, answer) = chat(&server, request);
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["choices"][0]["finish_reason"], "stop", "{answer}");
+        answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(ask("What colour is the square?"), "Yellow.");
+    assert_eq!(ask("How many shapes are there?"), "3.");
 }

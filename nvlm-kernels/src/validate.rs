@@ -4,10 +4,10 @@
 use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{
-    add, add_rms_norm, argmax, attention, cast, concat, embedding, gelu, layer_norm, matmul, mul, pixel_shuffle,
-    rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, rotary_embedding, row_sum_squares, scale,
-    scale_channels, scatter_rows, silu_mul, softmax, split, transpose_last2, uniform, unfold_patches,
-    AttentionMask, Result,
+    add, add_rms_norm, argmax, attention, cast, concat, embedding, gelu, layer_norm, matmul, mul,
+    pixel_shuffle, rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, rotary_embedding,
+    row_sum_squares, scale, scale_channels, scatter_rows, silu_mul, softmax, split, transpose_last2,
+    unfold_patches, uniform, AttentionMask, Result,
 };
 
 /// The outcome of one device-vs-reference comparison.
@@ -362,15 +362,30 @@ pub fn check_qk_norm_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> 
     let sums = random_tensor(seed + 2, &[9], DType::F32)?.to_f32_vec()?;
     let sums = Tensor::from_vec(sums.iter().map(|v| 3000.0 * (v + 1.5)).collect(), &[9])?;
     Ok(vec![
-        check_with(device, "rms_part", "[9,4096] stats 3200 bf16".into(), &[x.clone(), w.clone()], BF16_TOL, |t| {
-            rms_norm_partial_stats(&t[0], &t[1], 1e-6, 3200)
-        })?,
-        check_with(device, "sum_sq", "[9,4096] ch 128..3328 bf16".into(), std::slice::from_ref(&x), F32_TOL, |t| {
-            row_sum_squares(&t[0], 128, 3200)
-        })?,
-        check_with(device, "rms_given", "[9,4096] over 3200 bf16".into(), &[x, w, sums], BF16_TOL, |t| {
-            rms_norm_with_sum_squares(&t[0], &t[1], 1e-6, &t[2], 3200)
-        })?,
+        check_with(
+            device,
+            "rms_part",
+            "[9,4096] stats 3200 bf16".into(),
+            &[x.clone(), w.clone()],
+            BF16_TOL,
+            |t| rms_norm_partial_stats(&t[0], &t[1], 1e-6, 3200),
+        )?,
+        check_with(
+            device,
+            "sum_sq",
+            "[9,4096] ch 128..3328 bf16".into(),
+            std::slice::from_ref(&x),
+            F32_TOL,
+            |t| row_sum_squares(&t[0], 128, 3200),
+        )?,
+        check_with(
+            device,
+            "rms_given",
+            "[9,4096] over 3200 bf16".into(),
+            &[x, w, sums],
+            BF16_TOL,
+            |t| rms_norm_with_sum_squares(&t[0], &t[1], 1e-6, &t[2], 3200),
+        )?,
     ])
 }
 
@@ -387,18 +402,33 @@ pub fn check_layout_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
     let grid = random_tensor(seed + 4, &[3, 32, 32, 320], bf)?;
     let pixels = random_tensor(seed + 5, &[2, 3, 448, 448], bf)?;
     let mut reports = vec![
-        check_with(device, "concat", "[2,5,3]+[2,4,3] dim 1 bf16".into(), &[a.clone(), b], 0.0, |t| {
-            concat(&[&t[0], &t[1]], 1)
-        })?,
-        check_with(device, "concat", "3x[2,5,3] dim 0 bf16".into(), std::slice::from_ref(&a), 0.0, |t| {
-            concat(&[&t[0], &t[0], &t[0]], 0)
-        })?,
+        check_with(
+            device,
+            "concat",
+            "[2,5,3]+[2,4,3] dim 1 bf16".into(),
+            &[a.clone(), b],
+            0.0,
+            |t| concat(&[&t[0], &t[1]], 1),
+        )?,
+        check_with(
+            device,
+            "concat",
+            "3x[2,5,3] dim 0 bf16".into(),
+            std::slice::from_ref(&a),
+            0.0,
+            |t| concat(&[&t[0], &t[0], &t[0]], 0),
+        )?,
         check_with(device, "transpose", "[3,33,65] f32".into(), &[rows], 0.0, |t| {
             transpose_last2(&t[0])
         })?,
-        check_with(device, "pix_shuf", "[3,32,32,320] bf16".into(), &[grid], 0.0, |t| {
-            pixel_shuffle(&t[0])
-        })?,
+        check_with(
+            device,
+            "pix_shuf",
+            "[3,32,32,320] bf16".into(),
+            &[grid],
+            0.0,
+            |t| pixel_shuffle(&t[0]),
+        )?,
     ];
     for patch in [14, 28] {
         reports.push(check_with(

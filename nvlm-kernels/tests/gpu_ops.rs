@@ -66,8 +66,7 @@ fn ops_without_a_kernel_say_so() {
     let x = Tensor::zeros(&[2, 3, 4], DType::BF16, device).unwrap();
     match batched_matmul(&x, &x, true) {
         Err(KernelError::Unsupported {
-            op: "batched_matmul",
-            ..
+            op: "batched_matmul", ..
         }) => {}
         other => panic!("expected Unsupported, got {other:?}"),
     }

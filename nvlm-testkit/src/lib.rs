@@ -15,6 +15,16 @@ pub fn fixtures() -> PathBuf {
     dir
 }
 
+/// `nvlm` arguments that load the random-weight fixture model: `--model .../tiny-nvlm-d --tokenizer .../tokenizer.json`.
+pub fn tiny_model_args() -> Vec<String> {
+    vec![
+        "--model".into(),
+        fixtures().join("model/tiny-nvlm-d").display().to_string(),
+        "--tokenizer".into(),
+        fixtures().join("tokenizer/tokenizer.json").display().to_string(),
+    ]
+}
+
 /// A path `name` inside a scratch folder private to this test process (`suite` keeps suites apart), under the
 /// workspace's `target/test-scratch/` so test runs do not litter the system temp folder (`cargo clean` removes them).
 pub fn scratch(suite: &str, name: &str) -> PathBuf {

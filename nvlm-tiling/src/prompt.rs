@@ -3,7 +3,8 @@
 
 /// The image-context token whose embeddings are replaced by image embeddings.
 pub const IMAGE_CONTEXT_TOKEN: &str = "<|vision_pad|>";
-/// Image tokens per tile after pixel shuffle.
+/// Image tokens per tile after pixel shuffle in NVLM-D-72B (`(448 / 14)^2 * 0.5^2`); smaller models built the same
+/// way may have fewer (the vision config decides: `nvlm_vit::VisionConfig::tokens_per_tile`).
 pub const IMAGE_TOKENS_PER_TILE: usize = 256;
 /// The placeholder a question uses for an image.
 pub const IMAGE_PLACEHOLDER: &str = "<image>";
@@ -18,9 +19,9 @@ pub fn tile_tags(num_tiles: usize) -> Vec<String> {
     tags
 }
 
-/// `<Image>` + for each tile (its tag + 256 `<|vision_pad|>`) + `</Image>`.
-pub fn image_block(num_tiles: usize) -> String {
-    let pads = IMAGE_CONTEXT_TOKEN.repeat(IMAGE_TOKENS_PER_TILE);
+/// `<Image>` + for each tile (its tag + `tokens_per_tile` `<|vision_pad|>`, 256 in NVLM-D-72B) + `</Image>`.
+pub fn image_block(num_tiles: usize, tokens_per_tile: usize) -> String {
+    let pads = IMAGE_CONTEXT_TOKEN.repeat(tokens_per_tile);
     let mut text = String::from("<Image>");
     for tag in tile_tags(num_tiles) {
         text.push_str(&tag);
@@ -32,11 +33,11 @@ pub fn image_block(num_tiles: usize) -> String {
 
 /// Replaces the first `<image>` placeholder once per image, in order, with that image's block (the reference's
 /// `query.replace('<image>', image_tokens, 1)` loop). Placeholders beyond the images are left as text.
-pub fn expand_images(text: &str, tiles_per_image: &[usize]) -> String {
+pub fn expand_images(text: &str, tiles_per_image: &[usize], tokens_per_tile: usize) -> String {
     let mut out = text.to_string();
     for &n in tiles_per_image {
         if let Some(at) = out.find(IMAGE_PLACEHOLDER) {
-            out.replace_range(at..at + IMAGE_PLACEHOLDER.len(), &image_block(n));
+            out.replace_range(at..at + IMAGE_PLACEHOLDER.len(), &image_block(n, tokens_per_tile));
         }
     }
     out
@@ -68,7 +69,7 @@ mod tests {
 
     #[test]
     fn several_images_expand_in_order() {
-        let text = expand_images("<image>\nA <image> B <image>", &[1, 3]);
+        let text = expand_images("<image>\nA <image> B <image>", &[1, 3], IMAGE_TOKENS_PER_TILE);
         let pad = IMAGE_CONTEXT_TOKEN.repeat(IMAGE_TOKENS_PER_TILE);
         let first = format!("<Image><tile_global_thumbnail>{pad}</Image>");
         let second = format!("<Image><tile_1>{pad}<tile_2>{pad}<tile_global_thumbnail>{pad}</Image>");

@@ -291,6 +291,7 @@ fn prepare_chat(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
         &expand_images(
             &build_prompt(&request.system, &request.history, &question),
             &counts,
+            state.engine.tokens_per_tile,
         ),
     )?;
     ready(state, Api::Chat, ids, images, request.options)

@@ -85,7 +85,16 @@ pub(crate) fn launch(
         };
         slices.push(slice);
     }
-    run(op, kernel, function_name, inputs, &mut slices, scalars, grid, block)?;
+    run(
+        op,
+        kernel,
+        function_name,
+        inputs,
+        &mut slices,
+        scalars,
+        grid,
+        block,
+    )?;
     Ok(slices
         .into_iter()
         .zip(outputs)

@@ -41,7 +41,16 @@ fn copy_rows(
     let name = format!("copy_rows_{}", word(op, src.dtype())?);
     let scalars = [rows, width, src_pitch, src_offset, dst_pitch, dst_offset].map(|v| Scalar::I64(v as i64));
     let grid = if n == 0 { 0 } else { grid_for(n) };
-    run(op, "layout", &name, &[src], std::slice::from_mut(dst), &scalars, grid, BLOCK)
+    run(
+        op,
+        "layout",
+        &name,
+        &[src],
+        std::slice::from_mut(dst),
+        &scalars,
+        grid,
+        BLOCK,
+    )
 }
 
 /// Concatenation of device tensors along `dim` into `shape` (checked by the caller): one launch per input.
@@ -54,11 +63,24 @@ pub(crate) fn concat(tensors: &[&Tensor], dim: usize, shape: &[usize]) -> Result
     let mut start = 0;
     for t in tensors {
         let width = t.shape()[dim] * inner;
-        copy_rows(OP, t, &mut out, outer, width, (width, 0), (shape[dim] * inner, start))?;
+        copy_rows(
+            OP,
+            t,
+            &mut out,
+            outer,
+            width,
+            (width, 0),
+            (shape[dim] * inner, start),
+        )?;
         start += width;
     }
     let (buffer, _, _) = first.cuda_parts()?;
-    Ok(Tensor::from_cuda(out, buffer.device.clone(), first.dtype(), shape))
+    Ok(Tensor::from_cuda(
+        out,
+        buffer.device.clone(),
+        first.dtype(),
+        shape,
+    ))
 }
 
 /// Pieces of `x` along `dim` of the given sizes (checked by the caller): one launch per piece.
@@ -75,8 +97,21 @@ pub(crate) fn split(x: &Tensor, dim: usize, sizes: &[usize]) -> Result<Vec<Tenso
         piece_shape[dim] = size;
         let mut out = alloc(OP, x, x.dtype(), &piece_shape)?;
         let width = size * inner;
-        copy_rows(OP, x, &mut out, outer, width, (shape[dim] * inner, start), (width, 0))?;
-        pieces.push(Tensor::from_cuda(out, buffer.device.clone(), x.dtype(), &piece_shape));
+        copy_rows(
+            OP,
+            x,
+            &mut out,
+            outer,
+            width,
+            (shape[dim] * inner, start),
+            (width, 0),
+        )?;
+        pieces.push(Tensor::from_cuda(
+            out,
+            buffer.device.clone(),
+            x.dtype(),
+            &piece_shape,
+        ));
         start += width;
     }
     Ok(pieces)
@@ -107,13 +142,25 @@ pub(crate) fn transpose_last2(x: &Tensor) -> Result<Tensor> {
     let (a, b) = (x.shape()[r - 2], x.shape()[r - 1]);
     let mut shape = x.shape().to_vec();
     shape.swap(r - 2, r - 1);
-    permute("transpose_last2", "transpose_last2", x, &shape, &[x.numel() / (a * b).max(1), a, b])
+    permute(
+        "transpose_last2",
+        "transpose_last2",
+        x,
+        &shape,
+        &[x.numel() / (a * b).max(1), a, b],
+    )
 }
 
 /// Pixel shuffle v2 on the device: `[T, s, s, C]` → `[T, (s/2)^2, 4C]`.
 pub(crate) fn pixel_shuffle(x: &Tensor) -> Result<Tensor> {
     let [t, s, _, c] = [x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]];
-    permute("pixel_shuffle", "pixel_shuffle", x, &[t, s * s / 4, 4 * c], &[t, s, c])
+    permute(
+        "pixel_shuffle",
+        "pixel_shuffle",
+        x,
+        &[t, s * s / 4, 4 * c],
+        &[t, s, c],
+    )
 }
 
 /// Patch unfold on the device: `[T, C, H, W]` → `[T, (H/p)(W/p), C·p·p]`.
@@ -125,5 +172,11 @@ pub(crate) fn unfold_patches(pixels: &Tensor, patch: usize) -> Result<Tensor> {
         pixels.shape()[3],
     ];
     let out = [t, (h / patch) * (w / patch), c * patch * patch];
-    permute("unfold_patches", "unfold_patches", pixels, &out, &[t, c, h, w, patch])
+    permute(
+        "unfold_patches",
+        "unfold_patches",
+        pixels,
+        &out,
+        &[t, c, h, w, patch],
+    )
 }

@@ -1,0 +1,343 @@
+"""Trains the embedded demo NVLM-D on the synthetic shapes task and writes it in the HF NVLM-D layout.
+
+    python3 scripts/demo_model/train.py            # about 50 minutes on 2 CPU cores
+    python3 scripts/demo_model/train.py --steps 20 --out /tmp/demo   # a quick smoke run
+
+Writes `assets/demo-model/` (config.json, model.safetensors in bf16, training-log.jsonl) and the held-out test set
+`assets/demo-task/test/` (PNG images and test.jsonl with each item's prompt-id digest and this model's greedy answer,
+which the Rust engine must reproduce), and the README's example picture `assets/shapes.png`. Same seed, same thread count: same weights.
+"""
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from tokenizers import Tokenizer
+
+sys.path.insert(0, str(Path(__file__).parent))
+import nvlm_torch  # noqa: E402
+import preprocess  # noqa: E402
+import task  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKENIZER = ROOT / "nvlm-cli" / "assets" / "tokenizer.json"
+
+VISION = dict(hidden_size=64, num_attention_heads=4, num_hidden_layers=3, intermediate_size=256, patch_size=28)
+LLM = dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=3, intermediate_size=192)
+
+
+def nvlm_config():
+    """The HF NVLM-D config.json structure (as the real release) with the demo's sizes."""
+    return {
+        "architectures": ["NVLM_D"],
+        "auto_map": {
+            "AutoConfig": "configuration_nvlm_d.NVLM_D_Config",
+            "AutoModel": "modeling_nvlm_d.NVLM_D_Model",
+            "AutoModelForCausalLM": "modeling_nvlm_d.NVLM_D_Model",
+        },
+        "downsample_ratio": 0.5,
+        "dynamic_image_size": True,
+        "force_image_size": 448,
+        "max_dynamic_patch": 6,
+        "min_dynamic_patch": 1,
+        "model_type": "NVLM_D",
+        "ps_version": "v2",
+        "select_layer": -1,
+        "template": "chatml",
+        "torch_dtype": "bfloat16",
+        "use_backbone_lora": 0,
+        "use_llm_lora": 0,
+        "use_thumbnail": True,
+        "llm_config": {
+            "_name_or_path": "nvlm-rs/demo-shapes",
+            "architectures": ["Qwen2ForCausalLM"],
+            "attention_bias": True,
+            "attention_dropout": 0.0,
+            "bos_token_id": 151643,
+            "eos_token_id": 151645,
+            "hidden_act": "silu",
+            "initializer_range": 0.02,
+            "max_position_embeddings": 32768,
+            "model_type": "qwen2",
+            "rms_norm_eps": 1e-06,
+            "rope_scaling": {"factor": 3.0, "type": "dynamic"},
+            "rope_theta": 1000000.0,
+            "tie_word_embeddings": True,
+            "torch_dtype": "bfloat16",
+            "use_cache": True,
+            "vocab_size": 152064,
+            **LLM,
+        },
+        "vision_config": {
+            "architectures": ["InternVisionModel"],
+            "attention_dropout": 0.0,
+            "drop_path_rate": 0.0,
+            "dropout": 0.0,
+            "hidden_act": "gelu",
+            "image_size": 448,
+            "layer_norm_eps": 1e-06,
+            "model_type": "intern_vit_6b",
+            "norm_type": "rms_norm",
+            "num_channels": 3,
+            "qk_normalization": True,
+            "qkv_bias": False,
+            "torch_dtype": "bfloat16",
+            "use_flash_attn": False,
+            **VISION,
+        },
+    }
+
+
+class Encoder:
+    """Prompt ids (cached per question and tile count) and answer ids, as the engine builds them."""
+
+    def __init__(self, tokens_per_tile):
+        self.tok = Tokenizer.from_file(str(TOKENIZER))
+        self.tokens_per_tile = tokens_per_tile
+        self.cache = {}
+
+    def prompt_ids(self, question, num_tiles):
+        key = (question, num_tiles)
+        if key not in self.cache:
+            text = preprocess.prompt(question, num_tiles, self.tokens_per_tile)
+            self.cache[key] = self.tok.encode(text, add_special_tokens=False).ids
+        return self.cache[key]
+
+    def text_ids(self, text):
+        if text not in self.cache:
+            self.cache[text] = self.tok.encode(text, add_special_tokens=False).ids
+        return self.cache[text]
+
+    def answer_ids(self, answer):
+        return self.tok.encode(answer, add_special_tokens=False).ids + [preprocess.EOS_ID]
+
+    def decode(self, ids):
+        return self.tok.decode([i for i in ids if i != preprocess.EOS_ID], skip_special_tokens=True).strip()
+
+
+def prepare(item):
+    """Tiles -> pixel values ([T,3,448,448] float32, or None for a text-only question)."""
+    if item["image"] is None:
+        return None
+    return preprocess.pixel_values(preprocess.tiles(item["image"]))
+
+
+def conversation(item, num_tiles, encoder):
+    """(ids, labels) of one training conversation: the history turns, then the question, every answer learned
+    (position i predicts token i + 1; prompts are not learned)."""
+    turns = item["history"] + [(item["question"], item["answer"])]
+    segments = preprocess.prompt_segments([q for q, _ in turns], num_tiles, encoder.tokens_per_tile)
+    ids, labels = [], []
+    for segment, (_, answer) in zip(segments, turns):
+        p, a = encoder.text_ids(segment), encoder.answer_ids(answer)
+        labels += [-100] * len(p) + a
+        ids += p + a
+    return ids, labels[1:] + [-100]
+
+
+def batch(items, encoder):
+    """(ids, labels, pixel values, image-token classes) of a batch, right-padded."""
+    seqs, labels, pixels, token_classes = [], [], [], []
+    for item in items:
+        px = prepare(item)
+        s, l = conversation(item, 0 if px is None else px.shape[0], encoder)
+        seqs.append(s)
+        labels.append(l)
+        if px is not None:
+            pixels.append(px)
+            token_classes.append(preprocess.token_labels(item["labels"], VISION["patch_size"]))
+    length = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), length), preprocess.EOS_ID, dtype=torch.long)
+    lab = torch.full((len(seqs), length), -100, dtype=torch.long)
+    for i, (s, l) in enumerate(zip(seqs, labels)):
+        ids[i, : len(s)] = torch.tensor(s)
+        lab[i, : len(l)] = torch.tensor(l)
+    px = torch.from_numpy(np.concatenate(pixels)) if pixels else None
+    classes = torch.from_numpy(np.concatenate(token_classes)) if token_classes else None
+    return ids, lab, px, classes
+
+
+class Batches(torch.utils.data.Dataset):
+    """Training batch `step` (a pure function of the step), built in a worker process while the model trains."""
+
+    def __init__(self, steps, batch_size, encoder, single_tile_steps):
+        self.steps, self.batch_size, self.encoder = steps, batch_size, encoder
+        self.single_tile_steps = single_tile_steps
+
+    def __len__(self):
+        return self.steps
+
+    def __getitem__(self, step):
+        torch.set_num_threads(1)
+        single = step < self.single_tile_steps
+        items = [task.sample("train", step * self.batch_size + i, max_turns=4, single_tile=single)
+                 for i in range(self.batch_size)]
+        return batch(items, self.encoder)
+
+
+def loss_of(model, ids, labels, pixels, token_classes=None, aux_weight=1.0):
+    """Cross-entropy of the answers, plus (with `token_classes`) the auxiliary per-image-token classification of
+    which shape and colour covers each token: dense supervision that teaches the small ViT shapes and positions far
+    sooner than the answers alone (the head is dropped from the written model)."""
+    features = model.image_features(pixels) if pixels is not None else None
+    hidden = model.language_model.hidden(model.embeds(ids, pixels, features))
+    sel = labels != -100
+    loss = F.cross_entropy(model.language_model.logits(hidden[sel]), labels[sel])
+    if token_classes is not None and model.aux_head is not None:
+        aux = model.aux_head(features)
+        loss = loss + aux_weight * F.cross_entropy(aux.reshape(-1, aux.shape[-1]), token_classes.reshape(-1))
+    return loss
+
+
+def by_kind(records):
+    """`{kind: "correct/total"}` of evaluation records."""
+    counts = {}
+    for r in records:
+        ok, n = counts.get(r["item"]["kind"], (0, 0))
+        counts[r["item"]["kind"]] = (ok + (r["text"] == r["item"]["answer"]), n + 1)
+    return {k: f"{ok}/{n}" for k, (ok, n) in sorted(counts.items())}
+
+
+def evaluate(model, encoder, split, count, max_new_tokens=16):
+    """Greedy answers for the first `count` items of `split`; returns (accuracy, records)."""
+    records, correct = [], 0
+    model.eval()
+    for index in range(count):
+        item = task.sample(split, index)
+        px = prepare(item)
+        n = 0 if px is None else px.shape[0]
+        ids = encoder.prompt_ids(item["question"], n)
+        new = nvlm_torch.greedy(model, ids, None if px is None else torch.from_numpy(px), max_new_tokens,
+                                preprocess.EOS_ID)
+        text = encoder.decode(new)
+        correct += text == item["answer"]
+        records.append(dict(item=item, tiles=n, prompt_ids=ids, new_ids=new, text=text))
+    model.train()
+    return correct / count, records
+
+
+def digest(ids):
+    return hashlib.sha256(np.asarray(ids, dtype="<u4").tobytes()).hexdigest()
+
+
+def write_test_set(records, folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, r in enumerate(records):
+        item = r["item"]
+        image = None
+        if item["image"] is not None:
+            image = f"{i:03d}.png"
+            item["image"].save(folder / image, optimize=True)
+        lines.append(json.dumps({
+            "id": i, "kind": item["kind"], "image": image, "question": item["question"], "answer": item["answer"],
+            "tiles": r["tiles"], "prompt_len": len(r["prompt_ids"]), "prompt_sha256": digest(r["prompt_ids"]),
+            "pytorch_ids": r["new_ids"], "pytorch_answer": r["text"],
+        }))
+    (folder / "test.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--single-tile-fraction", type=float, default=0.4,
+                    help="the first part of training uses small one-tile pictures (cheaper, and learned faster)")
+    ap.add_argument("--batch", type=int, default=12)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=20261130)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--val-items", type=int, default=100)
+    ap.add_argument("--test-items", type=int, default=200)
+    ap.add_argument("--out", type=Path, default=ROOT / "assets")
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    random.seed(args.seed)
+    torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
+
+    config = nvlm_config()
+    model = nvlm_torch.NvlmD(config, aux_classes=task.LABELS)
+    vc = config["vision_config"]
+    tokens_per_tile = (vc["image_size"] // vc["patch_size"]) ** 2 // 4
+    encoder = Encoder(tokens_per_tile)
+    print(f"parameters: {nvlm_torch.parameter_count(model):,}; {tokens_per_tile} image tokens per tile", flush=True)
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed_tokens" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed_tokens" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
+                            lr=args.lr, betas=(0.9, 0.98))
+    warmup = max(1, args.steps // 20)
+
+    def lr_at(step):
+        if step < warmup:
+            return args.lr * (step + 1) / warmup
+        return args.lr * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, args.steps - warmup)))
+
+    model_dir, test_dir = args.out / "demo-model", args.out / "demo-task" / "test"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    log = open(model_dir / "training-log.jsonl.tmp", "w")
+    start, running = time.time(), None
+    single_tile_steps = int(args.single_tile_fraction * args.steps)
+    loader = torch.utils.data.DataLoader(Batches(args.steps, args.batch, encoder, single_tile_steps), batch_size=None,
+                                         shuffle=False, num_workers=1, prefetch_factor=4)
+    for step, (ids, labels, pixels, token_classes) in enumerate(loader):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        loss = loss_of(model, ids, labels, pixels, token_classes)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        entry = {"step": step + 1, "loss": round(loss.item(), 5), "lr": lr_at(step),
+                 "elapsed_s": round(time.time() - start, 1)}
+        if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
+            acc, records = evaluate(model, encoder, "validation", args.val_items)
+            entry["validation_accuracy"] = acc
+            entry["validation_by_kind"] = by_kind(records)
+        if (step + 1) % 20 == 0 or "validation_accuracy" in entry:
+            print(json.dumps({**entry, "loss_avg": round(running, 4)}), flush=True)
+        log.write(json.dumps(entry) + "\n")
+    log.close()
+
+    nvlm_torch.round_to_bf16_(model)  # evaluate exactly what is written
+    val_acc, _ = evaluate(model, encoder, "validation", args.val_items)
+    test_acc, records = evaluate(model, encoder, "test", args.test_items)
+    summary = {"final": True, "validation_accuracy_bf16": val_acc, "test_accuracy_bf16": test_acc,
+               "test_by_kind": by_kind(records),
+               "seed": args.seed, "steps": args.steps, "batch": args.batch, "threads": args.threads,
+               "torch": torch.__version__, "minutes": round((time.time() - start) / 60, 1)}
+    print(json.dumps(summary), flush=True)
+    with open(model_dir / "training-log.jsonl.tmp", "a") as f:
+        f.write(json.dumps(summary) + "\n")
+
+    tmp = model_dir / "model.safetensors.tmp"
+    save_file(nvlm_torch.hf_state_dict(model, vc["num_attention_heads"]), str(tmp), metadata={"format": "pt"})
+    (model_dir / "config.json.tmp").write_text(json.dumps(config, indent=2) + "\n")
+    write_test_set(records, test_dir)
+    example = task.example_image()
+    example.save(args.out / "shapes.png.tmp", format="PNG", optimize=True)
+    os.replace(args.out / "shapes.png.tmp", args.out / "shapes.png")
+    for q in ("Which shape is on the left?", "What colour is the square?", "How many shapes are there?"):
+        px = torch.from_numpy(prepare({"image": example}))
+        ids = encoder.prompt_ids(q, px.shape[0])
+        answer = encoder.decode(nvlm_torch.greedy(model, ids, px, 16, preprocess.EOS_ID))
+        print(f"example: {q} -> {answer}", flush=True)
+    for name in ("model.safetensors", "config.json", "training-log.jsonl"):
+        os.replace(model_dir / f"{name}.tmp", model_dir / name)
+
+
+if __name__ == "__main__":
+    main()
