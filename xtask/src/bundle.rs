@@ -58,7 +58,8 @@ pub fn build(root: &Path, out: &Path) -> Result<()> {
     write_executable(&staging.join("run.sh"), RUN_SH)?;
     std::fs::write(staging.join("torch_matmul.py"), TORCH_MATMUL)?;
     // The picture the demo-model check asks about (the README's example).
-    std::fs::copy(root.join("assets/shapes.png"), staging.join("shapes.png")).context("copying assets/shapes.png")?;
+    std::fs::copy(root.join("assets/shapes.png"), staging.join("shapes.png"))
+        .context("copying assets/shapes.png")?;
     let size = folder_size(&staging)?;
     if size > SIZE_LIMIT {
         bail!("the bundle is {} MiB, over the 64 MiB limit", size >> 20);
