@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use nvlm_qwen2::{build_prompt, SystemPrompt};
+use nvlm_qwen2::SystemPrompt;
 use nvlm_tensor::Device;
-use nvlm_tiling::prompt::{expand_images, IMAGE_PLACEHOLDER};
+use nvlm_tiling::prompt::IMAGE_PLACEHOLDER;
 
 use crate::engine::Engine;
 use crate::sampling_args::{ModelArgs, DEMO_NOTICE};
@@ -102,11 +102,7 @@ pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
                 }
             }
         }
-        let prompt = expand_images(
-            &build_prompt(&system, &history, &question),
-            &tile_counts,
-            engine.tokens_per_tile,
-        );
+        let prompt = engine.chat_prompt(&system, &history, &question, &tile_counts);
         let ids = engine.tokenizer.encode(&prompt)?;
         let rows = engine.image_rows(&tiles)?;
         let mut generated = Vec::new();

@@ -7,9 +7,9 @@
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use nvlm_qwen2::{build_prompt, SamplerConfig, SystemPrompt};
+use nvlm_qwen2::{SamplerConfig, SystemPrompt};
 use nvlm_tensor::Device;
-use nvlm_tiling::prompt::{expand_images, with_image_placeholder};
+use nvlm_tiling::prompt::with_image_placeholder;
 use sha2::{Digest, Sha256};
 
 use crate::engine::{Engine, ModelSource};
@@ -69,11 +69,7 @@ fn the_demo_model_answers_its_held_out_test_set_as_pytorch_does() {
         );
         tile_counts_seen.extend(counts.iter().copied());
         let question = with_image_placeholder(question, counts.len(), false);
-        let prompt = expand_images(
-            &build_prompt(&SystemPrompt::Default, &[], &question),
-            &counts,
-            engine.tokens_per_tile,
-        );
+        let prompt = engine.chat_prompt(&SystemPrompt::Default, &[], &question, &counts);
         let ids = engine.tokenizer.encode(&prompt).unwrap();
         assert_eq!(ids.len() as u64, item["prompt_len"], "prompt length of {item}");
         assert_eq!(digest(&ids), item["prompt_sha256"], "prompt ids of {item}");

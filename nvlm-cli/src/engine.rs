@@ -9,10 +9,12 @@ use anyhow::{bail, Context};
 use nvlm_checkpoint::{MegatronCheckpoint, MegatronWeights, SafetensorsCheckpoint, SAFETENSORS_INDEX};
 use nvlm_dist::{Comm, LaunchEnv, ThreadGroup};
 use nvlm_qwen2::{
-    generate, GenerateOptions, Generation, Qwen2Config, Qwen2Model, Sampler, SamplerConfig, Tokenizer,
+    build_prompt, generate, GenerateOptions, Generation, Qwen2Config, Qwen2Model, Sampler, SamplerConfig,
+    SystemPrompt, Tokenizer,
 };
 use nvlm_tensor::{DType, Device, Tensor, Weights};
-use nvlm_tiling::{load_tiles, pixel_values, TilingConfig, TILE_SIZE};
+use nvlm_tiling::prompt::expand_images;
+use nvlm_tiling::{load_tiles, pixel_values, pixel_values_bf16, TilingConfig, TILE_SIZE};
 use nvlm_vit::{VisionConfig, VisionTower};
 
 use crate::demo_model;
@@ -156,6 +158,23 @@ impl Engine {
         })
     }
 
+    /// The prompt text of a conversation: the chat template over `history` and `question`, each `<image>`
+    /// placeholder expanded for its image's tile count (`tile_counts`, in order) with this model's image tokens per
+    /// tile. Callers put the placeholder in (`with_image_placeholder` for a first question).
+    pub fn chat_prompt(
+        &self,
+        system: &SystemPrompt,
+        history: &[(String, String)],
+        question: &str,
+        tile_counts: &[usize],
+    ) -> String {
+        expand_images(
+            &build_prompt(system, history, question),
+            tile_counts,
+            self.tokens_per_tile,
+        )
+    }
+
     /// Tiles of one image file (`[N, 448, 448, 3]` u8) and the tile count.
     pub fn tile(&self, image: &Path) -> anyhow::Result<(Vec<u8>, usize)> {
         let tiles =
@@ -173,9 +192,12 @@ impl Engine {
             bail!("tile data is not a whole number of 448x448x3 tiles");
         }
         let n = tiles.len() / per_tile;
-        let pixels = Tensor::from_vec(pixel_values(tiles, TILE_SIZE), &[n, 3, TILE_SIZE, TILE_SIZE])?
-            .to_dtype(self.dtype)?
-            .to_device(self.device())?;
+        let shape = [n, 3, TILE_SIZE, TILE_SIZE];
+        let pixels = match self.dtype {
+            DType::BF16 => Tensor::from_vec(pixel_values_bf16(tiles, TILE_SIZE), &shape)?,
+            _ => Tensor::from_vec(pixel_values(tiles, TILE_SIZE), &shape)?,
+        }
+        .to_device(self.device())?;
         // Every rank runs its share of the tower; rank 0's (identical) embeddings are returned.
         let out = std::thread::scope(|scope| {
             let others: Vec<_> = self.vision[1..]

@@ -9,9 +9,8 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use nvlm_eval::{score, Score, Task};
-use nvlm_qwen2::{build_prompt, SystemPrompt};
+use nvlm_qwen2::SystemPrompt;
 use nvlm_tensor::Device;
-use nvlm_tiling::prompt::expand_images;
 use serde_json::{json, Value};
 
 use crate::engine::Engine;
@@ -438,10 +437,9 @@ fn run_benchmark(args: &RunArgs) -> anyhow::Result<()> {
     for sample in todo {
         let (tiles, n) = engine.tile(&sample.image)?;
         let user = &sample.prompt;
-        let prompt = build_prompt(&SystemPrompt::Default, &[], user);
         let ids = engine
             .tokenizer
-            .encode(&expand_images(&prompt, &[n], engine.tokens_per_tile))?;
+            .encode(&engine.chat_prompt(&SystemPrompt::Default, &[], user, &[n]))?;
         let rows = engine.image_rows(&tiles)?;
         let generation = engine.generate(&ids, rows.as_ref(), sampler.clone(), 16, false, |_| {
             ControlFlow::Continue(())

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use nvlm_qwen2::{build_prompt, SystemPrompt};
+use nvlm_qwen2::SystemPrompt;
 use nvlm_tensor::Device;
-use nvlm_tiling::prompt::{expand_images, with_image_placeholder};
+use nvlm_tiling::prompt::with_image_placeholder;
 
 use crate::engine::{ms, Engine};
 use crate::output::write_atomically;
@@ -109,11 +109,9 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
                 (None, false) => SystemPrompt::Default,
             };
             let question = with_image_placeholder(prompt, tile_counts.len(), false);
-            engine.tokenizer.encode(&expand_images(
-                &build_prompt(&system, &[], &question),
-                &tile_counts,
-                engine.tokens_per_tile,
-            ))?
+            engine
+                .tokenizer
+                .encode(&engine.chat_prompt(&system, &[], &question, &tile_counts))?
         }
         (None, None) => bail!("give --prompt or --input-ids"),
     };

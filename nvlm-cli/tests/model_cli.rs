@@ -31,6 +31,12 @@ impl Reference {
             .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u64)
             .collect()
     }
+    /// The ids of `name` written as a JSON list to scratch file `file` (what `--input-ids` reads).
+    fn ids_file(&self, name: &str, file: &str) -> PathBuf {
+        let path = scratch("model-cli", file);
+        std::fs::write(&path, serde_json::to_string(&self.ids(name)).unwrap()).unwrap();
+        path
+    }
     fn f32s(&self, name: &str) -> Vec<f32> {
         self.0
             .tensor(name)
@@ -49,12 +55,7 @@ fn model_args() -> Vec<String> {
 #[test]
 fn generate_reproduces_the_reference_greedy_ids_from_ids_and_tiles() {
     let reference = Reference::open();
-    let ids = scratch("model-cli", "image-ids.json");
-    std::fs::write(
-        &ids,
-        serde_json::to_string(&reference.ids("f32.image.input_ids")).unwrap(),
-    )
-    .unwrap();
+    let ids = reference.ids_file("f32.image.input_ids", "image-ids.json");
     // Tiles as `preprocess --out` writes them.
     let tiles = scratch("model-cli", "tiles.safetensors");
     let data = reference.0.tensor("input.tiles_u8").unwrap().data().to_vec();
@@ -110,9 +111,8 @@ fn generate_reproduces_the_reference_greedy_ids_from_ids_and_tiles() {
 #[test]
 fn dump_holds_hidden_states_and_logits_of_every_position() {
     let reference = Reference::open();
-    let ids = scratch("model-cli", "text-ids.json");
+    let ids = reference.ids_file("f32.text.input_ids", "text-ids.json");
     let prompt = reference.ids("f32.text.input_ids");
-    std::fs::write(&ids, serde_json::to_string(&prompt).unwrap()).unwrap();
     let dump = scratch("model-cli", "dump.safetensors");
     let mut args = vec!["generate".to_string()];
     args.extend(model_args());
@@ -274,12 +274,7 @@ fn model_errors_are_clear() {
 #[test]
 fn generate_runs_straight_from_a_megatron_checkpoint() {
     let reference = Reference::open();
-    let ids = scratch("model-cli", "megatron-ids.json");
-    std::fs::write(
-        &ids,
-        serde_json::to_string(&reference.ids("f32.text.input_ids")).unwrap(),
-    )
-    .unwrap();
+    let ids = reference.ids_file("f32.text.input_ids", "megatron-ids.json");
     let out = nvlm(&[
         "generate",
         "--model",

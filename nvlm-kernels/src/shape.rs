@@ -6,7 +6,7 @@ use crate::check::same_device;
 use crate::{KernelError, Result};
 
 /// Splits a shape around `dim`: (product of dims before, size at dim, product of dims after).
-fn around(shape: &[usize], dim: usize) -> (usize, usize, usize) {
+pub(crate) fn around(shape: &[usize], dim: usize) -> (usize, usize, usize) {
     (
         shape[..dim].iter().product(),
         shape[dim],

@@ -62,9 +62,7 @@ impl Qwen2Model {
             config.num_kv_heads * d,
             config.intermediate_size,
         );
-        let w = |name: &str, shape: &[usize]| {
-            load_weight(weights, &format!("{prefix}{name}"), shape, Device::Cpu)?.weight_on(device)
-        };
+        let w = |name: &str, shape: &[usize]| load_weight(weights, &format!("{prefix}{name}"), shape, device);
         let embed = w("model.embed_tokens.weight", &[config.vocab_size, h])?;
         let lm_head = if config.tie_word_embeddings {
             embed.clone()

@@ -91,15 +91,22 @@ impl Weights for MemoryWeights {
     }
 }
 
-/// Loads `name` from `weights` onto `device`, checking its shape: the error names the tensor, the expected and the
-/// stored shape (a checkpoint that does not match the config).
+/// Loads `name` from `weights` onto `device` in the dtype that device computes with ([`Tensor::weight_on`]: as
+/// stored on the CPU, float weights as bf16 on a GPU), checking its shape: the error names the tensor, the expected
+/// and the stored shape (a checkpoint that does not match the config).
 pub fn load_weight(
     weights: &dyn Weights,
     name: &str,
     shape: &[usize],
     device: crate::Device,
 ) -> Result<Tensor> {
-    Tensor::from_view(&checked_view(weights, name, shape)?, device)
+    let view = checked_view(weights, name, shape)?;
+    place(view.data, view.dtype, &view.shape, device)
+}
+
+/// Stored bytes as a weight on `device` ([`Tensor::weight_on`]).
+fn place(bytes: &[u8], dtype: crate::DType, shape: &[usize], device: crate::Device) -> Result<Tensor> {
+    Tensor::from_bytes(bytes, dtype, shape, crate::Device::Cpu)?.weight_on(device)
 }
 
 fn checked_view<'a>(weights: &'a dyn Weights, name: &str, shape: &[usize]) -> Result<TensorView<'a>> {
@@ -117,7 +124,8 @@ fn checked_view<'a>(weights: &'a dyn Weights, name: &str, shape: &[usize]) -> Re
 }
 
 /// Rows `start..start + len` (along the leading dimension) of `name`, checking its whole shape; only the slice is
-/// copied. A tensor-parallel rank's share of a column-parallel weight or a sharded vector.
+/// copied, placed like [`load_weight`]. A tensor-parallel rank's share of a column-parallel weight or a sharded
+/// vector.
 pub fn load_weight_rows(
     weights: &dyn Weights,
     name: &str,
@@ -136,7 +144,7 @@ pub fn load_weight_rows(
     let row_bytes = view.data.len() / shape[0].max(1);
     let mut sliced = shape.to_vec();
     sliced[0] = len;
-    Tensor::from_bytes(
+    place(
         &view.data[start * row_bytes..(start + len) * row_bytes],
         view.dtype,
         &sliced,
@@ -144,8 +152,8 @@ pub fn load_weight_rows(
     )
 }
 
-/// Columns `start..start + len` of the matrix `name` (`[rows, cols]`), checking its shape: a tensor-parallel
-/// rank's share of a row-parallel weight.
+/// Columns `start..start + len` of the matrix `name` (`[rows, cols]`), checking its shape, placed like
+/// [`load_weight`]: a tensor-parallel rank's share of a row-parallel weight.
 pub fn load_weight_columns(
     weights: &dyn Weights,
     name: &str,
@@ -171,5 +179,5 @@ pub fn load_weight_columns(
         let at = (r * cols + start) * elem;
         bytes.extend_from_slice(&view.data[at..at + len * elem]);
     }
-    Tensor::from_bytes(&bytes, view.dtype, &[rows, len], device)
+    place(&bytes, view.dtype, &[rows, len], device)
 }

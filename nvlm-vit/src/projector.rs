@@ -57,28 +57,26 @@ impl Projector {
                 "tensor parallelism {size} does not divide the projector's {hidden} hidden rows"
             )));
         }
-        let (share, host) = (hidden / size, Device::Cpu);
+        let share = hidden / size;
         Ok(Projector {
-            norm_weight: load_weight(weights, "mlp1.0.weight", &[input], host)?.weight_on(device)?,
-            norm_bias: load_weight(weights, "mlp1.0.bias", &[input], host)?.weight_on(device)?,
+            norm_weight: load_weight(weights, "mlp1.0.weight", &[input], device)?,
+            norm_bias: load_weight(weights, "mlp1.0.bias", &[input], device)?,
             fc1: load_weight_rows(
                 weights,
                 "mlp1.1.weight",
                 &[hidden, input],
                 rank * share,
                 share,
-                host,
-            )?
-            .weight_on(device)?,
+                device,
+            )?,
             fc2: load_weight_columns(
                 weights,
                 "mlp1.3.weight",
                 &[output, hidden],
                 rank * share,
                 share,
-                host,
-            )?
-            .weight_on(device)?,
+                device,
+            )?,
             eps,
             comm,
         })

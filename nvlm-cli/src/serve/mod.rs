@@ -28,9 +28,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use clap::Args;
 use nvlm_kernels::SamplingParams;
-use nvlm_qwen2::{build_prompt, SamplerConfig};
+use nvlm_qwen2::SamplerConfig;
 use nvlm_tensor::Device;
-use nvlm_tiling::prompt::{expand_images, with_image_placeholder};
+use nvlm_tiling::prompt::with_image_placeholder;
 use nvlm_tiling::tiles_from_bytes;
 use serde_json::json;
 use tokio::sync::mpsc::unbounded_channel;
@@ -288,11 +288,9 @@ fn prepare_chat(state: &AppState, body: &[u8]) -> Result<Prepared, ApiError> {
     let question = with_image_placeholder(&request.question, counts.len(), !request.history.is_empty());
     let ids = encode(
         state,
-        &expand_images(
-            &build_prompt(&request.system, &request.history, &question),
-            &counts,
-            state.engine.tokens_per_tile,
-        ),
+        &state
+            .engine
+            .chat_prompt(&request.system, &request.history, &question, &counts),
     )?;
     ready(state, Api::Chat, ids, images, request.options)
 }

@@ -72,7 +72,6 @@ pub(crate) fn launch(
     let stream = device.stream();
     let mut slices: Vec<CudaSlice<u8>> = Vec::with_capacity(outputs.len());
     for out in &outputs {
-        let bytes = (out.shape.iter().product::<usize>() * out.dtype.size_in_bytes()).max(1);
         let slice = match &out.init_from {
             Some(t) => {
                 let (b, offset, len) = t.cuda_parts()?;
@@ -80,8 +79,7 @@ pub(crate) fn launch(
                     .clone_dtod(&b.slice.slice(offset..offset + len))
                     .map_err(KernelError::cuda(op))?
             }
-            // SAFETY: the kernel writes every element of an uninitialised output before anything reads it.
-            None => unsafe { stream.alloc::<u8>(bytes) }.map_err(KernelError::cuda(op))?,
+            None => alloc_like(op, inputs[0], out.dtype, &out.shape)?,
         };
         slices.push(slice);
     }
@@ -100,6 +98,20 @@ pub(crate) fn launch(
         .zip(outputs)
         .map(|(s, o)| Tensor::from_cuda(s, device.clone(), o.dtype, &o.shape))
         .collect())
+}
+
+/// Uninitialised device memory for a `[shape]` tensor of `dtype` (at least one byte) on `like`'s device. Callers
+/// launch kernels that write every element before anything reads it.
+pub(crate) fn alloc_like(
+    op: &'static str,
+    like: &Tensor,
+    dtype: DType,
+    shape: &[usize],
+) -> Result<CudaSlice<u8>> {
+    let (buffer, _, _) = like.cuda_parts()?;
+    let bytes = (shape.iter().product::<usize>() * dtype.size_in_bytes()).max(1);
+    // SAFETY: see above: every caller's kernel writes the whole buffer before it is read.
+    unsafe { buffer.device.stream().alloc::<u8>(bytes) }.map_err(KernelError::cuda(op))
 }
 
 /// Launches `kernel::function(inputs..., outputs..., scalars...)` on the inputs' device, writing into existing

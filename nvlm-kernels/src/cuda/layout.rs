@@ -4,7 +4,8 @@
 use cudarc::driver::CudaSlice;
 use nvlm_tensor::{DType, Tensor};
 
-use super::launch::{grid_for, launch, run, Output, Scalar, BLOCK};
+use super::launch::{alloc_like, grid_for, launch, run, Output, Scalar, BLOCK};
+use crate::shape::around;
 use crate::{KernelError, Result};
 
 /// The kernel suffix for an element of `dtype`: `b16` or `b32`.
@@ -17,13 +18,6 @@ fn word(op: &'static str, dtype: DType) -> Result<&'static str> {
             format!("the CUDA data-movement kernels take 2- or 4-byte elements, not {dtype}"),
         )),
     }
-}
-
-fn alloc(op: &'static str, like: &Tensor, dtype: DType, shape: &[usize]) -> Result<CudaSlice<u8>> {
-    let (buffer, _, _) = like.cuda_parts()?;
-    let bytes = (shape.iter().product::<usize>() * dtype.size_in_bytes()).max(1);
-    // SAFETY: the callers' kernels write every element before anything reads it.
-    unsafe { buffer.device.stream().alloc::<u8>(bytes) }.map_err(KernelError::cuda(op))
 }
 
 /// One `copy_rows` launch: `rows` rows of `width` elements from `src` (pitch, offset) into `dst` (pitch, offset).
@@ -57,9 +51,8 @@ fn copy_rows(
 pub(crate) fn concat(tensors: &[&Tensor], dim: usize, shape: &[usize]) -> Result<Tensor> {
     const OP: &str = "concat";
     let first = tensors[0];
-    let outer: usize = shape[..dim].iter().product();
-    let inner: usize = shape[dim + 1..].iter().product();
-    let mut out = alloc(OP, first, first.dtype(), shape)?;
+    let (outer, _, inner) = around(shape, dim);
+    let mut out = alloc_like(OP, first, first.dtype(), shape)?;
     let mut start = 0;
     for t in tensors {
         let width = t.shape()[dim] * inner;
@@ -87,15 +80,14 @@ pub(crate) fn concat(tensors: &[&Tensor], dim: usize, shape: &[usize]) -> Result
 pub(crate) fn split(x: &Tensor, dim: usize, sizes: &[usize]) -> Result<Vec<Tensor>> {
     const OP: &str = "split";
     let shape = x.shape();
-    let outer: usize = shape[..dim].iter().product();
-    let inner: usize = shape[dim + 1..].iter().product();
+    let (outer, _, inner) = around(shape, dim);
     let (buffer, _, _) = x.cuda_parts()?;
     let mut start = 0;
     let mut pieces = Vec::with_capacity(sizes.len());
     for &size in sizes {
         let mut piece_shape = shape.to_vec();
         piece_shape[dim] = size;
-        let mut out = alloc(OP, x, x.dtype(), &piece_shape)?;
+        let mut out = alloc_like(OP, x, x.dtype(), &piece_shape)?;
         let width = size * inner;
         copy_rows(
             OP,
