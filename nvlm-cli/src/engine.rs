@@ -128,12 +128,7 @@ impl Engine {
         };
         let llm_config = Qwen2Config::from_json(&config, true)?;
         let vision_config = VisionConfig::from_json(&config)?;
-        // The CPU reference computes in f32; GPUs in bf16 (f32 accumulation inside the kernels).
-        let dtype = if device == Device::Cpu {
-            DType::F32
-        } else {
-            DType::BF16
-        };
+        let dtype = device.compute_dtype();
         let (vision, llm) = load_ranks(
             weights.as_ref(),
             &vision_config,

@@ -2,10 +2,26 @@
 // KV head h / (hq / hkv)), bidirectional or causal with a query offset. head_dim <= 256 (8 values per lane).
 // q[b, tq, hq, d], k/v[b, tk, hkv, d], o like q. A correct reference kernel; the tiled Hopper kernel replaces it.
 
-template <typename T>
+// Keys and values stored in order: position `key` of batch `bi` is row bi * tk + key of k/v [b, tk, hkv, d].
+struct ContiguousKeys {
+    int tk;
+    __device__ size_t row(int bi, int key) const { return (size_t)bi * tk + key; }
+};
+
+// Keys and values of one sequence in a paged cache [slots, hkv, d]: position `key` is at slot
+// table[key / block_size] * block_size + key % block_size.
+struct PagedKeys {
+    const int* table;
+    int block_size;
+    __device__ size_t row(int, int key) const {
+        return (size_t)table[key / block_size] * block_size + key % block_size;
+    }
+};
+
+template <typename T, typename Keys>
 __device__ void attention_warp(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                                T* __restrict__ o, int batch, int tq, int tk, int hq, int hkv, int d, int causal,
-                               int offset, float scale) {
+                               int offset, float scale, Keys keys) {
     const int warps_per_block = blockDim.x / 32;
     const long job = (long)blockIdx.x * warps_per_block + threadIdx.x / 32;
     const int lane = threadIdx.x & 31;
@@ -25,7 +41,7 @@ __device__ void attention_warp(const T* __restrict__ q, const T* __restrict__ k,
     }
     float m = -INFINITY, l = 0.0f;
     for (int key = 0; key < visible; ++key) {
-        const size_t row = (((size_t)bi * tk + key) * hkv + kh) * d;
+        const size_t row = (keys.row(bi, key) * hkv + kh) * d;
         float dot = 0.0f;
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
@@ -55,10 +71,22 @@ __device__ void attention_warp(const T* __restrict__ q, const T* __restrict__ k,
 
 extern "C" __global__ void attention_f32(const float* q, const float* k, const float* v, float* o, int b, int tq, int tk,
                                          int hq, int hkv, int d, int causal, int offset, float scale) {
-    attention_warp(q, k, v, o, b, tq, tk, hq, hkv, d, causal, offset, scale);
+    attention_warp(q, k, v, o, b, tq, tk, hq, hkv, d, causal, offset, scale, ContiguousKeys{tk});
 }
 extern "C" __global__ void attention_bf16(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
                                           __nv_bfloat16* o, int b, int tq, int tk, int hq, int hkv, int d, int causal,
                                           int offset, float scale) {
-    attention_warp(q, k, v, o, b, tq, tk, hq, hkv, d, causal, offset, scale);
+    attention_warp(q, k, v, o, b, tq, tk, hq, hkv, d, causal, offset, scale, ContiguousKeys{tk});
 }
+
+// Causal attention of t queries at positions offset..offset+t of one sequence over its paged cache (decode and
+// chunked prefill): q[t, hq, d], k/v caches [slots, hkv, d], the sequence's block table.
+#define PAGED_ATTENTION(SUFFIX, T)                                                                                 \
+    extern "C" __global__ void paged_attention_##SUFFIX(const T* q, const T* k, const T* v, const int* table, T* o, \
+                                                        int t, int hq, int hkv, int d, int offset, int block_size,  \
+                                                        float scale) {                                              \
+        attention_warp(q, k, v, o, 1, t, offset + t, hq, hkv, d, 1, offset, scale, PagedKeys{table, block_size});   \
+    }
+
+PAGED_ATTENTION(f32, float)
+PAGED_ATTENTION(bf16, __nv_bfloat16)

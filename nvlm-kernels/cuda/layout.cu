@@ -58,6 +58,19 @@ __device__ void unfold_patches(const T* __restrict__ x, T* __restrict__ y, long 
     }
 }
 
+// Paged KV-cache write: row r of rows[t, width] goes to slot table[(start + r) / bs] * bs + (start + r) % bs of
+// cache[slots, width]; a slot outside the cache is skipped (the caller's table is checked on the host).
+template <typename T>
+__device__ void paged_write(const T* __restrict__ rows, const int* __restrict__ table, T* __restrict__ cache, long t,
+                            long width, long start, long block_size, long slots) {
+    long n = t * width;
+    for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+        long r = i / width, col = i - r * width, pos = start + r;
+        long slot = (long)table[pos / block_size] * block_size + pos % block_size;
+        if (slot >= 0 && slot < slots) cache[slot * width + col] = rows[i];
+    }
+}
+
 #define LAYOUT_KERNELS(SUFFIX, T)                                                                                  \
     extern "C" __global__ void copy_rows_##SUFFIX(const T* src, T* dst, long rows, long width, long src_pitch,    \
                                                   long src_offset, long dst_pitch, long dst_offset) {             \
@@ -72,6 +85,10 @@ __device__ void unfold_patches(const T* __restrict__ x, T* __restrict__ y, long 
     extern "C" __global__ void unfold_patches_##SUFFIX(const T* x, T* y, long tiles, long c, long h, long w,      \
                                                        long p) {                                                   \
         unfold_patches(x, y, tiles, c, h, w, p);                                                                   \
+    }                                                                                                              \
+    extern "C" __global__ void paged_write_##SUFFIX(const T* rows, const int* table, T* cache, long t, long width, \
+                                                    long start, long block_size, long slots) {                     \
+        paged_write(rows, table, cache, t, width, start, block_size, slots);                                      \
     }
 
 LAYOUT_KERNELS(b16, unsigned short)

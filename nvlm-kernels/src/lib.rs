@@ -14,6 +14,7 @@ mod embedding;
 mod error;
 mod matmul;
 mod norm;
+mod paged;
 mod patch;
 mod rope;
 mod sampling;
@@ -30,6 +31,7 @@ pub use matmul::{batched_matmul, matmul};
 pub use norm::{
     add_rms_norm, layer_norm, rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, row_sum_squares,
 };
+pub use paged::{paged_attention, paged_write, BlockTable};
 pub use patch::{patch_embed, unfold_patches};
 pub use rope::{rotary_embedding, DynamicNtk, RopeConfig};
 pub use sampling::{argmax, filtered_distribution, sample, uniform, SamplingParams};

@@ -5,9 +5,9 @@ use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{
     add, add_rms_norm, argmax, attention, cast, concat, embedding, gelu, layer_norm, matmul, mul,
-    pixel_shuffle, rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, rotary_embedding,
-    row_sum_squares, scale, scale_channels, scatter_rows, silu_mul, softmax, split, transpose_last2,
-    unfold_patches, uniform, AttentionMask, Result,
+    paged_attention, paged_write, pixel_shuffle, rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares,
+    rotary_embedding, row_sum_squares, scale, scale_channels, scatter_rows, silu_mul, softmax, split,
+    transpose_last2, unfold_patches, uniform, AttentionMask, BlockTable, Result,
 };
 
 /// The outcome of one device-vs-reference comparison.
@@ -453,6 +453,51 @@ pub fn check_layout_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
     Ok(reports)
 }
 
+/// The paged KV cache at Qwen2-72B's KV geometry (8 heads x 128, blocks of 16, the blocks of a 90-position sequence
+/// scattered over the pool): the in-place write (exact) and causal attention over the table for a decode step and a
+/// chunk of 7 prefill queries (bf16).
+pub fn check_paged_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
+    let bf = DType::BF16;
+    let (block_size, pool, len, hkv, d, hq) = (16, 40, 90, 8, 128, 64);
+    let blocks = [7usize, 2, 39, 11, 0, 23];
+    let (keys, values) = (
+        random_tensor(seed, &[len, hkv, d], bf)?,
+        random_tensor(seed + 1, &[len, hkv, d], bf)?,
+    );
+    // The cache after writing positions 0..60, then 60..90 (two appends, as prefill then decode do).
+    let filled = |rows: &Tensor| -> Result<Tensor> {
+        let table = BlockTable::new(&blocks, block_size, rows.device())?;
+        let mut cache = Tensor::zeros(&[pool * block_size, hkv, d], bf, rows.device())?;
+        paged_write(&mut cache, &rows.narrow0(0, 60)?, &table, 0)?;
+        paged_write(&mut cache, &rows.narrow0(60, 30)?, &table, 60)?;
+        Ok(cache)
+    };
+    let mut reports = vec![check_with(
+        device,
+        "paged_wr",
+        format!("{len} rows [8,128] bs16 bf16"),
+        std::slice::from_ref(&keys),
+        0.0,
+        |t| filled(&t[0]),
+    )?];
+    for (case, t) in [("decode 1 of 90, GQA 64/8", 1), ("chunk 7 of 90, GQA 64/8", 7)] {
+        let q = random_tensor(seed + 2, &[t, hq, d], bf)?;
+        reports.push(check_with(
+            device,
+            "paged_att",
+            case.into(),
+            &[q, keys.clone(), values.clone()],
+            BF16_TOL,
+            |x| {
+                let table = BlockTable::new(&blocks, block_size, x[0].device())?;
+                let (kc, vc) = (filled(&x[1])?, filled(&x[2])?);
+                paged_attention(&x[0], &kc, &vc, &table, len - t, 1.0 / (d as f32).sqrt())
+            },
+        )?);
+    }
+    Ok(reports)
+}
+
 /// Every check at the shapes that matter for NVLM-D (hidden 3200 / 8192, FFN 12800 / 29568) and awkward ones.
 pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
     let mut reports = Vec::new();
@@ -478,5 +523,6 @@ pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
     reports.extend(check_other_ops(device, 17)?);
     reports.extend(check_layout_ops(device, 18)?);
     reports.extend(check_qk_norm_ops(device, 19)?);
+    reports.extend(check_paged_ops(device, 20)?);
     Ok(reports)
 }

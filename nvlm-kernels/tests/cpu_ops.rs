@@ -391,6 +391,65 @@ fn attention_matches_f64_for_gqa_ratios_and_masks() {
 }
 
 #[test]
+fn paged_cache_writes_through_the_table_and_attends_in_position_order() {
+    let mut r = rng(11);
+    let (block_size, pool, len, hq, hkv, d) = (4, 9, 13, 6, 2, 8);
+    // Blocks out of order and not from the start of the pool; the last block is partly used.
+    let blocks = [5usize, 0, 8, 3];
+    let table = BlockTable::new(&blocks, block_size, nvlm_tensor::Device::Cpu).unwrap();
+    let (k, kv) = random(&mut r, &[len, hkv, d], DType::F32);
+    let (v, vv) = random(&mut r, &[len, hkv, d], DType::F32);
+    let zeros = || Tensor::zeros(&[pool * block_size, hkv, d], DType::F32, nvlm_tensor::Device::Cpu).unwrap();
+    let (mut kc, mut vc) = (zeros(), zeros());
+    // Appends of 6, 1 and 6 positions, as a prefill, a decode step and a chunk would.
+    for (start, n) in [(0, 6), (6, 1), (7, 6)] {
+        paged_write(&mut kc, &k.narrow0(start, n).unwrap(), &table, start).unwrap();
+        paged_write(&mut vc, &v.narrow0(start, n).unwrap(), &table, start).unwrap();
+    }
+    // Position p sits at slot blocks[p / 4] * 4 + p % 4; every other slot is still zero.
+    let cache = kc.to_f64_vec().unwrap();
+    let row = hkv * d;
+    for slot in 0..pool * block_size {
+        let position = (0..len).find(|p| blocks[p / block_size] * block_size + p % block_size == slot);
+        let want = position.map_or(vec![0.0; row], |p| kv[p * row..(p + 1) * row].to_vec());
+        assert_eq!(cache[slot * row..(slot + 1) * row], want[..], "slot {slot}");
+    }
+    for (t, offset) in [(1, len - 1), (5, len - 5), (len, 0)] {
+        let (q, qv) = random(&mut r, &[t, hq, d], DType::F32);
+        let scale = 1.0 / (d as f64).sqrt();
+        let got = paged_attention(&q, &kc, &vc, &table, offset, scale as f32).unwrap();
+        let want = attention_ref(&qv, &kv, &vv, 1, t, len, hq, hkv, d, Some(offset), scale);
+        assert_close(
+            &format!("paged attention {t} queries at {offset}"),
+            &got.to_f64_vec().unwrap(),
+            &want,
+            1e-5,
+            1e-5,
+        );
+    }
+    // Errors, not panics: a position without a block, a block outside the pool, a cache shared with a view.
+    let one = k.narrow0(0, 1).unwrap();
+    assert!(
+        paged_write(&mut kc, &one, &table, 16).is_err(),
+        "position 16 has no block"
+    );
+    let outside = BlockTable::new(&[pool], block_size, nvlm_tensor::Device::Cpu).unwrap();
+    assert!(paged_write(&mut kc, &one, &outside, 0).is_err(), "block 9 of 9");
+    let q = Tensor::zeros(&[1, hq, d], DType::F32, nvlm_tensor::Device::Cpu).unwrap();
+    assert!(
+        paged_attention(&q, &kc, &vc, &table, 16, 1.0).is_err(),
+        "17 keys need 5 blocks"
+    );
+    let view = kc.clone();
+    assert!(
+        paged_write(&mut kc, &one, &table, 0).is_err(),
+        "the cache is shared with a clone"
+    );
+    drop(view);
+    assert!(paged_write(&mut kc, &one, &table, 0).is_ok());
+}
+
+#[test]
 fn embedding_gathers_and_scatter_overwrites() {
     let mut r = rng(11);
     let (table, tv) = random(&mut r, &[10, 3], DType::BF16);

@@ -59,8 +59,8 @@ pub fn generate(
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<Generation> {
     let prompt_tokens = embeds.shape()[0];
-    let mut cache = model.new_cache(prompt_tokens + options.max_new_tokens);
-    let seq = cache.add_sequence();
+    let mut cache = model.new_cache(prompt_tokens + options.max_new_tokens)?;
+    let seq = cache.add_sequence()?;
     let mut history = context.to_vec();
     let mut tokens = Vec::new();
     let mut recorded: Vec<(Tensor, Tensor)> = Vec::new();

@@ -2,7 +2,6 @@
 //! paged KV cache → output projection, RMSNorm → SwiGLU MLP; final norm; untied LM head.
 
 use nvlm_kernels as k;
-use nvlm_kernels::AttentionMask;
 use std::sync::Arc;
 
 use nvlm_dist::Comm;
@@ -372,25 +371,7 @@ impl Qwen2Model {
                 v.narrow0(row, s.rows)?,
             );
             cache.write(index, s.seq, &key, &v)?;
-            let (keys, values) = cache.read(index, s.seq, s.start + s.rows, kv_heads)?;
-            // The cache lives in host memory (f32): on a GPU its rows go back up in the activations' dtype. Correct
-            // first; a device-resident cache is the next step of the CUDA backend.
-            let (keys, values) = match q.device() {
-                Device::Cpu => (keys, values),
-                device => (
-                    k::cast(&keys.to_device(device)?, q.dtype())?,
-                    k::cast(&values.to_device(device)?, q.dtype())?,
-                ),
-            };
-            let out = k::attention(
-                &q.reshape(&[1, s.rows, heads, d])?,
-                &keys,
-                &values,
-                AttentionMask::Causal {
-                    query_offset: s.start,
-                },
-                1.0 / (d as f32).sqrt(),
-            )?;
+            let out = cache.attention(index, s.seq, &q, 1.0 / (d as f32).sqrt())?;
             outputs.push(out.reshape(&[s.rows, heads * d])?);
             row += s.rows;
         }
@@ -426,15 +407,17 @@ impl Qwen2Model {
         Ok(Some((local, self.sharding.vocab_start, comm.as_ref())))
     }
 
-    /// A KV cache sized for `max_positions` positions of one sequence in blocks of 16.
-    pub fn new_cache(&self, max_positions: usize) -> PagedKvCache {
+    /// A KV cache sized for `max_positions` positions in blocks of 16, on the model's device in its compute dtype.
+    pub fn new_cache(&self, max_positions: usize) -> Result<PagedKvCache> {
         const BLOCK: usize = 16;
+        let device = self.embed.device();
         PagedKvCache::new(
             self.config.num_layers,
-            self.sharding.kv_heads,
-            self.config.head_dim(),
+            [self.sharding.kv_heads, self.config.head_dim()],
             BLOCK,
             max_positions.div_ceil(BLOCK),
+            device,
+            device.compute_dtype(),
         )
     }
 }

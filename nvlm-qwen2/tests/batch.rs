@@ -47,9 +47,9 @@ fn sequences_decoded_together_match_each_alone() {
         })
         .collect();
 
-    let mut cache: PagedKvCache = model.new_cache(64 * 3);
+    let mut cache: PagedKvCache = model.new_cache(64 * 3).unwrap();
     let free_at_start = cache.free_blocks();
-    let seqs: Vec<_> = prompts.iter().map(|_| cache.add_sequence()).collect();
+    let seqs: Vec<_> = prompts.iter().map(|_| cache.add_sequence().unwrap()).collect();
     let mut tokens: Vec<Vec<u32>> = prompts
         .iter()
         .zip(&seqs)
@@ -73,8 +73,8 @@ fn sequences_decoded_together_match_each_alone() {
         }
         if active.len() == 3 {
             // Cross-check one step against the same sequence run alone through a copy of its history.
-            let mut solo = model.new_cache(64);
-            let seq = solo.add_sequence();
+            let mut solo = model.new_cache(64).unwrap();
+            let seq = solo.add_sequence().unwrap();
             let history: Vec<u32> = prompts[0]
                 .iter()
                 .chain(&tokens[0][..tokens[0].len() - 1])
@@ -111,8 +111,8 @@ fn a_prompt_prefilled_in_chunks_beside_decode_rows_matches_it_whole() {
         151644, 8948, 198, 16141, 279, 4755, 13, 151645, 151644, 872, 198, 3838, 11, 1246, 525, 498, 30,
     ];
     let other: &[u32] = &[151644, 872, 198, 9707];
-    let mut whole_cache = model.new_cache(64);
-    let seq = whole_cache.add_sequence();
+    let mut whole_cache = model.new_cache(64).unwrap();
+    let seq = whole_cache.add_sequence().unwrap();
     let whole = model
         .forward(&model.embed(prompt, DType::F32).unwrap(), &mut whole_cache, seq)
         .unwrap();
@@ -123,8 +123,8 @@ fn a_prompt_prefilled_in_chunks_beside_decode_rows_matches_it_whole() {
         .unwrap();
 
     // The prompt goes in chunks of 5 while another sequence decodes a token in every step.
-    let mut cache = model.new_cache(128);
-    let (chunked, decoding) = (cache.add_sequence(), cache.add_sequence());
+    let mut cache = model.new_cache(128).unwrap();
+    let (chunked, decoding) = (cache.add_sequence().unwrap(), cache.add_sequence().unwrap());
     model
         .forward(&model.embed(other, DType::F32).unwrap(), &mut cache, decoding)
         .unwrap();

@@ -66,8 +66,8 @@ fn check_case(case: &str) {
     );
 
     // One forward pass over the prompt: final-normed hidden states, logits of the last positions, argmax per position.
-    let mut cache = model.new_cache(ids.len());
-    let seq = cache.add_sequence();
+    let mut cache = model.new_cache(ids.len()).unwrap();
+    let seq = cache.add_sequence().unwrap();
     let s = ids.len();
     let all_hidden = reference.f32s(&format!("f32.{case}.llm_hidden_states"));
     // llm_hidden_states: [embeddings, after layer 0, final-normed output]; layer 1's raw output is not recorded.
@@ -162,8 +162,8 @@ fn kv_cache_decode_equals_full_recompute() {
     let mut sequence = ids.clone();
     for (step, &token) in cached.tokens.iter().enumerate().take(options.max_new_tokens - 1) {
         sequence.push(token);
-        let mut cache = model.new_cache(sequence.len());
-        let seq = cache.add_sequence();
+        let mut cache = model.new_cache(sequence.len()).unwrap();
+        let seq = cache.add_sequence().unwrap();
         let hidden = model
             .forward(&model.embed(&sequence, DType::F32).unwrap(), &mut cache, seq)
             .unwrap();

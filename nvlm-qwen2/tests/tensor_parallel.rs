@@ -34,8 +34,8 @@ fn weights_and_config() -> (SafetensorsCheckpoint, Qwen2Config) {
 
 fn run(model: &Qwen2Model) -> Run {
     let embeds = model.embed(&PROMPT, DType::F32).unwrap();
-    let mut cache = model.new_cache(PROMPT.len());
-    let seq = cache.add_sequence();
+    let mut cache = model.new_cache(PROMPT.len()).unwrap();
+    let seq = cache.add_sequence().unwrap();
     let hidden = model.forward(&embeds, &mut cache, seq).unwrap();
     let logits = model.logits(&hidden).unwrap().to_f32_vec().unwrap();
     let options = GenerateOptions {

@@ -1,6 +1,6 @@
 //! Where a tensor lives.
 
-use crate::{cuda, Result};
+use crate::{cuda, DType, Result};
 
 /// A compute device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,6 +36,15 @@ impl Device {
     /// True for [`Device::Cpu`].
     pub fn is_cpu(self) -> bool {
         matches!(self, Device::Cpu)
+    }
+
+    /// The dtype activations (and the KV cache) are computed in here: f32 for the CPU reference, bf16 on GPUs
+    /// (whose kernels accumulate in f32).
+    pub fn compute_dtype(self) -> DType {
+        match self {
+            Device::Cpu => DType::F32,
+            Device::Cuda(_) => DType::BF16,
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, CudaViewMut};
 use half::{bf16, f16};
 
 use crate::storage::{CpuBuffer, CudaBuffer, Storage};
@@ -16,6 +16,15 @@ pub struct Tensor {
     offset: usize,
     shape: Vec<usize>,
     dtype: DType,
+}
+
+/// The error of an in-place write to storage that other tensors share.
+fn shared(op: &'static str) -> TensorError {
+    TensorError::Device {
+        op,
+        detail: "the storage is shared with another tensor; drop its views before writing in place"
+            .to_string(),
+    }
 }
 
 fn numel_of(shape: &[usize]) -> usize {
@@ -272,6 +281,40 @@ impl Tensor {
             Storage::Cuda(buffer) => Ok((buffer, self.offset, self.size_in_bytes())),
             Storage::Cpu(_) => Err(TensorError::Device {
                 op: "cuda_parts",
+                detail: "tensor is on the host".to_string(),
+            }),
+        }
+    }
+
+    // ---------------------------------------------------------------- in-place access (for caches)
+
+    /// The host bytes of this tensor for writing in place; fails for a device tensor or when another tensor (a
+    /// clone or a view) shares the storage, since a write would change it too.
+    pub fn cpu_bytes_mut(&mut self) -> Result<&mut [u8]> {
+        let range = self.offset..self.offset + self.size_in_bytes();
+        match &mut self.storage {
+            Storage::Cpu(buffer) => Ok(&mut Arc::get_mut(buffer)
+                .ok_or_else(|| shared("cpu_bytes_mut"))?
+                .as_bytes_mut()[range]),
+            Storage::Cuda(_) => Err(TensorError::Device {
+                op: "cpu_bytes_mut",
+                detail: "tensor is on a GPU".to_string(),
+            }),
+        }
+    }
+
+    /// This tensor's device memory for writing in place (by a kernel), with its device; fails for a host tensor or
+    /// when another tensor shares the storage.
+    pub fn cuda_view_mut(&mut self) -> Result<(CudaViewMut<'_, u8>, Arc<CudaDevice>)> {
+        let range = self.offset..self.offset + self.size_in_bytes();
+        match &mut self.storage {
+            Storage::Cuda(buffer) => {
+                let buffer = Arc::get_mut(buffer).ok_or_else(|| shared("cuda_view_mut"))?;
+                let device = buffer.device.clone();
+                Ok((buffer.slice.slice_mut(range), device))
+            }
+            Storage::Cpu(_) => Err(TensorError::Device {
+                op: "cuda_view_mut",
                 detail: "tensor is on the host".to_string(),
             }),
         }

@@ -46,16 +46,16 @@ pub struct BatchLimits {
     pub prefill_chunk: usize,
 }
 
-/// Serves `jobs` with continuous batching until the queue closes.
+/// Serves `jobs` with continuous batching over `kv` (sized `limits.kv_positions`) until the queue closes.
 pub fn serve(
     engine: &Engine,
     llm: &Qwen2Model,
+    mut kv: PagedKvCache,
     jobs: Receiver<Job>,
     metrics: &Metrics,
     mut images: ImageCache,
     limits: BatchLimits,
 ) {
-    let mut kv = llm.new_cache(limits.kv_positions);
     let stop_ids = engine.stop_ids();
     metrics
         .kv_blocks_total
@@ -148,7 +148,13 @@ fn admit(
     images: &mut ImageCache,
     metrics: &Metrics,
 ) -> Option<Running> {
-    let seq = kv.add_sequence();
+    let seq = match kv.add_sequence() {
+        Ok(seq) => seq,
+        Err(error) => {
+            let _ = job.events.send(Event::Failed(format!("{error:#}")));
+            return None;
+        }
+    };
     let embeds = (|| {
         // All the blocks the request can use, taken now: running requests never run the cache dry.
         kv.reserve(seq, job.ids.len() + job.max_tokens)?;

@@ -62,16 +62,22 @@ pub fn spawn(
     metrics: Arc<Metrics>,
     image_cache_bytes: usize,
     limits: BatchLimits,
-) -> std::io::Result<SyncSender<Job>> {
+) -> anyhow::Result<SyncSender<Job>> {
     let (queue, jobs) = sync_channel(capacity);
+    // The batch's KV cache is taken before the server starts, so a device without room for it fails at start-up.
+    let kv = match engine.language_model() {
+        Some(llm) if limits.max_batch > 1 => Some(
+            llm.new_cache(limits.kv_positions)
+                .context("allocating the KV cache (--kv-cache-tokens)")?,
+        ),
+        _ => None,
+    };
     std::thread::Builder::new()
         .name("nvlm-generate".into())
         .spawn(move || {
             let images = ImageCache::new(image_cache_bytes);
-            match engine.language_model() {
-                Some(llm) if limits.max_batch > 1 => {
-                    batch::serve(&engine, llm, jobs, &metrics, images, limits)
-                }
+            match (engine.language_model(), kv) {
+                (Some(llm), Some(kv)) => batch::serve(&engine, llm, kv, jobs, &metrics, images, limits),
                 _ => serve(&engine, jobs, &metrics, images),
             }
         })?;

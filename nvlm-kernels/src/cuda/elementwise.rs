@@ -312,6 +312,46 @@ pub(crate) fn attention(
     .remove(0))
 }
 
+/// Causal attention of `q[t, hq, d]` at positions `offset..offset + t` over one sequence's paged cache (`k`/`v`
+/// `[slots, hkv, d]`, `table` i32 block ids); checked by the caller.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn paged_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    table: &Tensor,
+    block_size: usize,
+    offset: usize,
+    scale: f32,
+) -> Result<Tensor> {
+    const OP: &str = "paged_attention";
+    let [t, hq, d] = [q.shape()[0], q.shape()[1], q.shape()[2]];
+    let hkv = k.shape()[1];
+    if d > 256 {
+        return Err(KernelError::invalid(
+            OP,
+            format!("the CUDA attention kernel supports head_dim <= 256, found {d}"),
+        ));
+    }
+    let scalars = [t, hq, hkv, d, offset, block_size]
+        .map(|v| Scalar::I32(v as i32))
+        .into_iter()
+        .chain([Scalar::F32(scale)])
+        .collect::<Vec<_>>();
+    const WARPS: usize = 4;
+    Ok(launch(
+        OP,
+        "attention",
+        &name(OP, "paged_attention", q.dtype())?,
+        &[q, k, v, table],
+        vec![Output::new(q.dtype(), q.shape())],
+        &scalars,
+        (t * hq).div_ceil(WARPS) as u32,
+        (WARPS * 32) as u32,
+    )?
+    .remove(0))
+}
+
 /// Rows of `table` at i32 `ids` (range-checked by the caller).
 pub(crate) fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
     const OP: &str = "embedding";

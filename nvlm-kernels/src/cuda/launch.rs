@@ -1,7 +1,7 @@
 //! One way to launch any kernel of this crate: device views of the inputs, fresh outputs, then scalars, in the
 //! order the kernel declares them.
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaViewMut, LaunchConfig, PushKernelArg};
 use nvlm_tensor::{DType, Tensor};
 
 use super::module_cache::function;
@@ -83,16 +83,18 @@ pub(crate) fn launch(
         };
         slices.push(slice);
     }
+    let mut views: Vec<CudaViewMut<u8>> = slices.iter_mut().map(|s| s.slice_mut(..)).collect();
     run(
         op,
         kernel,
         function_name,
         inputs,
-        &mut slices,
+        &mut views,
         scalars,
         grid,
         block,
     )?;
+    drop(views);
     Ok(slices
         .into_iter()
         .zip(outputs)
@@ -115,14 +117,14 @@ pub(crate) fn alloc_like(
 }
 
 /// Launches `kernel::function(inputs..., outputs..., scalars...)` on the inputs' device, writing into existing
-/// device buffers (`outputs`), with `grid` blocks of `block` threads.
+/// device memory (`outputs`: fresh buffers, or a tensor written in place), with `grid` blocks of `block` threads.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn run(
     op: &'static str,
     kernel: &'static str,
     function_name: &str,
     inputs: &[&Tensor],
-    outputs: &mut [CudaSlice<u8>],
+    outputs: &mut [CudaViewMut<'_, u8>],
     scalars: &[Scalar],
     grid: u32,
     block: u32,

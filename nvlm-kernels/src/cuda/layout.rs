@@ -40,7 +40,7 @@ fn copy_rows(
         "layout",
         &name,
         &[src],
-        std::slice::from_mut(dst),
+        &mut [dst.slice_mut(..)],
         &scalars,
         grid,
         BLOCK,
@@ -170,5 +170,34 @@ pub(crate) fn unfold_patches(pixels: &Tensor, patch: usize) -> Result<Tensor> {
         pixels,
         &out,
         &[t, c, h, w, patch],
+    )
+}
+
+/// Writes `rows[t, width...]` into `cache[slots, width...]` in place at the slots of positions `start..start + t`
+/// through `table` (i32 block ids, checked by the caller), `block_size` positions a block.
+pub(crate) fn paged_write(
+    cache: &mut Tensor,
+    rows: &Tensor,
+    table: &Tensor,
+    block_size: usize,
+    start: usize,
+) -> Result<()> {
+    const OP: &str = "paged_write";
+    let (t, slots) = (rows.shape()[0], cache.shape()[0]);
+    let width = rows.numel() / t.max(1);
+    let name = format!("paged_write_{}", word(OP, rows.dtype())?);
+    let scalars = [t, width, start, block_size, slots].map(|v| Scalar::I64(v as i64));
+    let n = t * width;
+    let grid = if n == 0 { 0 } else { grid_for(n) };
+    let (mut view, _) = cache.cuda_view_mut()?;
+    run(
+        OP,
+        "layout",
+        &name,
+        &[rows, table],
+        std::slice::from_mut(&mut view),
+        &scalars,
+        grid,
+        BLOCK,
     )
 }

@@ -72,7 +72,12 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     KernelSource {
         name: "attention",
         source: include_str!("../../cuda/attention.cu"),
-        functions: &["attention_f32", "attention_bf16"],
+        functions: &[
+            "attention_f32",
+            "attention_bf16",
+            "paged_attention_f32",
+            "paged_attention_bf16",
+        ],
     },
     KernelSource {
         name: "embedding",
@@ -99,6 +104,8 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "transpose_last2_b32",
             "pixel_shuffle_b16",
             "pixel_shuffle_b32",
+            "paged_write_b16",
+            "paged_write_b32",
             "unfold_patches_b16",
             "unfold_patches_b32",
         ],

@@ -1,0 +1,180 @@
+//! The paged KV cache's two ops: writing a sequence's new key/value rows through its block table, and causal
+//! attention over the keys and values the table addresses. Position `p` of a sequence lives at slot
+//! `table[p / block_size] * block_size + p % block_size` of a cache `[slots, kv_heads, head_dim]`.
+
+use nvlm_tensor::{Device, Tensor};
+
+use crate::attention::{attention, AttentionMask};
+use crate::check::{float_dtype, rank, same_device, same_dtype};
+use crate::cpu::{f32_values, from_f32};
+use crate::{KernelError, Result};
+
+/// A sequence's block table: block ids in position order, `block_size` positions a block; kept on the host (for
+/// checks) and on the cache's device (for the kernels), so no op reads it back from a GPU.
+#[derive(Debug, Clone)]
+pub struct BlockTable {
+    blocks: Vec<usize>,
+    block_size: usize,
+    on_device: Tensor,
+}
+
+impl BlockTable {
+    /// The table of `blocks` (`block_size` positions each), uploaded to `device` as i32.
+    pub fn new(blocks: &[usize], block_size: usize, device: Device) -> Result<BlockTable> {
+        const OP: &str = "BlockTable";
+        if block_size == 0 {
+            return Err(KernelError::invalid(OP, "block size 0"));
+        }
+        let ids = blocks
+            .iter()
+            .map(|&b| {
+                i32::try_from(b).map_err(|_| KernelError::invalid(OP, format!("block id {b} exceeds i32")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // An empty table still needs a device buffer: one unused entry.
+        let ids = if ids.is_empty() { vec![0] } else { ids };
+        let len = ids.len();
+        Ok(BlockTable {
+            blocks: blocks.to_vec(),
+            block_size,
+            on_device: Tensor::from_vec(ids, &[len])?.to_device(device)?,
+        })
+    }
+
+    /// Positions a block holds.
+    pub fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    /// The block ids, in position order.
+    pub fn blocks(&self) -> &[usize] {
+        &self.blocks
+    }
+
+    /// The cache slots of positions `start..start + len`, checked against a cache of `slots` slots.
+    fn slots(&self, op: &'static str, slots: usize, start: usize, len: usize) -> Result<Vec<usize>> {
+        let bs = self.block_size;
+        (start..start + len)
+            .map(|p| {
+                let block = *self.blocks.get(p / bs).ok_or_else(|| {
+                    KernelError::invalid(
+                        op,
+                        format!(
+                            "position {p} needs block {} but the table holds {}",
+                            p / bs,
+                            self.blocks.len()
+                        ),
+                    )
+                })?;
+                let slot = block * bs + p % bs;
+                if slot >= slots {
+                    return Err(KernelError::invalid(
+                        op,
+                        format!("block {block} is outside a cache of {slots} slots"),
+                    ));
+                }
+                Ok(slot)
+            })
+            .collect()
+    }
+}
+
+/// Writes `rows[t, kv_heads, head_dim]` in place into `cache[slots, kv_heads, head_dim]` at positions
+/// `start..start + t` of the sequence whose block table is `table`. An error, with nothing written, when a position
+/// has no block or a block is outside the cache.
+pub fn paged_write(cache: &mut Tensor, rows: &Tensor, table: &BlockTable, start: usize) -> Result<()> {
+    const OP: &str = "paged_write";
+    float_dtype(OP, rows)?;
+    same_dtype(OP, rows, cache)?;
+    rank(OP, "cache", cache, 3)?;
+    rank(OP, "rows", rows, 3)?;
+    if rows.shape()[1..] != cache.shape()[1..] {
+        return Err(KernelError::shape(
+            OP,
+            format!("rows {:?} do not fit cache {:?}", rows.shape(), cache.shape()),
+        ));
+    }
+    let (t, slots) = (rows.shape()[0], cache.shape()[0]);
+    let slots_written = table.slots(OP, slots, start, t)?;
+    match same_device(OP, &[rows, &table.on_device, cache])? {
+        Device::Cpu => {
+            let row_bytes = rows.size_in_bytes() / t.max(1);
+            let src = rows.cpu_bytes()?;
+            let dst = cache.cpu_bytes_mut()?;
+            for (i, slot) in slots_written.into_iter().enumerate() {
+                dst[slot * row_bytes..(slot + 1) * row_bytes]
+                    .copy_from_slice(&src[i * row_bytes..(i + 1) * row_bytes]);
+            }
+            Ok(())
+        }
+        Device::Cuda(_) => {
+            crate::cuda::layout::paged_write(cache, rows, &table.on_device, table.block_size, start)
+        }
+    }
+}
+
+/// `softmax(q·kᵀ · scale + causal mask) · v` for `q[t, hq, head_dim]` at positions `query_offset..query_offset + t`
+/// of one sequence, over its first `query_offset + t` positions in the paged caches `k`/`v`
+/// `[slots, kv_heads, head_dim]` (query head `h` reads KV head `h / (hq / kv_heads)`). Output `[t, hq, head_dim]` in
+/// `q`'s dtype. The CPU reference gathers the rows and runs [`attention`]; the GPU reads them through the table.
+pub fn paged_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    table: &BlockTable,
+    query_offset: usize,
+    scale: f32,
+) -> Result<Tensor> {
+    const OP: &str = "paged_attention";
+    float_dtype(OP, q)?;
+    same_dtype(OP, k, q)?;
+    same_dtype(OP, v, q)?;
+    for (what, x) in [("q", q), ("k", k), ("v", v)] {
+        rank(OP, what, x, 3)?;
+    }
+    v.expect_shape(OP, "v", k.shape())?;
+    let [t, hq, d] = [q.shape()[0], q.shape()[1], q.shape()[2]];
+    let [slots, hkv, dk] = [k.shape()[0], k.shape()[1], k.shape()[2]];
+    if dk != d || hkv == 0 || hq % hkv != 0 {
+        return Err(KernelError::shape(
+            OP,
+            format!(
+                "q {:?} and caches {:?}: head_dim must match, kv heads divide q heads",
+                q.shape(),
+                k.shape()
+            ),
+        ));
+    }
+    let keys = query_offset + t;
+    let key_slots = table.slots(OP, slots, 0, keys)?;
+    match same_device(OP, &[q, k, v, &table.on_device])? {
+        Device::Cpu => {
+            let row = hkv * d;
+            let gather = |cache: &Tensor| -> Result<Tensor> {
+                let values = f32_values(cache)?;
+                let mut out = Vec::with_capacity(keys * row);
+                for &slot in &key_slots {
+                    out.extend_from_slice(&values[slot * row..(slot + 1) * row]);
+                }
+                from_f32(out, q.dtype(), &[1, keys, hkv, d])
+            };
+            let out = attention(
+                &q.reshape(&[1, t, hq, d])?,
+                &gather(k)?,
+                &gather(v)?,
+                AttentionMask::Causal { query_offset },
+                scale,
+            )?;
+            Ok(out.reshape(&[t, hq, d])?)
+        }
+        Device::Cuda(_) => crate::cuda::elementwise::paged_attention(
+            q,
+            k,
+            v,
+            &table.on_device,
+            table.block_size,
+            query_offset,
+            scale,
+        ),
+    }
+}
