@@ -94,7 +94,7 @@ pub fn batched_matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tenso
             });
             from_f32(out, dtype, &[batch, m, n])
         }
-        device => Err(KernelError::unsupported(OP, device)),
+        Device::Cuda(_) => crate::cuda::matmul::batched_matmul(a, b, transpose_b, &[batch, m, n]),
     }
 }
 

@@ -95,6 +95,11 @@ pub fn sample(logits: &Tensor, params: &SamplingParams, step: u64) -> Result<Ten
     if params.temperature == 0.0 {
         return argmax(logits);
     }
+    if matches!(logits.device(), Device::Cuda(_)) {
+        float_dtype(OP, logits)?;
+        rank(OP, "logits", logits, 2)?;
+        return crate::cuda::elementwise::sample(logits, params, step);
+    }
     choose_per_row(OP, logits, |r, row| {
         sample_row(row, params, uniform(params.seed, step, r as u64))
     })

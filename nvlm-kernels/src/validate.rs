@@ -4,10 +4,11 @@
 use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{
-    add, add_rms_norm, argmax, attention, cast, concat, embedding, gelu, layer_norm, matmul, mul,
-    paged_attention, paged_write, pixel_shuffle, rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares,
-    rotary_embedding, row_sum_squares, scale, scale_channels, scatter_rows, silu_mul, softmax, split,
-    transpose_last2, unfold_patches, uniform, AttentionMask, BlockTable, Result,
+    add, add_rms_norm, argmax, attention, batched_matmul, cast, concat, embedding, gelu, layer_norm, matmul,
+    mul, paged_attention, paged_write, pixel_shuffle, rms_norm, rms_norm_partial_stats,
+    rms_norm_with_sum_squares, rotary_embedding, row_sum_squares, sample, scale, scale_channels,
+    scatter_rows, silu_mul, softmax, split, transpose_last2, unfold_patches, uniform, AttentionMask,
+    BlockTable, Result, SamplingParams,
 };
 
 /// The outcome of one device-vs-reference comparison.
@@ -158,6 +159,33 @@ pub fn check_matmul(
     let case = format!("[{m},{k}]x[{n},{k}]T{}{view}", if bias { "+b" } else { "" });
     // The output is rounded to bf16 once; its largest values are several RMS wide, so allow twice the row-wise bound.
     compare("matmul", case, &got, &want, 2.0 * BF16_TOL)
+}
+
+/// `batched_matmul` on `device` vs the CPU, both layouts of the right operand (`[b, n, k]` transposed, `[b, k, n]`).
+pub fn check_batched_matmul(
+    device: Device,
+    (batch, m, n, k): (usize, usize, usize, usize),
+    seed: u64,
+) -> Result<Vec<CheckReport>> {
+    let a = random_tensor(seed, &[batch, m, k], DType::BF16)?;
+    let mut reports = Vec::new();
+    for transpose_b in [true, false] {
+        let shape = if transpose_b { [batch, n, k] } else { [batch, k, n] };
+        let b = random_tensor(seed + 1, &shape, DType::BF16)?;
+        let case = format!(
+            "[{batch},{m},{k}]x{shape:?}{}",
+            if transpose_b { "T" } else { "" }
+        );
+        reports.push(check_with(
+            device,
+            "bmm",
+            case,
+            &[a.clone(), b],
+            2.0 * BF16_TOL,
+            |t| batched_matmul(&t[0], &t[1], transpose_b),
+        )?);
+    }
+    Ok(reports)
 }
 
 /// f32 -> bf16 -> f32 on `device` vs the CPU conversion (must be exact).
@@ -498,6 +526,43 @@ pub fn check_paged_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
     Ok(reports)
 }
 
+/// Temperature / top-k / top-p sampling over Qwen2's 152,064-entry vocabulary, 32 rows, on `device` vs the CPU: the
+/// fraction of rows whose token differs (`max_rel_rms` here). Both use the same draws; the device sums its weights in
+/// fixed point, so a draw within rounding of a boundary may pick the neighbour: allow 1 row in 16.
+pub fn check_sampling(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
+    let rows = 32;
+    // Logits spread like a trained model's (a few units), so that top-p keeps from one to thousands of tokens.
+    let logits = Tensor::from_vec(
+        random_values(seed, rows * 152_064)
+            .into_iter()
+            .map(|v| v * 6.0)
+            .collect::<Vec<_>>(),
+        &[rows, 152_064],
+    )?
+    .to_dtype(DType::BF16)?;
+    let on_device = logits.to_device(device)?;
+    let mut reports = Vec::new();
+    for (temperature, top_k, top_p) in [(1.0, 0, 1.0), (0.7, 50, 1.0), (0.8, 0, 0.9), (1.3, 40, 0.5)] {
+        let params = SamplingParams {
+            temperature,
+            top_k,
+            top_p,
+            seed: seed + 7,
+        };
+        let want = sample(&logits, &params, 3)?.to_vec::<i32>()?;
+        let got = sample(&on_device, &params, 3)?.to_vec::<i32>()?;
+        let differ = want.iter().zip(&got).filter(|(a, b)| a != b).count();
+        reports.push(CheckReport {
+            op: "sample",
+            case: format!("32x152064 T{temperature} k{top_k} p{top_p}"),
+            max_abs: differ as f64,
+            max_rel_rms: differ as f64 / rows as f64,
+            tolerance: 1.0 / 16.0,
+        });
+    }
+    Ok(reports)
+}
+
 /// Every check at the shapes that matter for NVLM-D (hidden 3200 / 8192, FFN 12800 / 29568) and awkward ones.
 pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
     let mut reports = Vec::new();
@@ -520,9 +585,13 @@ pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
         reports.push(check_matmul(device, shape, bias, view_offset, 15)?);
     }
     reports.push(check_cast(device, 4097, 16)?);
+    for shape in [(1, 1, 1, 1), (3, 7, 5, 64), (4, 300, 200, 128)] {
+        reports.extend(check_batched_matmul(device, shape, 21)?);
+    }
     reports.extend(check_other_ops(device, 17)?);
     reports.extend(check_layout_ops(device, 18)?);
     reports.extend(check_qk_norm_ops(device, 19)?);
     reports.extend(check_paged_ops(device, 20)?);
+    reports.extend(check_sampling(device, 22)?);
     Ok(reports)
 }

@@ -97,9 +97,9 @@ impl Sampler {
     /// The next token from `logits[vocab]` (f32) given the tokens so far (`context`, for the repetition penalty).
     pub fn next(&mut self, logits: &Tensor, context: &[u32]) -> Result<u32> {
         let vocab = logits.numel();
-        if self.config.params.temperature == 0.0 && self.config.repetition_penalty == 1.0 {
-            // Greedy: the argmax runs where the logits are; only the id crosses to the host.
-            let id = argmax(&logits.reshape(&[1, vocab])?)?.to_vec::<i32>()?[0];
+        if self.config.repetition_penalty == 1.0 {
+            // Greedy or sampled where the logits are (on a GPU, a kernel): only the id crosses to the host.
+            let id = sample(&logits.reshape(&[1, vocab])?, &self.config.params, self.step)?.to_vec::<i32>()?[0];
             self.step += 1;
             return Ok(id as u32);
         }

@@ -412,3 +412,29 @@ pub(crate) fn argmax(logits: &Tensor) -> Result<Tensor> {
     )?
     .remove(0))
 }
+
+/// One token per row of `logits[b, v]` with temperature / top-k / top-p and the counter RNG (`params` checked by
+/// the caller, temperature > 0): one block of 1024 threads per row, radix selects over the row (`cuda/sample.cu`).
+pub(crate) fn sample(logits: &Tensor, params: &crate::SamplingParams, step: u64) -> Result<Tensor> {
+    const OP: &str = "sample";
+    let scalars = [
+        Scalar::I32(logits.last_dim() as i32),
+        Scalar::F32(params.temperature),
+        Scalar::I32(params.top_k.min(i32::MAX as usize) as i32),
+        Scalar::F32(params.top_p),
+        // The kernel takes unsigned 64-bit values: the same bits.
+        Scalar::I64(params.seed as i64),
+        Scalar::I64(step as i64),
+    ];
+    Ok(launch(
+        OP,
+        "sample",
+        &name(OP, "sample", logits.dtype())?,
+        &[logits],
+        vec![Output::new(DType::I32, &[logits.rows()])],
+        &scalars,
+        logits.rows() as u32,
+        1024,
+    )?
+    .remove(0))
+}

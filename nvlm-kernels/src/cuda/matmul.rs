@@ -52,41 +52,108 @@ fn aligned(t: &Tensor) -> Result<Option<cudarc::driver::CudaSlice<u8>>> {
 /// Row-major `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])`. In cuBLASLt's column-major terms this is
 /// `yᵀ[n, m] = (w stored as k×n, transposed) · (x stored as k×m)`: no copies, just a transpose flag.
 pub(crate) fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
-    const OP: &str = "matmul";
+    let (m, n, k) = (x.rows(), w.shape()[0], w.shape()[1]);
+    gemm(
+        "matmul",
+        x,
+        w,
+        bias,
+        Gemm {
+            batch: 1,
+            m,
+            n,
+            k,
+            w_is_n_by_k: true,
+        },
+        out_shape,
+    )
+}
+
+/// Row-major `y[b, m, n] = a[b, m, k] · b[b, k, n]`, or `· b[b, n, k]ᵀ` when `transpose_b`: one strided-batched
+/// cuBLASLt call.
+pub(crate) fn batched_matmul(
+    a: &Tensor,
+    b: &Tensor,
+    transpose_b: bool,
+    out_shape: &[usize],
+) -> Result<Tensor> {
+    let [batch, m, n] = [out_shape[0], out_shape[1], out_shape[2]];
+    let k = a.shape()[2];
+    gemm(
+        "batched_matmul",
+        a,
+        b,
+        None,
+        Gemm {
+            batch,
+            m,
+            n,
+            k,
+            w_is_n_by_k: transpose_b,
+        },
+        out_shape,
+    )
+}
+
+/// The sizes of `batch` row-major products `x[m, k] · w` with `w` stored `[n, k]` (`w_is_n_by_k`) or `[k, n]`.
+#[derive(Debug, Clone, Copy)]
+struct Gemm {
+    batch: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    w_is_n_by_k: bool,
+}
+
+fn gemm(
+    op: &'static str,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    Gemm {
+        batch,
+        m,
+        n,
+        k,
+        w_is_n_by_k,
+    }: Gemm,
+    out_shape: &[usize],
+) -> Result<Tensor> {
     for t in [Some(x), Some(w), bias].into_iter().flatten() {
         if t.dtype() != DType::BF16 {
             return Err(KernelError::invalid(
-                OP,
-                format!("CUDA matmul takes BF16 tensors, found {}", t.dtype()),
+                op,
+                format!("CUDA {op} takes BF16 tensors, found {}", t.dtype()),
             ));
         }
     }
-    let (m, n, k) = (x.rows(), w.shape()[0], w.shape()[1]);
     let (xb, xo, xl) = x.cuda_parts()?;
     let (wb, wo, wl) = w.cuda_parts()?;
     let device = xb.device.clone();
     let stream = device.stream();
-    // SAFETY: the allocation is fully written by the GEMM (beta = 0).
-    let mut out = unsafe { stream.alloc::<u8>((m * n * 2).max(1)) }.map_err(KernelError::cuda(OP))?;
-    if m > 0 && n > 0 && k > 0 {
+    let out_len = batch * m * n;
+    // SAFETY: the allocation is fully written by the GEMM (beta = 0) or zeroed below.
+    let mut out = unsafe { stream.alloc::<u8>((out_len * 2).max(1)) }.map_err(KernelError::cuda(op))?;
+    if out_len > 0 && k > 0 {
         let blas = blas_lt(&device)?;
+        let batched = batch > 1;
         let cfg = MatmulConfig {
-            transa: true,
+            transa: w_is_n_by_k,
             transb: false,
             transc: false,
             m: n as u64,
             n: m as u64,
             k: k as u64,
             alpha: 1.0,
-            lda: k as i64,
+            lda: if w_is_n_by_k { k as i64 } else { n as i64 },
             ldb: k as i64,
             beta: 0.0,
             ldc: n as i64,
-            stride_a: None,
-            stride_b: None,
-            stride_c: None,
+            stride_a: batched.then_some((n * k) as i64),
+            stride_b: batched.then_some((m * k) as i64),
+            stride_c: batched.then_some((m * n) as i64),
             stride_bias: None,
-            batch_size: None,
+            batch_size: batched.then_some(batch as i32),
         };
         // cuBLASLt's heuristics assume 256-byte aligned operands; a view at another offset is copied first.
         let (xa, wa) = (aligned(x)?, aligned(w)?);
@@ -107,17 +174,22 @@ pub(crate) fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out_shape: &
         };
         // SAFETY: the byte views hold exactly the bf16 element counts given; alignment is that of the allocations.
         unsafe {
-            let (xt, wt) = (xv.transmute::<bf16>(m * k), wv.transmute::<bf16>(n * k));
+            let (xt, wt) = (
+                xv.transmute::<bf16>(batch * m * k),
+                wv.transmute::<bf16>(batch * n * k),
+            );
             let bt = bias_view.as_ref().and_then(|b| b.transmute::<bf16>(n));
-            let mut ot = out.transmute_mut::<bf16>(m * n).expect("allocated m*n bf16");
+            let mut ot = out
+                .transmute_mut::<bf16>(out_len)
+                .expect("allocated out_len bf16");
             let (Some(xt), Some(wt)) = (xt, wt) else {
-                return Err(KernelError::invalid(OP, "device buffer smaller than its shape"));
+                return Err(KernelError::invalid(op, "device buffer smaller than its shape"));
             };
             blas.matmul(cfg, &wt, &xt, &mut ot, bt.as_ref(), None)
-                .map_err(KernelError::cuda(OP))?;
+                .map_err(KernelError::cuda(op))?;
         }
-    } else if m > 0 && n > 0 {
-        stream.memset_zeros(&mut out).map_err(KernelError::cuda(OP))?;
+    } else if out_len > 0 {
+        stream.memset_zeros(&mut out).map_err(KernelError::cuda(op))?;
     }
     Ok(Tensor::from_cuda(out, device, DType::BF16, out_shape))
 }

@@ -70,6 +70,11 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         functions: &["rope_f32", "rope_bf16"],
     },
     KernelSource {
+        name: "sample",
+        source: include_str!("../../cuda/sample.cu"),
+        functions: &["sample_f32", "sample_bf16"],
+    },
+    KernelSource {
         name: "attention",
         source: include_str!("../../cuda/attention.cu"),
         functions: &[
