@@ -18,6 +18,7 @@ use nvlm_tiling::{load_tiles, pixel_values, pixel_values_bf16, TilingConfig, TIL
 use nvlm_vit::{VisionConfig, VisionTower};
 
 use crate::demo_model;
+use crate::load_progress::ProgressWeights;
 
 /// A loaded NVLM-D.
 pub struct Engine {
@@ -129,14 +130,20 @@ impl Engine {
         let llm_config = Qwen2Config::from_json(&config, true)?;
         let vision_config = VisionConfig::from_json(&config)?;
         let dtype = device.compute_dtype();
-        let (vision, llm) = load_ranks(
+        let progress = ProgressWeights::new(
             weights.as_ref(),
+            weights.names().len() * source.tensor_parallel.max(1),
+        );
+        let loaded = load_ranks(
+            &progress,
             &vision_config,
             &llm_config,
             device,
             dtype,
             source.tensor_parallel,
-        )?;
+        );
+        progress.finish();
+        let (vision, llm) = loaded?;
         let tiling = TilingConfig {
             max_tiles: config["max_dynamic_patch"].as_u64().unwrap_or(6) as usize,
             thumbnail: config["use_thumbnail"].as_bool().unwrap_or(true),

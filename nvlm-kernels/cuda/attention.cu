@@ -1,6 +1,8 @@
-// Scaled dot-product attention, one warp per (batch, query, head), online softmax in f32, GQA (query head h reads
-// KV head h / (hq / hkv)), bidirectional or causal with a query offset. head_dim <= 256 (8 values per lane).
-// q[b, tq, hq, d], k/v[b, tk, hkv, d], o like q. A correct reference kernel; the tiled Hopper kernel replaces it.
+// Scaled dot-product attention with online softmax in f32, GQA (query head h reads KV head h / (hq / hkv)),
+// bidirectional or causal with a query offset; q[b, tq, hq, d], k/v[b, tk, hkv, d] (or a paged cache), o like q.
+// Two kernels: one warp per (batch, query, head) for decode (head_dim <= 256), and a tiled one for prefill
+// (head_dim <= 128) that stages K/V tiles in shared memory once for 16 queries. Both on CUDA cores; the
+// wgmma/TMA FlashAttention-3 kernel is issue #7's.
 
 // Keys and values stored in order: position `key` of batch `bi` is row bi * tk + key of k/v [b, tk, hkv, d].
 struct ContiguousKeys {
@@ -69,6 +71,106 @@ __device__ void attention_warp(const T* __restrict__ q, const T* __restrict__ k,
     }
 }
 
+// Tiled prefill: one block of 4 warps per (batch, head, 16 consecutive queries). Each tile of 32 keys is staged
+// in shared memory (K rows padded by one float, so the 32 lanes reading 32 rows hit 32 banks); lane j scores key j
+// of the tile against a query, the warp folds the 32 scores into the query's running max / sum / output (lane c
+// owning output channels c, c + 32, ...). Causal blocks stop at the last key their last query sees.
+#define TILE_Q 16
+#define TILE_K 32
+#define TILE_WARPS 4
+#define TILE_D 128
+
+template <typename T, typename Keys>
+__device__ void attention_tiled(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                T* __restrict__ o, int batch, int tq, int tk, int hq, int hkv, int d, int causal,
+                                int offset, float scale, Keys keys) {
+    __shared__ float ks[TILE_K * (TILE_D + 1)];
+    __shared__ float vs[TILE_K * TILE_D];
+    __shared__ float qs[TILE_Q * TILE_D];
+    const int tiles = (tq + TILE_Q - 1) / TILE_Q;
+    const int q0 = (blockIdx.x % tiles) * TILE_Q;
+    const int h = (blockIdx.x / tiles) % hq;
+    const int bi = blockIdx.x / (tiles * hq);
+    if (bi >= batch) return;
+    const int kh = h / (hq / hkv);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int ldk = d + 1;
+    constexpr int per_warp = TILE_Q / TILE_WARPS;
+    for (int idx = threadIdx.x; idx < TILE_Q * d; idx += blockDim.x) {
+        const int r = idx / d, c = idx - r * d, i = q0 + r;
+        qs[idx] = i < tq ? to_f32(q[(((size_t)bi * tq + i) * hq + h) * d + c]) * scale : 0.0f;
+    }
+    float m[per_warp], l[per_warp], acc[per_warp][4];
+#pragma unroll
+    for (int j = 0; j < per_warp; ++j) {
+        m[j] = -INFINITY;
+        l[j] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < 4; ++c) acc[j][c] = 0.0f;
+    }
+    const int last = min(q0 + TILE_Q, tq) - 1;
+    const int key_end = causal ? min(offset + last + 1, tk) : tk;
+    for (int k0 = 0; k0 < key_end; k0 += TILE_K) {
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < TILE_K * d; idx += blockDim.x) {
+            const int r = idx / d, c = idx - r * d, key = k0 + r;
+            float kv = 0.0f, vv = 0.0f;
+            if (key < key_end) {
+                const size_t at = (keys.row(bi, key) * hkv + kh) * d + c;
+                kv = to_f32(k[at]);
+                vv = to_f32(v[at]);
+            }
+            ks[r * ldk + c] = kv;
+            vs[r * d + c] = vv;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < per_warp; ++j) {
+            const int r = warp * per_warp + j, i = q0 + r;
+            if (i >= tq) continue;  // the same for the whole warp
+            const int visible = causal ? min(offset + i + 1, tk) : tk;
+            const int key = k0 + lane;
+            float s = -INFINITY;
+            if (key < visible) {
+                float dot = 0.0f;
+                for (int c = 0; c < d; ++c) dot += qs[r * d + c] * ks[lane * ldk + c];
+                s = dot;
+            }
+            float tile_max = s;
+#pragma unroll
+            for (int off = 16; off > 0; off >>= 1) tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, off));
+            if (tile_max == -INFINITY) continue;  // every key of this tile is masked for this query
+            const float m_new = fmaxf(m[j], tile_max);
+            const float p = s == -INFINITY ? 0.0f : __expf(s - m_new);
+            const float correction = __expf(m[j] - m_new);
+            l[j] = l[j] * correction + warp_sum(p);
+#pragma unroll
+            for (int c = 0; c < 4; ++c) acc[j][c] *= correction;
+            for (int t = 0; t < TILE_K; ++t) {
+                const float pt = __shfl_sync(0xffffffffu, p, t);
+#pragma unroll
+                for (int c = 0; c < 4; ++c) {
+                    const int ch = lane + 32 * c;
+                    if (ch < d) acc[j][c] += pt * vs[t * d + ch];
+                }
+            }
+            m[j] = m_new;
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < per_warp; ++j) {
+        const int i = q0 + warp * per_warp + j;
+        if (i >= tq) continue;
+        T* orow = o + (((size_t)bi * tq + i) * hq + h) * d;
+        const float inv = l[j] > 0.0f ? 1.0f / l[j] : 0.0f;
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+            const int ch = lane + 32 * c;
+            if (ch < d) orow[ch] = from_f32<T>(acc[j][c] * inv);
+        }
+    }
+}
+
 extern "C" __global__ void attention_f32(const float* q, const float* k, const float* v, float* o, int b, int tq, int tk,
                                          int hq, int hkv, int d, int causal, int offset, float scale) {
     attention_warp(q, k, v, o, b, tq, tk, hq, hkv, d, causal, offset, scale, ContiguousKeys{tk});
@@ -90,3 +192,18 @@ extern "C" __global__ void attention_bf16(const __nv_bfloat16* q, const __nv_bfl
 
 PAGED_ATTENTION(f32, float)
 PAGED_ATTENTION(bf16, __nv_bfloat16)
+
+#define TILED_ATTENTION(SUFFIX, T)                                                                                 \
+    extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)                                                 \
+        attention_tiled_##SUFFIX(const T* q, const T* k, const T* v, T* o, int b, int tq, int tk, int hq, int hkv, \
+                                 int d, int causal, int offset, float scale) {                                     \
+        attention_tiled(q, k, v, o, b, tq, tk, hq, hkv, d, causal, offset, scale, ContiguousKeys{tk});            \
+    }                                                                                                              \
+    extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)                                                 \
+        paged_attention_tiled_##SUFFIX(const T* q, const T* k, const T* v, const int* table, T* o, int t, int hq,  \
+                                       int hkv, int d, int offset, int block_size, float scale) {                  \
+        attention_tiled(q, k, v, o, 1, t, offset + t, hq, hkv, d, 1, offset, scale, PagedKeys{table, block_size}); \
+    }
+
+TILED_ATTENTION(f32, float)
+TILED_ATTENTION(bf16, __nv_bfloat16)

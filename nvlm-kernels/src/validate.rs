@@ -334,6 +334,16 @@ pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
             [1, 1, 500, 64, 8, 128],
             AttentionMask::Causal { query_offset: 499 },
         ),
+        (
+            "chunk 37 at 50, 2x[4/2,16]",
+            [2, 37, 87, 4, 2, 16],
+            AttentionMask::Causal { query_offset: 50 },
+        ),
+        (
+            "bidir 2x[33,3/1,72]",
+            [2, 33, 41, 3, 1, 72],
+            AttentionMask::Bidirectional,
+        ),
     ] {
         let q = random_tensor(seed + 6, &[batch, tq, hq, d], bf)?;
         let k = random_tensor(seed + 7, &[batch, tk, hkv, d], bf)?;
@@ -508,7 +518,11 @@ pub fn check_paged_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
         0.0,
         |t| filled(&t[0]),
     )?];
-    for (case, t) in [("decode 1 of 90, GQA 64/8", 1), ("chunk 7 of 90, GQA 64/8", 7)] {
+    for (case, t) in [
+        ("decode 1 of 90, GQA 64/8", 1),
+        ("chunk 7 of 90, GQA 64/8", 7),
+        ("chunk 40 of 90, GQA 64/8", 40),
+    ] {
         let q = random_tensor(seed + 2, &[t, hq, d], bf)?;
         reports.push(check_with(
             device,

@@ -285,7 +285,6 @@ pub(crate) fn attention(
             format!("the CUDA attention kernel supports head_dim <= 256, found {d}"),
         ));
     }
-    let jobs = b * tq * hq;
     let scalars = [
         Scalar::I32(b as i32),
         Scalar::I32(tq as i32),
@@ -297,19 +296,41 @@ pub(crate) fn attention(
         Scalar::I32(causal_offset.unwrap_or(0) as i32),
         Scalar::F32(scale),
     ];
-    const WARPS: usize = 4;
-    let grid = jobs.div_ceil(WARPS) as u32;
+    let (kernel, grid, block) = attention_kernel("attention", b, tq, hq, d);
     Ok(launch(
         OP,
         "attention",
-        &name(OP, "attention", q.dtype())?,
+        &name(OP, kernel, q.dtype())?,
         &[q, k, v],
         vec![Output::new(q.dtype(), q.shape())],
         &scalars,
         grid,
-        (WARPS * 32) as u32,
+        block,
     )?
     .remove(0))
+}
+
+/// The attention kernel for `b x tq` queries of `hq` heads of `head_dim` (`base` or its tiled variant), its grid and
+/// block: the tiled kernel (16 queries a block, K/V tiles staged once in shared memory) from 16 queries and
+/// head_dim <= 128, else one warp per (batch, query, head), 4 warps a block.
+fn attention_kernel(
+    base: &'static str,
+    b: usize,
+    tq: usize,
+    hq: usize,
+    d: usize,
+) -> (&'static str, u32, u32) {
+    const TILE_Q: usize = 16;
+    const WARPS: usize = 4;
+    if tq >= TILE_Q && d <= 128 {
+        let tiled = if base == "attention" {
+            "attention_tiled"
+        } else {
+            "paged_attention_tiled"
+        };
+        return (tiled, (b * hq * tq.div_ceil(TILE_Q)) as u32, (WARPS * 32) as u32);
+    }
+    (base, (b * tq * hq).div_ceil(WARPS) as u32, (WARPS * 32) as u32)
 }
 
 /// Causal attention of `q[t, hq, d]` at positions `offset..offset + t` over one sequence's paged cache (`k`/`v`
@@ -338,16 +359,16 @@ pub(crate) fn paged_attention(
         .into_iter()
         .chain([Scalar::F32(scale)])
         .collect::<Vec<_>>();
-    const WARPS: usize = 4;
+    let (kernel, grid, block) = attention_kernel("paged_attention", 1, t, hq, d);
     Ok(launch(
         OP,
         "attention",
-        &name(OP, "paged_attention", q.dtype())?,
+        &name(OP, kernel, q.dtype())?,
         &[q, k, v, table],
         vec![Output::new(q.dtype(), q.shape())],
         &scalars,
-        (t * hq).div_ceil(WARPS) as u32,
-        (WARPS * 32) as u32,
+        grid,
+        block,
     )?
     .remove(0))
 }

@@ -82,6 +82,10 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "attention_bf16",
             "paged_attention_f32",
             "paged_attention_bf16",
+            "attention_tiled_f32",
+            "attention_tiled_bf16",
+            "paged_attention_tiled_f32",
+            "paged_attention_tiled_bf16",
         ],
     },
     KernelSource {
