@@ -95,6 +95,9 @@ PY
   else
     echo "(PyTorch with CUDA not available: no PyTorch rows)"
   fi
+
+  echo "== benchmark: one Qwen2-72B layer and one InternViT-6B layer at real dimensions (random bf16 weights)"
+  "$HERE/bin/layers-bench" 2>&1 || { echo "VERDICT layers-bench FAIL"; status=1; }
   return $status
 }
 

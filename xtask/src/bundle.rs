@@ -36,17 +36,19 @@ pub fn build(root: &Path, out: &Path) -> Result<()> {
             .with_context(|| format!("cargo did not report the `{test}` test binary"))?;
         install(exe, &staging.join("bin/tests").join(test))?;
     }
-    step("building the matmul benchmark (release)");
-    let exes = cargo_executables(
-        root,
-        &["bench", "-p", "nvlm-kernels", "--bench", "matmul", "--no-run"],
-        "matmul",
-    )?;
-    install(
-        exes.first()
-            .context("cargo did not report the matmul bench binary")?,
-        &staging.join("bin/matmul-bench"),
-    )?;
+    for (package, bench) in [("nvlm-kernels", "matmul"), ("nvlm-cli", "layers")] {
+        step(&format!("building the {bench} benchmark (release)"));
+        let exes = cargo_executables(
+            root,
+            &["bench", "-p", package, "--bench", bench, "--no-run"],
+            bench,
+        )?;
+        install(
+            exes.first()
+                .with_context(|| format!("cargo did not report the {bench} bench binary"))?,
+            &staging.join(format!("bin/{bench}-bench")),
+        )?;
+    }
     step("building the nvlm CLI (release)");
     cargo(
         root,
