@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use nvlm_checkpoint::{MegatronCheckpoint, MegatronWeights, SafetensorsCheckpoint, SAFETENSORS_INDEX};
-use nvlm_dist::{Comm, LaunchEnv, ThreadGroup};
+use nvlm_dist::{Comm, LaunchEnv, NcclComm, ThreadGroup};
 use nvlm_qwen2::{
     build_prompt, generate, GenerateOptions, Generation, Qwen2Config, Qwen2Model, Sampler, SamplerConfig,
     SystemPrompt, Tokenizer,
 };
-use nvlm_tensor::{DType, Device, Tensor, Weights};
+use nvlm_tensor::{CudaDevice, DType, Device, Tensor, Weights};
 use nvlm_tiling::prompt::expand_images;
 use nvlm_tiling::{load_tiles, pixel_values, pixel_values_bf16, TilingConfig, TILE_SIZE};
 use nvlm_vit::{VisionConfig, VisionTower};
@@ -64,17 +64,10 @@ impl Engine {
     pub fn load(source: &ModelSource, device: Device) -> anyhow::Result<Engine> {
         if let Some(launch) = LaunchEnv::from_env()?.filter(|l| l.world_size > 1) {
             bail!(
-                "this process was launched as rank {} of {} (torchrun/Slurm variables), but multi-process runs need \
-                 the CUDA backend with NCCL, which is not available yet; run one process, with --tp N to shard on the CPU",
+                "this process was launched as rank {} of {} (torchrun/Slurm variables), but multi-process runs are not \
+                 wired to the model yet; run one process per node with --tp N over its GPUs (or on the CPU)",
                 launch.rank,
                 launch.world_size
-            );
-        }
-        if device != Device::Cpu && source.tensor_parallel > 1 {
-            bail!(
-                "--tp {} with --device {device}: tensor parallelism over GPUs (NCCL) is not wired to the model yet; run \
-                 --tp 1 on one GPU, or --tp N on the CPU",
-                source.tensor_parallel
             );
         }
         let (config, weights, tokenizer, demo): (serde_json::Value, Box<dyn Weights>, Tokenizer, bool) =
@@ -200,11 +193,14 @@ impl Engine {
             _ => Tensor::from_vec(pixel_values(tiles, TILE_SIZE), &shape)?,
         }
         .to_device(self.device())?;
-        // Every rank runs its share of the tower; rank 0's (identical) embeddings are returned.
+        // Every rank runs its share of the tower (on its own GPU); rank 0's (identical) embeddings are returned.
         let out = std::thread::scope(|scope| {
             let others: Vec<_> = self.vision[1..]
                 .iter()
-                .map(|tower| scope.spawn(|| tower.forward(&pixels)))
+                .map(|tower| {
+                    let pixels = &pixels;
+                    scope.spawn(move || tower.forward(&pixels.to_device(tower.device())?))
+                })
                 .collect();
             let lead = self.vision[0].forward(&pixels)?;
             for rank in others {
@@ -237,7 +233,8 @@ impl Engine {
             record,
         };
         let run_rank = |llm: &Qwen2Model, on_token: &mut dyn FnMut(u32) -> std::ops::ControlFlow<()>| {
-            let embeds = llm.embed_multimodal(ids, image_rows, self.dtype)?;
+            let rows = image_rows.map(|r| r.to_device(llm.device())).transpose()?;
+            let embeds = llm.embed_multimodal(ids, rows.as_ref(), self.dtype)?;
             let mut sampler = Sampler::new(sampler.clone());
             anyhow::Ok(generate(llm, &embeds, ids, &mut sampler, &options, on_token)?)
         };
@@ -316,8 +313,7 @@ fn load_ranks(
         n => {
             let context = || format!("splitting the model over --tp {n}");
             let mut ranks = (Vec::with_capacity(n), Vec::with_capacity(n));
-            for comm in ThreadGroup::new(n) {
-                let comm: Arc<dyn Comm> = Arc::new(comm);
+            for (device, comm) in rank_group(device, n)? {
                 let tower =
                     VisionTower::load_shard(weights, vision, ffn, hidden, device, dtype, comm.clone());
                 ranks.0.push(tower.with_context(context)?);
@@ -326,6 +322,36 @@ fn load_ranks(
                     .push(Qwen2Model::load_shard(weights, PREFIX, llm, device, comm).with_context(context)?);
             }
             Ok(ranks)
+        }
+    }
+}
+
+/// The devices and communicators of `n` tensor-parallel ranks driven by this process: an in-process thread group on
+/// the CPU; on GPUs, NCCL over `cuda:k .. cuda:k+n-1` for `--device cuda:k` (one driving thread per GPU).
+fn rank_group(device: Device, n: usize) -> anyhow::Result<Vec<(Device, Arc<dyn Comm>)>> {
+    match device {
+        Device::Cpu => Ok(ThreadGroup::new(n)
+            .into_iter()
+            .map(|comm| (Device::Cpu, Arc::new(comm) as Arc<dyn Comm>))
+            .collect()),
+        Device::Cuda(first) => {
+            let count = nvlm_tensor::cuda_device_count()?;
+            if first + n > count {
+                bail!(
+                    "--tp {n} on {device} needs GPUs cuda:{first}..cuda:{}, but this machine has {count}; lower --tp \
+                     or pick another first GPU",
+                    first + n - 1
+                );
+            }
+            let devices = (first..first + n)
+                .map(CudaDevice::get)
+                .collect::<Result<Vec<_>, _>>()?;
+            let comms = NcclComm::group(&devices).context("creating the NCCL group for --tp")?;
+            Ok(comms
+                .into_iter()
+                .zip(first..)
+                .map(|(comm, ordinal)| (Device::Cuda(ordinal), Arc::new(comm) as Arc<dyn Comm>))
+                .collect())
         }
     }
 }

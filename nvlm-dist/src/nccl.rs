@@ -75,6 +75,26 @@ impl NcclComm {
         })
     }
 
+    /// One process driving several GPUs: a communicator per device, rank `i` on `devices[i]`, created together
+    /// (`ncclCommInitAll`), for one driving thread per GPU.
+    pub fn group(devices: &[Arc<CudaDevice>]) -> Result<Vec<NcclComm>> {
+        require_nccl()?;
+        let streams = devices.iter().map(|d| d.stream().clone()).collect();
+        let comms = RawComm::from_devices(streams).map_err(|e| nccl_error("ncclCommInitAll", e))?;
+        let size = devices.len();
+        Ok(comms
+            .into_iter()
+            .zip(devices)
+            .enumerate()
+            .map(|(rank, (comm, device))| NcclComm {
+                comm: Mutex::new(Handle(comm)),
+                device: device.clone(),
+                rank,
+                size,
+            })
+            .collect())
+    }
+
     /// A group of one on `device` (what a single GPU can check).
     pub fn single(device: Arc<CudaDevice>) -> Result<NcclComm> {
         NcclComm::new(device, 0, 1, &NcclComm::unique_id()?)

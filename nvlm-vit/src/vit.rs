@@ -97,6 +97,11 @@ fn dummy_heads_are_zero(weights: &dyn Weights, config: &VisionConfig) -> Result<
 }
 
 impl InternVit {
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.class_embedding.device()
+    }
+
     /// Loads `vision_model.*` from `weights`, computing in `dtype` on `device`.
     ///
     /// The HF checkpoint stores 25 real heads padded with 7 dummy heads. When the dummy parts of `qkv`, the q/k
@@ -385,6 +390,11 @@ pub struct VisionTower {
 }
 
 impl VisionTower {
+    /// The device the weights live on.
+    pub fn device(&self) -> Device {
+        self.vit.device()
+    }
+
     /// Loads the tower for an LLM of width `llm_hidden` with projector width `projector_hidden`.
     pub fn load(
         weights: &dyn Weights,
