@@ -31,6 +31,7 @@ const HELP: &str = "commands: /image PATH (attach to the next question), /system
 /// Runs the REPL until `/quit` or end of input.
 pub fn run(args: &ChatArgs) -> anyhow::Result<()> {
     let device = Device::parse(&args.model.device).context("choosing the device")?;
+    crate::launched::refuse("chat")?;
     let engine = Engine::load(&args.model.source(), device)?;
     let interactive = std::io::stdin().is_terminal();
     if engine.demo {

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use nvlm_checkpoint::{MegatronCheckpoint, MegatronWeights, SafetensorsCheckpoint, SAFETENSORS_INDEX};
-use nvlm_dist::{Comm, LaunchEnv, NcclComm, ThreadGroup};
+use nvlm_dist::{Comm, NcclComm, ThreadGroup};
 use nvlm_qwen2::{
     build_prompt, generate, GenerateOptions, Generation, Qwen2Config, Qwen2Model, Sampler, SamplerConfig,
     SystemPrompt, Tokenizer,
@@ -18,6 +18,7 @@ use nvlm_tiling::{load_tiles, pixel_values, pixel_values_bf16, TilingConfig, TIL
 use nvlm_vit::{VisionConfig, VisionTower};
 
 use crate::demo_model;
+use crate::launched::{self, Inputs};
 use crate::load_progress::ProgressWeights;
 
 /// A loaded NVLM-D.
@@ -35,6 +36,8 @@ pub struct Engine {
     /// Image tokens per tile (`<|vision_pad|>` ids in the prompt): 256 for NVLM-D-72B.
     pub tokens_per_tile: usize,
     dtype: DType,
+    /// The group of processes in a multi-process (torchrun/Slurm) launch, of which this process is one rank.
+    group: Option<Arc<dyn Comm>>,
 }
 
 /// Where the model comes from.
@@ -62,14 +65,11 @@ impl Engine {
 
     /// Loads the model on `device` (the CPU backend computes in f32, a GPU in bf16).
     pub fn load(source: &ModelSource, device: Device) -> anyhow::Result<Engine> {
-        if let Some(launch) = LaunchEnv::from_env()?.filter(|l| l.world_size > 1) {
-            bail!(
-                "this process was launched as rank {} of {} (torchrun/Slurm variables), but multi-process runs are not \
-                 wired to the model yet; run one process per node with --tp N over its GPUs (or on the CPU)",
-                launch.rank,
-                launch.world_size
-            );
-        }
+        let launch = launched::launch_env()?;
+        let device = match &launch {
+            Some(launch) => launched::device_of(launch, device, source.tensor_parallel)?,
+            None => device,
+        };
         let (config, weights, tokenizer, demo): (serde_json::Value, Box<dyn Weights>, Tokenizer, bool) =
             match &source.model {
                 None => (
@@ -127,14 +127,32 @@ impl Engine {
             weights.as_ref(),
             weights.names().len() * source.tensor_parallel.max(1),
         );
-        let loaded = load_ranks(
-            &progress,
-            &vision_config,
-            &llm_config,
-            device,
-            dtype,
-            source.tensor_parallel,
-        );
+        let (loaded, group) = match &launch {
+            // One process per GPU: this process loads its own shard of the group.
+            Some(launch) => {
+                let group = launched::process_group(launch)?;
+                let shard = load_shard(
+                    &progress,
+                    &vision_config,
+                    &llm_config,
+                    device,
+                    dtype,
+                    group.clone(),
+                );
+                (shard.map(|(v, l)| (vec![v], vec![l])), Some(group))
+            }
+            None => (
+                load_ranks(
+                    &progress,
+                    &vision_config,
+                    &llm_config,
+                    device,
+                    dtype,
+                    source.tensor_parallel,
+                ),
+                None,
+            ),
+        };
         progress.finish();
         let (vision, llm) = loaded?;
         let tiling = TilingConfig {
@@ -150,7 +168,22 @@ impl Engine {
             demo,
             tokens_per_tile: vision_config.tokens_per_tile(),
             dtype,
+            group,
         })
+    }
+
+    /// False on the ranks other than 0 of a multi-process launch, which neither read inputs nor print.
+    pub fn is_lead(&self) -> bool {
+        self.group.as_ref().is_none_or(|g| g.rank() == 0)
+    }
+
+    /// The inputs every process of a multi-process launch uses: rank 0's (`prepared` there), broadcast; a single
+    /// process gets `prepared` back.
+    pub fn share_inputs(&self, prepared: anyhow::Result<Inputs>) -> anyhow::Result<Inputs> {
+        match &self.group {
+            Some(group) => launched::share_inputs(group.as_ref(), prepared),
+            None => prepared,
+        }
     }
 
     /// The prompt text of a conversation: the chat template over `history` and `question`, each `<image>`
@@ -311,19 +344,34 @@ fn load_ranks(
             vec![Qwen2Model::load(weights, PREFIX, llm, device)?],
         )),
         n => {
-            let context = || format!("splitting the model over --tp {n}");
             let mut ranks = (Vec::with_capacity(n), Vec::with_capacity(n));
             for (device, comm) in rank_group(device, n)? {
-                let tower =
-                    VisionTower::load_shard(weights, vision, ffn, hidden, device, dtype, comm.clone());
-                ranks.0.push(tower.with_context(context)?);
-                ranks
-                    .1
-                    .push(Qwen2Model::load_shard(weights, PREFIX, llm, device, comm).with_context(context)?);
+                let (tower, model) = load_shard(weights, vision, llm, device, dtype, comm)
+                    .with_context(|| format!("splitting the model over --tp {n}"))?;
+                ranks.0.push(tower);
+                ranks.1.push(model);
             }
             Ok(ranks)
         }
     }
+}
+
+/// One rank's shard of the vision tower and the language model, on `device`, in `comm`'s group.
+fn load_shard(
+    weights: &dyn Weights,
+    vision: &VisionConfig,
+    llm: &Qwen2Config,
+    device: Device,
+    dtype: DType,
+    comm: Arc<dyn Comm>,
+) -> anyhow::Result<(VisionTower, Qwen2Model)> {
+    let (ffn, hidden) = (llm.intermediate_size, llm.hidden_size);
+    let context = || format!("loading rank {} of {}", comm.rank(), comm.size());
+    let tower = VisionTower::load_shard(weights, vision, ffn, hidden, device, dtype, comm.clone())
+        .with_context(context)?;
+    let model = Qwen2Model::load_shard(weights, "language_model.", llm, device, comm.clone())
+        .with_context(context)?;
+    Ok((tower, model))
 }
 
 /// The devices and communicators of `n` tensor-parallel ranks driven by this process: an in-process thread group on

@@ -413,6 +413,7 @@ fn run_benchmark(args: &RunArgs) -> anyhow::Result<()> {
         }
     }
     let device = Device::parse(&args.model.device).context("choosing the device")?;
+    crate::launched::refuse("eval")?;
     let engine = Engine::load(&args.model.source(), device)?;
     if engine.demo {
         eprintln!("{DEMO_NOTICE}");

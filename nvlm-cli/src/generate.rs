@@ -12,6 +12,7 @@ use nvlm_tensor::Device;
 use nvlm_tiling::prompt::with_image_placeholder;
 
 use crate::engine::{ms, Engine};
+use crate::launched::Inputs;
 use crate::output::write_atomically;
 use crate::sampling_args::{ModelArgs, DEMO_NOTICE};
 
@@ -79,14 +80,8 @@ fn read_ids(path: &PathBuf) -> anyhow::Result<Vec<u32>> {
         .collect()
 }
 
-/// Runs the command.
-pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
-    let device = Device::parse(&args.model.device).context("choosing the device")?;
-    let engine = Engine::load(&args.model.source(), device)?;
-    if engine.demo {
-        eprintln!("{DEMO_NOTICE}");
-    }
-    let start = Instant::now();
+/// Rank 0's work before the model: tiles of `--tiles` and every `--image`, and the prompt ids.
+fn prepare(args: &GenerateArgs, engine: &Engine) -> anyhow::Result<Inputs> {
     let mut tiles = Vec::new();
     let mut tile_counts = Vec::new();
     if let Some(path) = &args.tiles {
@@ -99,7 +94,6 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         tiles.extend_from_slice(&pixels);
         tile_counts.push(n);
     }
-    let preprocess_ms = ms(start);
     let ids = match (&args.input_ids, &args.prompt) {
         (Some(path), _) => read_ids(path)?,
         (None, Some(prompt)) => {
@@ -115,6 +109,33 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         }
         (None, None) => bail!("give --prompt or --input-ids"),
     };
+    Ok(Inputs {
+        ids,
+        tiles,
+        tile_counts,
+    })
+}
+
+/// Runs the command.
+pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
+    let device = Device::parse(&args.model.device).context("choosing the device")?;
+    let engine = Engine::load(&args.model.source(), device)?;
+    if engine.demo {
+        eprintln!("{DEMO_NOTICE}");
+    }
+    let start = Instant::now();
+    // In a multi-process launch only rank 0 reads the inputs; the others receive them.
+    let prepared = if engine.is_lead() {
+        prepare(args, &engine)
+    } else {
+        Ok(Inputs::default())
+    };
+    let Inputs {
+        ids,
+        tiles,
+        tile_counts,
+    } = engine.share_inputs(prepared)?;
+    let preprocess_ms = ms(start);
     let start = Instant::now();
     let rows = engine.image_rows(&tiles)?;
     let vision_ms = ms(start);
@@ -122,7 +143,8 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let mut printed = String::new();
     let mut generated = Vec::new();
     let mut stdout = std::io::stdout();
-    let stream = !args.json;
+    let lead = engine.is_lead();
+    let stream = !args.json && lead;
     let generation = engine.generate(
         &ids,
         rows.as_ref(),
@@ -147,6 +169,10 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
     let mut text = engine.answer(&generation.tokens)?;
     if let Some(cut) = args.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
         text.truncate(cut);
+    }
+    if !lead {
+        // The other ranks of a multi-process launch computed the same tokens; rank 0 reports them.
+        return Ok(());
     }
     if let Some(path) = &args.dump {
         let (hidden, logits) = generation.recorded.as_ref().expect("recorded when dumping");

@@ -8,6 +8,7 @@ mod devices;
 mod engine;
 mod eval;
 mod generate;
+mod launched;
 mod load_progress;
 mod output;
 mod preprocess;

@@ -301,17 +301,26 @@ fn generate_runs_straight_from_a_megatron_checkpoint() {
 }
 
 #[test]
-fn a_multi_process_launch_is_refused_with_a_reason() {
-    let out = Command::new(env!("CARGO_BIN_EXE_nvlm"))
-        .args(["generate", "--prompt", "hi", "--max-new-tokens", "1"])
-        .env("WORLD_SIZE", "2")
-        .env("RANK", "1")
-        .output()
-        .expect("running nvlm");
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("rank 1 of 2") && stderr.contains("--tp"),
-        "{stderr}"
-    );
+fn multi_process_launches_that_cannot_run_say_why() {
+    // Under torchrun/Slurm variables: `generate` on the CPU (processes drive GPUs), `chat` (one process only).
+    for (args, expect) in [
+        (
+            vec!["generate", "--prompt", "hi", "--max-new-tokens", "1"],
+            "--device cuda",
+        ),
+        (vec!["chat"], "--tp N"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_nvlm"))
+            .args(&args)
+            .env("WORLD_SIZE", "2")
+            .env("RANK", "1")
+            .output()
+            .expect("running nvlm");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("rank 1 of 2") && stderr.contains(expect),
+            "{args:?}: {stderr}"
+        );
+    }
 }

@@ -123,6 +123,12 @@ impl NcclComm {
         )?)
     }
 
+    /// `tensor` on this rank's GPU: host tensors (small control values such as a stop flag or a (value, id) pair)
+    /// are uploaded; results of collectives always live on the GPU.
+    fn on_gpu(&self, tensor: &Tensor) -> Result<Tensor> {
+        Ok(tensor.to_device(nvlm_tensor::Device::Cuda(self.device.ordinal()))?)
+    }
+
     /// `tensor`'s device bytes, checking it lives on this rank's GPU.
     fn device_bytes<'t>(
         &self,
@@ -159,7 +165,12 @@ impl Comm for NcclComm {
         if tensor.numel() == 0 {
             return self.empty(tensor.shape(), tensor.dtype());
         }
-        let src = self.device_bytes(OP, tensor)?;
+        let local = if tensor.device().is_cpu() {
+            self.on_gpu(tensor)?
+        } else {
+            tensor.clone()
+        };
+        let src = self.device_bytes(OP, &local)?;
         let n = tensor.numel();
         let mut out = self.alloc(tensor.size_in_bytes())?;
         {
@@ -208,7 +219,12 @@ impl Comm for NcclComm {
         if tensor.numel() == 0 {
             return self.empty(&shape, tensor.dtype());
         }
-        let src = self.device_bytes("all_gather", tensor)?;
+        let local = if tensor.device().is_cpu() {
+            self.on_gpu(tensor)?
+        } else {
+            tensor.clone()
+        };
+        let src = self.device_bytes("all_gather", &local)?;
         let mut out = self.alloc(tensor.size_in_bytes() * self.size)?;
         self.lock()?
             .0
@@ -232,7 +248,12 @@ impl Comm for NcclComm {
         if tensor.numel() == 0 {
             return self.empty(tensor.shape(), tensor.dtype());
         }
-        let src = self.device_bytes("broadcast", tensor)?;
+        let local = if tensor.device().is_cpu() {
+            self.on_gpu(tensor)?
+        } else {
+            tensor.clone()
+        };
+        let src = self.device_bytes("broadcast", &local)?;
         let mut out = self.alloc(tensor.size_in_bytes())?;
         self.lock()?
             .0
@@ -248,9 +269,7 @@ impl Comm for NcclComm {
 
     fn barrier(&self) -> Result<()> {
         // An all-reduce of one value, then wait for it: every rank has arrived when it completes.
-        let flag = Tensor::from_vec(vec![0f32], &[1])?
-            .to_device(nvlm_tensor::Device::Cuda(self.device.ordinal()))?;
-        self.all_reduce_sum(&flag)?;
+        self.all_reduce_sum(&Tensor::from_vec(vec![0f32], &[1])?)?;
         self.device.synchronize()?;
         Ok(())
     }

@@ -214,8 +214,12 @@ impl Qwen2Model {
             .zip(&owned)
             .map(|(&i, &o)| if o { (i as usize - s.vocab_start) as i32 } else { 0 })
             .collect();
+        let device = self.embed.device();
         let rows = k::cast(
-            &k::embedding(&Tensor::from_vec(local, &[ids.len()])?, &self.embed)?,
+            &k::embedding(
+                &Tensor::from_vec(local, &[ids.len()])?.to_device(device)?,
+                &self.embed,
+            )?,
             nvlm_tensor::DType::F32,
         )?;
         let h = self.config.hidden_size;
@@ -223,7 +227,10 @@ impl Qwen2Model {
             .iter()
             .flat_map(|&o| std::iter::repeat_n(if o { 1.0 } else { 0.0 }, h))
             .collect();
-        let masked = k::mul(&rows, &Tensor::from_vec(mask, &[ids.len(), h])?)?;
+        let masked = k::mul(
+            &rows,
+            &Tensor::from_vec(mask, &[ids.len(), h])?.to_device(device)?,
+        )?;
         Ok(k::cast(&self.reduce(masked)?, dtype)?)
     }
 

@@ -99,7 +99,8 @@ impl Sampler {
         let vocab = logits.numel();
         if self.config.repetition_penalty == 1.0 {
             // Greedy or sampled where the logits are (on a GPU, a kernel): only the id crosses to the host.
-            let id = sample(&logits.reshape(&[1, vocab])?, &self.config.params, self.step)?.to_vec::<i32>()?[0];
+            let id =
+                sample(&logits.reshape(&[1, vocab])?, &self.config.params, self.step)?.to_vec::<i32>()?[0];
             self.step += 1;
             return Ok(id as u32);
         }

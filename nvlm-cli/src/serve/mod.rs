@@ -107,6 +107,7 @@ fn now() -> u64 {
 /// Runs the server until Ctrl-C.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let device = Device::parse(&args.model.device).context("choosing the device")?;
+    crate::launched::refuse("serve")?;
     let engine = Arc::new(Engine::load(&args.model.source(), device)?);
     if engine.demo {
         eprintln!("{DEMO_NOTICE}");
