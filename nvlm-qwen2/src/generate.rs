@@ -77,15 +77,17 @@ pub fn generate(
             recorded.push((hidden.clone(), all.clone()));
             sampler.next(&all.narrow0(all.shape()[0] - 1, 1)?, &history)?
         } else {
-            let sharded = if sampler.is_greedy() {
-                model.local_logits(&last)?
-            } else {
-                None
-            };
-            match sharded {
+            match model.local_logits(&last)? {
                 // Vocabulary-parallel greedy: one (value, id) pair a rank crosses the group, not the logits.
-                Some((local, first_id, comm)) => {
+                Some((local, first_id, comm)) if sampler.is_greedy() => {
                     sampler.next_greedy_sharded(&local, &history, first_id, comm)?
+                }
+                // Sampling: the ranks' best candidates cross the group; the logits only when those cannot decide.
+                Some((local, first_id, comm)) => {
+                    match sampler.next_sampled_sharded(&local, &history, first_id, comm)? {
+                        Some(token) => token,
+                        None => sampler.next(&model.gather_vocab(&local)?, &history)?,
+                    }
                 }
                 None => sampler.next(&model.logits(&last)?, &history)?,
             }

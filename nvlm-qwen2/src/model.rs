@@ -398,9 +398,20 @@ impl Qwen2Model {
 
     /// Logits `[n, vocab]` (f32) of final-normed hidden states `[n, H]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let local = k::cast(&k::matmul(hidden, &self.lm_head, None)?, nvlm_tensor::DType::F32)?;
-        let Some(comm) = &self.comm else { return Ok(local) };
+        self.gather_vocab(&k::cast(
+            &k::matmul(hidden, &self.lm_head, None)?,
+            nvlm_tensor::DType::F32,
+        )?)
+    }
+
+    /// The whole logits `[n, vocab]` from this rank's slice `[n, vocab / tp]` ([`Qwen2Model::local_logits`]):
+    /// gathered from every rank under tensor parallelism, `local` itself without.
+    pub fn gather_vocab(&self, local: &Tensor) -> Result<Tensor> {
+        let Some(comm) = &self.comm else {
+            return Ok(local.clone());
+        };
         // Vocabulary-parallel LM head: gather [V/tp, n] from every rank (rank-major) and transpose back.
+        let local = local.clone();
         let n = local.shape()[0];
         let gathered = comm.all_gather(&k::transpose_last2(&local)?)?;
         Ok(k::transpose_last2(&gathered)?.reshape(&[n, self.config.vocab_size])?)

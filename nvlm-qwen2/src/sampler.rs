@@ -2,10 +2,13 @@
 //! conditions.
 
 use nvlm_dist::Comm;
-use nvlm_kernels::{argmax, sample, SamplingParams};
+use nvlm_kernels::{argmax, sample, uniform, SamplingParams};
 use nvlm_tensor::Tensor;
 
 use crate::Result;
+
+/// Candidates each rank offers for top-p sampling without top-k ([`Sampler::next_sampled_sharded`]).
+pub const SHARDED_CANDIDATES: usize = 1024;
 
 /// Sampling settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,6 +95,90 @@ impl Sampler {
         }
         self.step += 1;
         Ok(winner.1 as u32)
+    }
+
+    /// Sampling (temperature, top-k, top-p) when each rank holds only its slice of the vocabulary (`local`, ids
+    /// `first_id..`): ranks exchange their best candidates (`top_k` of them, or up to [`SHARDED_CANDIDATES`] for top-p
+    /// alone) and their slice's (max, sum of weights), not the logits. With top-k the draw is exactly the unsharded
+    /// one; with top-p alone the total mass is summed per rank, so a draw within float rounding of a boundary may
+    /// differ. `None` (the caller gathers the logits) when the candidates cannot decide: plain temperature sampling,
+    /// or a top-p set wider than the candidates. Every rank takes the same branch (they decide on the same data).
+    pub fn next_sampled_sharded(
+        &mut self,
+        local: &Tensor,
+        context: &[u32],
+        first_id: usize,
+        comm: &dyn Comm,
+    ) -> Result<Option<u32>> {
+        let p = self.config.params;
+        if p.temperature == 0.0 || (p.top_k == 0 && p.top_p >= 1.0) {
+            return Ok(None);
+        }
+        let mut row = local.to_f32_vec()?;
+        self.penalize(&mut row, context, first_id);
+        let by_rank = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        let mut mine: Vec<(f32, usize)> = row.iter().enumerate().map(|(i, &x)| (x, first_id + i)).collect();
+        let m = if p.top_k > 0 { p.top_k } else { SHARDED_CANDIDATES }.min(mine.len());
+        if m == 0 {
+            return Ok(None);
+        }
+        if m < mine.len() {
+            mine.select_nth_unstable_by(m - 1, by_rank);
+            mine.truncate(m);
+        }
+        mine.sort_by(by_rank);
+        let t = p.temperature;
+        let local_max = mine[0].0 / t;
+        let local_sum: f32 = row.iter().map(|&x| (x / t - local_max).exp()).sum();
+        // [max, sum, (value, id) x m]: ids below 2^24 are exact in f32.
+        let width = 2 + 2 * m;
+        let mut message = Vec::with_capacity(width);
+        message.extend([local_max, local_sum]);
+        message.extend(mine.iter().flat_map(|&(x, id)| [x, id as f32]));
+        let all = comm
+            .all_gather(&Tensor::from_vec(message, &[1, width])?)?
+            .to_f32_vec()?;
+        let mut candidates = Vec::with_capacity(m * comm.size());
+        let mut slices = Vec::with_capacity(comm.size());
+        for rank in all.chunks(width) {
+            slices.push((rank[0], rank[1]));
+            candidates.extend(rank[2..].chunks(2).map(|pair| (pair[0], pair[1] as usize)));
+        }
+        candidates.sort_by(by_rank);
+        if p.top_k > 0 {
+            candidates.truncate(p.top_k);
+        }
+        // The unsharded filter (`filtered_distribution`) over the merged candidates.
+        let max = candidates[0].0 / t;
+        let weights: Vec<f32> = candidates.iter().map(|&(x, _)| (x / t - max).exp()).collect();
+        let total: f32 = if p.top_k > 0 {
+            weights.iter().sum()
+        } else {
+            slices.iter().map(|&(mx, sum)| sum * (mx - max).exp()).sum()
+        };
+        let (mut kept, mut cumulative) = (0, 0f32);
+        for &w in &weights {
+            if cumulative >= p.top_p * total && kept > 0 {
+                break;
+            }
+            kept += 1;
+            cumulative += w;
+        }
+        if p.top_k == 0 && kept == candidates.len() && cumulative < p.top_p * total {
+            return Ok(None);
+        }
+        let target = uniform(p.seed, self.step, 0) * weights[..kept].iter().sum::<f32>();
+        let mut running = 0f32;
+        let mut chosen = candidates[kept - 1].1;
+        for (&(_, id), &w) in candidates[..kept].iter().zip(&weights) {
+            running += w;
+            if target < running {
+                chosen = id;
+                break;
+            }
+        }
+        self.step += 1;
+        Ok(Some(chosen as u32))
     }
 
     /// The next token from `logits[vocab]` (f32) given the tokens so far (`context`, for the repetition penalty).

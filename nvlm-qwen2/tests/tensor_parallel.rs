@@ -24,8 +24,12 @@ struct Run {
     tokens: Vec<u32>,
     /// Greedy ids with a repetition penalty (applied to each rank's slice).
     penalized: Vec<u32>,
-    /// Sampled ids (temperature, top-k, top-p; the logits gathered whole).
+    /// Sampled ids (temperature, top-k, top-p): the ranks exchange their top-k candidates, not the logits.
     sampled: Vec<u32>,
+    /// Sampled ids with top-p alone (candidates when they reach top-p, else the logits gathered) and with a
+    /// temperature alone (the logits gathered).
+    top_p_only: Vec<u32>,
+    temperature_only: Vec<u32>,
 }
 
 fn weights_and_config() -> (SafetensorsCheckpoint, Qwen2Config) {
@@ -67,6 +71,24 @@ fn run(model: &Qwen2Model) -> Run {
         sampled: tokens_with(SamplerConfig {
             params: sampling,
             repetition_penalty: 1.1,
+        }),
+        top_p_only: tokens_with(SamplerConfig {
+            params: SamplingParams {
+                temperature: 0.05,
+                top_k: 0,
+                top_p: 0.6,
+                seed: 11,
+            },
+            repetition_penalty: 1.0,
+        }),
+        temperature_only: tokens_with(SamplerConfig {
+            params: SamplingParams {
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 1.0,
+                seed: 12,
+            },
+            repetition_penalty: 1.0,
         }),
     }
 }
@@ -110,6 +132,14 @@ fn check(size: usize) {
             "TP={size} rank {rank}: greedy ids with a repetition penalty"
         );
         assert_eq!(got.sampled, whole.sampled, "TP={size} rank {rank}: sampled ids");
+        assert_eq!(
+            got.top_p_only, whole.top_p_only,
+            "TP={size} rank {rank}: top-p ids"
+        );
+        assert_eq!(
+            got.temperature_only, whole.temperature_only,
+            "TP={size} rank {rank}: temperature-only ids"
+        );
     }
 }
 
