@@ -33,11 +33,14 @@ struct Cli {
 enum Command {
     /// List compute devices: CPU threads, the CUDA driver, GPUs and their architecture.
     Devices,
-    /// Run every op on a device and compare it with the CPU reference.
+    /// Run every op on a device against the CPU reference, then the tensor-parallel code path as a group of one.
     Selftest {
         /// `cpu`, `cuda` or `cuda:N`.
         #[arg(long, default_value = "cuda")]
         device: String,
+        /// A picture for the vision tower's tensor-parallel check (default: a synthetic tile).
+        #[arg(long)]
+        image: Option<std::path::PathBuf>,
     },
     /// Tile one image as NVLM-D sees it; print the grid as JSON, optionally write the tensors.
     Preprocess(preprocess::PreprocessArgs),
@@ -58,7 +61,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Devices => devices::run(),
-        Command::Selftest { device } => selftest::run(&device),
+        Command::Selftest { device, image } => selftest::run(&device, image.as_deref()),
         Command::Preprocess(args) => preprocess::run(&args),
         Command::Prompt(args) => prompt::run(&args),
         Command::Eval(command) => eval::run(&command),

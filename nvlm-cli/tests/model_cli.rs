@@ -324,3 +324,21 @@ fn multi_process_launches_that_cannot_run_say_why() {
         );
     }
 }
+
+#[test]
+fn selftest_on_the_cpu_checks_the_ops_and_the_tensor_parallel_path() {
+    let out = Command::new(env!("CARGO_BIN_EXE_nvlm"))
+        .args(["selftest", "--device", "cpu"])
+        .output()
+        .expect("running nvlm");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("checks on cpu passed"), "{stdout}");
+    for name in ["greedy", "top-k", "top-p", "temperature"] {
+        assert!(
+            stdout.contains(&format!("thread group of one, {name}: the same 12 tokens")),
+            "{name}: {stdout}"
+        );
+    }
+    assert!(stdout.contains("tensor-parallel vision tower"), "{stdout}");
+}

@@ -64,6 +64,9 @@ main() {
     if "$t" --test-threads=1 --nocapture; then echo "VERDICT $name PASS"; else echo "VERDICT $name FAIL"; status=1; fi
   done
 
+  echo "== nvlm selftest: every op, then the tensor-parallel code path as an NCCL group of one (demo model)"
+  if "$HERE/bin/nvlm" selftest --device cuda --image "$HERE/shapes.png" 2>&1; then echo "VERDICT selftest PASS"; else echo "VERDICT selftest FAIL"; status=1; fi
+
   echo "== the embedded demo model end to end (tiling, ViT, projector, splice, Qwen2, greedy): GPU (bf16) vs CPU (f32)"
   for q in "Which shape is on the left?" "What colour is the square?" "How many shapes are there?" "How many sides does a triangle have?"; do
     image=(--image "$HERE/shapes.png")
