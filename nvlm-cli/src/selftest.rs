@@ -41,10 +41,7 @@ pub fn run(device: &str, image: Option<&std::path::Path>) -> anyhow::Result<()> 
 /// A group of one rank on `device`: NCCL on a GPU, the in-process thread group on the CPU.
 fn group_of_one(device: Device) -> anyhow::Result<(Arc<dyn Comm>, &'static str)> {
     Ok(match device {
-        Device::Cpu => (
-            Arc::new(ThreadGroup::new(1).pop().expect("one rank")),
-            "thread",
-        ),
+        Device::Cpu => (Arc::new(ThreadGroup::new(1).pop().expect("one rank")), "thread"),
         Device::Cuda(ordinal) => (
             Arc::new(
                 NcclComm::single(CudaDevice::get(ordinal)?)

@@ -332,7 +332,11 @@ fn selftest_on_the_cpu_checks_the_ops_and_the_tensor_parallel_path() {
         .output()
         .expect("running nvlm");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("checks on cpu passed"), "{stdout}");
     for name in ["greedy", "top-k", "top-p", "temperature"] {
         assert!(
