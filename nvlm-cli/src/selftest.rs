@@ -152,7 +152,7 @@ fn tensor_parallel_plumbing(device: Device, image: Option<&std::path::Path>) -> 
     } else {
         1e-5
     };
-    if !(worst <= tolerance) {
+    if worst.is_nan() || worst > tolerance {
         bail!("vision tower as a {kind} group of one differs by {worst:.3e} of the RMS (tolerance {tolerance:.0e})");
     }
     println!("tensor-parallel vision tower, {kind} group of one: {n} tiles within {worst:.2e} of the RMS");
