@@ -130,3 +130,23 @@ extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
                 unsigned long long seed, unsigned long long step) {
     sample_row(x, out, width, temperature, top_k, top_p, seed, step);
 }
+
+// transformers' repetition penalty on one row of logits in place: y[id] /= penalty when positive, *= penalty
+// otherwise, for each distinct id of `ids` (the caller removes duplicates).
+template <typename T>
+__device__ void penalize_ids(const int* __restrict__ ids, T* __restrict__ y, int n, int width, float penalty) {
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const int id = ids[i];
+        if (id < 0 || id >= width) continue;
+        const float v = to_f32(y[id]);
+        y[id] = from_f32<T>(v > 0.0f ? v / penalty : v * penalty);
+    }
+}
+
+extern "C" __global__ void repetition_penalty_f32(const int* ids, float* y, int n, int width, float penalty) {
+    penalize_ids(ids, y, n, width, penalty);
+}
+extern "C" __global__ void repetition_penalty_bf16(const int* ids, __nv_bfloat16* y, int n, int width,
+                                                   float penalty) {
+    penalize_ids(ids, y, n, width, penalty);
+}

@@ -43,6 +43,49 @@ pub fn argmax(logits: &Tensor) -> Result<Tensor> {
     choose_per_row("argmax", logits, |_, row| argmax_row(row))
 }
 
+/// transformers' repetition penalty on one row of logits `[1, v]` (or `[v]`): a copy in which the logit of every
+/// distinct id of `context` is divided by `penalty` when positive and multiplied by it otherwise. Runs where the
+/// logits are (the ids, deduplicated here, go to the device). Ids outside the row are ignored.
+pub fn repetition_penalty(logits: &Tensor, context: &[u32], penalty: f32) -> Result<Tensor> {
+    const OP: &str = "repetition_penalty";
+    float_dtype(OP, logits)?;
+    if !(penalty.is_finite() && penalty > 0.0) {
+        return Err(KernelError::invalid(
+            OP,
+            format!("penalty {penalty} must be positive"),
+        ));
+    }
+    if logits.rank() == 2 && logits.shape()[0] != 1 {
+        return Err(KernelError::shape(
+            OP,
+            format!("one row of logits, not {:?}", logits.shape()),
+        ));
+    }
+    let width = logits.last_dim();
+    let mut ids: Vec<i32> = context
+        .iter()
+        .filter(|&&id| (id as usize) < width)
+        .map(|&id| id as i32)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match logits.device() {
+        Device::Cpu => {
+            let mut row = f32_values(logits)?.into_owned();
+            for &id in &ids {
+                let v = &mut row[id as usize];
+                *v = if *v > 0.0 { *v / penalty } else { *v * penalty };
+            }
+            crate::cpu::from_f32(row, logits.dtype(), logits.shape())
+        }
+        device => {
+            let n = ids.len();
+            let ids = Tensor::from_vec(ids, &[n])?.to_device(device)?;
+            crate::cuda::elementwise::repetition_penalty(logits, &ids, penalty)
+        }
+    }
+}
+
 /// Checks `logits[b, v]` and picks one token per row with `choose(row_index, row)` → i32 `[b]`.
 fn choose_per_row(
     op: &'static str,

@@ -5,7 +5,7 @@ use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{
     add, add_rms_norm, argmax, attention, batched_matmul, cast, concat, embedding, gelu, layer_norm, matmul,
-    mul, paged_attention, paged_write, pixel_shuffle, rms_norm, rms_norm_partial_stats,
+    mul, paged_attention, paged_write, pixel_shuffle, repetition_penalty, rms_norm, rms_norm_partial_stats,
     rms_norm_with_sum_squares, rotary_embedding, row_sum_squares, sample, scale, scale_channels,
     scatter_rows, silu_mul, softmax, split, transpose_last2, unfold_patches, uniform, AttentionMask,
     BlockTable, Result, SamplingParams,
@@ -574,6 +574,16 @@ pub fn check_sampling(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
             tolerance: 1.0 / 16.0,
         });
     }
+    // The repetition penalty on one row (duplicate and out-of-range ids included): an exact edit of the copy.
+    let context: Vec<u32> = vec![5, 151_000, 5, 77, 200_000, 0, 151_000];
+    reports.push(check_with(
+        device,
+        "rep_pen",
+        "1x152064 bf16, 7 ids".into(),
+        &[logits.narrow0(0, 1)?],
+        0.0,
+        |t| repetition_penalty(&t[0], &context, 1.3),
+    )?);
     Ok(reports)
 }
 

@@ -450,6 +450,21 @@ fn paged_cache_writes_through_the_table_and_attends_in_position_order() {
 }
 
 #[test]
+fn repetition_penalty_edits_each_distinct_id_once() {
+    let row = vec![2.0f32, -2.0, 0.0, 3.0, -1.0];
+    let logits = Tensor::from_vec(row.clone(), &[1, 5]).unwrap();
+    // 1 twice, 3 once, 9 outside the row.
+    let got = repetition_penalty(&logits, &[1, 3, 1, 9], 2.0)
+        .unwrap()
+        .to_f64_vec()
+        .unwrap();
+    assert_eq!(got, vec![2.0, -4.0, 0.0, 1.5, -1.0]);
+    assert!(repetition_penalty(&logits, &[1], 0.0).is_err(), "penalty 0");
+    let two_rows = Tensor::from_vec(vec![0f32; 10], &[2, 5]).unwrap();
+    assert!(repetition_penalty(&two_rows, &[1], 1.2).is_err(), "one row only");
+}
+
+#[test]
 fn embedding_gathers_and_scatter_overwrites() {
     let mut r = rng(11);
     let (table, tv) = random(&mut r, &[10, 3], DType::BF16);

@@ -2,7 +2,7 @@
 //! conditions.
 
 use nvlm_dist::Comm;
-use nvlm_kernels::{argmax, sample, uniform, SamplingParams};
+use nvlm_kernels::{argmax, repetition_penalty, sample, uniform, SamplingParams};
 use nvlm_tensor::Tensor;
 
 use crate::Result;
@@ -183,22 +183,13 @@ impl Sampler {
 
     /// The next token from `logits[vocab]` (f32) given the tokens so far (`context`, for the repetition penalty).
     pub fn next(&mut self, logits: &Tensor, context: &[u32]) -> Result<u32> {
-        let vocab = logits.numel();
-        if self.config.repetition_penalty == 1.0 {
-            // Greedy or sampled where the logits are (on a GPU, a kernel): only the id crosses to the host.
-            let id =
-                sample(&logits.reshape(&[1, vocab])?, &self.config.params, self.step)?.to_vec::<i32>()?[0];
-            self.step += 1;
-            return Ok(id as u32);
-        }
-        let mut row = logits.to_f32_vec()?;
-        self.penalize(&mut row, context, 0);
-        let id = sample(
-            &Tensor::from_vec(row, &[1, vocab])?,
-            &self.config.params,
-            self.step,
-        )?
-        .to_vec::<i32>()?[0];
+        let row = logits.reshape(&[1, logits.numel()])?;
+        let row = match self.config.repetition_penalty {
+            1.0 => row,
+            penalty => repetition_penalty(&row, context, penalty)?,
+        };
+        // Greedy or sampled where the logits are (on a GPU, kernels): only the id crosses to the host.
+        let id = sample(&row, &self.config.params, self.step)?.to_vec::<i32>()?[0];
         self.step += 1;
         Ok(id as u32)
     }

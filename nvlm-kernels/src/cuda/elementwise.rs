@@ -459,3 +459,32 @@ pub(crate) fn sample(logits: &Tensor, params: &crate::SamplingParams, step: u64)
     )?
     .remove(0))
 }
+
+/// A copy of the logits row `logits[1, v]` with transformers' repetition penalty applied at the distinct `ids`
+/// (i32, on the device; checked by the caller).
+pub(crate) fn repetition_penalty(logits: &Tensor, ids: &Tensor, penalty: f32) -> Result<Tensor> {
+    const OP: &str = "repetition_penalty";
+    let n = ids.numel();
+    let out = Output {
+        dtype: logits.dtype(),
+        shape: logits.shape().to_vec(),
+        init_from: Some(logits.clone()),
+    };
+    let scalars = [
+        Scalar::I32(n as i32),
+        Scalar::I32(logits.last_dim() as i32),
+        Scalar::F32(penalty),
+    ];
+    let grid = if n == 0 { 0 } else { grid_for(n) };
+    Ok(launch(
+        OP,
+        "sample",
+        &name(OP, "repetition_penalty", logits.dtype())?,
+        &[ids],
+        vec![out],
+        &scalars,
+        grid,
+        BLOCK,
+    )?
+    .remove(0))
+}

@@ -72,7 +72,12 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     KernelSource {
         name: "sample",
         source: include_str!("../../cuda/sample.cu"),
-        functions: &["sample_f32", "sample_bf16"],
+        functions: &[
+            "sample_f32",
+            "sample_bf16",
+            "repetition_penalty_f32",
+            "repetition_penalty_bf16",
+        ],
     },
     KernelSource {
         name: "attention",
