@@ -220,12 +220,7 @@ impl Engine {
             bail!("tile data is not a whole number of 448x448x3 tiles");
         }
         let n = tiles.len() / per_tile;
-        let shape = [n, 3, TILE_SIZE, TILE_SIZE];
-        let pixels = match self.dtype {
-            DType::BF16 => Tensor::from_vec(pixel_values_bf16(tiles, TILE_SIZE), &shape)?,
-            _ => Tensor::from_vec(pixel_values(tiles, TILE_SIZE), &shape)?,
-        }
-        .to_device(self.device())?;
+        let pixels = pixel_tensor(tiles, self.dtype, self.device())?;
         // Every rank runs its share of the tower (on its own GPU); rank 0's (identical) embeddings are returned.
         let out = std::thread::scope(|scope| {
             let others: Vec<_> = self.vision[1..]
@@ -324,6 +319,17 @@ impl Engine {
             .trim()
             .to_string())
     }
+}
+
+/// Normalised pixel values `[N, 3, 448, 448]` of whole tiles (`[N, 448, 448, 3]` u8) in `dtype` (bf16 converted
+/// on the host, as the GPU takes it) on `device`.
+pub fn pixel_tensor(tiles: &[u8], dtype: DType, device: Device) -> anyhow::Result<Tensor> {
+    let shape = [tiles.len() / (TILE_SIZE * TILE_SIZE * 3), 3, TILE_SIZE, TILE_SIZE];
+    let pixels = match dtype {
+        DType::BF16 => Tensor::from_vec(pixel_values_bf16(tiles, TILE_SIZE), &shape)?,
+        _ => Tensor::from_vec(pixel_values(tiles, TILE_SIZE), &shape)?,
+    };
+    Ok(pixels.to_device(device)?)
 }
 
 /// The vision tower and the language model, whole or as `tensor_parallel` shards over one in-process group.

@@ -148,25 +148,29 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_rank_gets_rank_zeros_inputs() {
-        let ranks = ThreadGroup::new(3);
-        let results: Vec<_> = std::thread::scope(|scope| {
-            let handles: Vec<_> = ranks
+    /// `share_inputs` on `ranks` threads, each passing `prepare(rank)`; the results (errors as text) in rank order.
+    fn share_on(
+        ranks: usize,
+        prepare: impl Fn(usize) -> anyhow::Result<Inputs> + Sync,
+    ) -> Vec<Result<Inputs, String>> {
+        std::thread::scope(|scope| {
+            let prepare = &prepare;
+            let handles: Vec<_> = ThreadGroup::new(ranks)
                 .into_iter()
                 .map(|comm| {
-                    scope.spawn(move || {
-                        let prepared = if comm.rank() == 0 {
-                            Ok(inputs())
-                        } else {
-                            // Other ranks never read the files: whatever they pass is ignored.
-                            Err(anyhow::anyhow!("no inputs here"))
-                        };
-                        share_inputs(&comm, prepared).map_err(|e| e.to_string())
-                    })
+                    scope.spawn(move || share_inputs(&comm, prepare(comm.rank())).map_err(|e| e.to_string()))
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+
+    #[test]
+    fn every_rank_gets_rank_zeros_inputs() {
+        // Other ranks never read the files: whatever they pass is ignored.
+        let results = share_on(3, |rank| match rank {
+            0 => Ok(inputs()),
+            _ => Err(anyhow::anyhow!("no inputs here")),
         });
         for (rank, got) in results.into_iter().enumerate() {
             assert_eq!(got.as_ref(), Ok(&inputs()), "rank {rank}");
@@ -175,21 +179,9 @@ mod tests {
 
     #[test]
     fn a_failure_on_rank_zero_reaches_every_rank() {
-        let ranks = ThreadGroup::new(2);
-        let results: Vec<_> = std::thread::scope(|scope| {
-            let handles: Vec<_> = ranks
-                .into_iter()
-                .map(|comm| {
-                    scope.spawn(move || {
-                        let prepared = match comm.rank() {
-                            0 => Err(anyhow::anyhow!("cannot open cat.png")),
-                            _ => Ok(Inputs::default()),
-                        };
-                        share_inputs(&comm, prepared).map_err(|e| e.to_string())
-                    })
-                })
-                .collect();
-            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        let results = share_on(2, |rank| match rank {
+            0 => Err(anyhow::anyhow!("cannot open cat.png")),
+            _ => Ok(Inputs::default()),
         });
         assert_eq!(results[0], Err("cannot open cat.png".to_string()));
         assert!(results[1]

@@ -12,10 +12,11 @@ use nvlm_kernels::validate::{run_all, CheckReport};
 use nvlm_kernels::SamplingParams;
 use nvlm_qwen2::{generate, GenerateOptions, Qwen2Config, Qwen2Model, Sampler, SamplerConfig};
 use nvlm_tensor::{CudaDevice, Device};
-use nvlm_tiling::{load_tiles, pixel_values, pixel_values_bf16, TilingConfig, TILE_SIZE};
+use nvlm_tiling::{load_tiles, TilingConfig, TILE_SIZE};
 use nvlm_vit::{VisionConfig, VisionTower};
 
 use crate::demo_model;
+use crate::engine::pixel_tensor;
 
 /// Runs the checks on `device` (`cpu`, `cuda`, `cuda:N`) and prints one row per check; fails if any is off.
 pub fn run(device: &str, image: Option<&std::path::Path>) -> anyhow::Result<()> {
@@ -130,14 +131,7 @@ fn tensor_parallel_plumbing(device: Device, image: Option<&std::path::Path>) -> 
             .collect(),
     };
     let n = tiles.len() / (TILE_SIZE * TILE_SIZE * 3);
-    let shape = [n, 3, TILE_SIZE, TILE_SIZE];
-    let pixels = match dtype {
-        nvlm_tensor::DType::BF16 => {
-            nvlm_tensor::Tensor::from_vec(pixel_values_bf16(&tiles, TILE_SIZE), &shape)?
-        }
-        _ => nvlm_tensor::Tensor::from_vec(pixel_values(&tiles, TILE_SIZE), &shape)?,
-    }
-    .to_device(device)?;
+    let pixels = pixel_tensor(&tiles, dtype, device)?;
     let (a, b) = (
         tower.forward(&pixels)?.embeddings.to_f32_vec()?,
         tower_shard.forward(&pixels)?.embeddings.to_f32_vec()?,

@@ -125,8 +125,14 @@ impl NcclComm {
 
     /// `tensor` on this rank's GPU: host tensors (small control values such as a stop flag or a (value, id) pair)
     /// are uploaded; results of collectives always live on the GPU.
+    /// A tensor on another GPU is left as it is (and refused by `device_bytes`).
     fn on_gpu(&self, tensor: &Tensor) -> Result<Tensor> {
-        Ok(tensor.to_device(nvlm_tensor::Device::Cuda(self.device.ordinal()))?)
+        match tensor.device() {
+            nvlm_tensor::Device::Cpu => {
+                Ok(tensor.to_device(nvlm_tensor::Device::Cuda(self.device.ordinal()))?)
+            }
+            _ => Ok(tensor.clone()),
+        }
     }
 
     /// `tensor`'s device bytes, checking it lives on this rank's GPU.
@@ -165,11 +171,7 @@ impl Comm for NcclComm {
         if tensor.numel() == 0 {
             return self.empty(tensor.shape(), tensor.dtype());
         }
-        let local = if tensor.device().is_cpu() {
-            self.on_gpu(tensor)?
-        } else {
-            tensor.clone()
-        };
+        let local = self.on_gpu(tensor)?;
         let src = self.device_bytes(OP, &local)?;
         let n = tensor.numel();
         let mut out = self.alloc(tensor.size_in_bytes())?;
@@ -219,11 +221,7 @@ impl Comm for NcclComm {
         if tensor.numel() == 0 {
             return self.empty(&shape, tensor.dtype());
         }
-        let local = if tensor.device().is_cpu() {
-            self.on_gpu(tensor)?
-        } else {
-            tensor.clone()
-        };
+        let local = self.on_gpu(tensor)?;
         let src = self.device_bytes("all_gather", &local)?;
         let mut out = self.alloc(tensor.size_in_bytes() * self.size)?;
         self.lock()?
@@ -248,11 +246,7 @@ impl Comm for NcclComm {
         if tensor.numel() == 0 {
             return self.empty(tensor.shape(), tensor.dtype());
         }
-        let local = if tensor.device().is_cpu() {
-            self.on_gpu(tensor)?
-        } else {
-            tensor.clone()
-        };
+        let local = self.on_gpu(tensor)?;
         let src = self.device_bytes("broadcast", &local)?;
         let mut out = self.alloc(tensor.size_in_bytes())?;
         self.lock()?

@@ -15,6 +15,7 @@ use crate::{KernelError, Result};
 pub struct BlockTable {
     blocks: Vec<usize>,
     block_size: usize,
+    max_block: Option<usize>,
     on_device: Tensor,
 }
 
@@ -37,6 +38,7 @@ impl BlockTable {
         Ok(BlockTable {
             blocks: blocks.to_vec(),
             block_size,
+            max_block: blocks.iter().copied().max(),
             on_device: Tensor::from_vec(ids, &[len])?.to_device(device)?,
         })
     }
@@ -51,31 +53,33 @@ impl BlockTable {
         &self.blocks
     }
 
-    /// The cache slots of positions `start..start + len`, checked against a cache of `slots` slots.
-    fn slots(&self, op: &'static str, slots: usize, start: usize, len: usize) -> Result<Vec<usize>> {
-        let bs = self.block_size;
-        (start..start + len)
-            .map(|p| {
-                let block = *self.blocks.get(p / bs).ok_or_else(|| {
-                    KernelError::invalid(
-                        op,
-                        format!(
-                            "position {p} needs block {} but the table holds {}",
-                            p / bs,
-                            self.blocks.len()
-                        ),
-                    )
-                })?;
-                let slot = block * bs + p % bs;
-                if slot >= slots {
-                    return Err(KernelError::invalid(
-                        op,
-                        format!("block {block} is outside a cache of {slots} slots"),
-                    ));
-                }
-                Ok(slot)
-            })
-            .collect()
+    /// Checks, in O(1) (it runs for every layer of every step), that positions `0..end` have blocks and that every
+    /// block lies inside a cache of `slots` slots.
+    fn check(&self, op: &'static str, slots: usize, end: usize) -> Result<()> {
+        let needed = end.div_ceil(self.block_size);
+        if needed > self.blocks.len() {
+            return Err(KernelError::invalid(
+                op,
+                format!(
+                    "position {} needs block {} but the table holds {}",
+                    end - 1,
+                    needed - 1,
+                    self.blocks.len()
+                ),
+            ));
+        }
+        match self.max_block {
+            Some(block) if (block + 1) * self.block_size > slots => Err(KernelError::invalid(
+                op,
+                format!("block {block} is outside a cache of {slots} slots"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The cache slot of position `p` (checked beforehand).
+    fn slot(&self, p: usize) -> usize {
+        self.blocks[p / self.block_size] * self.block_size + p % self.block_size
     }
 }
 
@@ -95,13 +99,13 @@ pub fn paged_write(cache: &mut Tensor, rows: &Tensor, table: &BlockTable, start:
         ));
     }
     let (t, slots) = (rows.shape()[0], cache.shape()[0]);
-    let slots_written = table.slots(OP, slots, start, t)?;
+    table.check(OP, slots, start + t)?;
     match same_device(OP, &[rows, &table.on_device, cache])? {
         Device::Cpu => {
             let row_bytes = rows.size_in_bytes() / t.max(1);
             let src = rows.cpu_bytes()?;
             let dst = cache.cpu_bytes_mut()?;
-            for (i, slot) in slots_written.into_iter().enumerate() {
+            for (i, slot) in (start..start + t).map(|p| table.slot(p)).enumerate() {
                 dst[slot * row_bytes..(slot + 1) * row_bytes]
                     .copy_from_slice(&src[i * row_bytes..(i + 1) * row_bytes]);
             }
@@ -146,14 +150,14 @@ pub fn paged_attention(
         ));
     }
     let keys = query_offset + t;
-    let key_slots = table.slots(OP, slots, 0, keys)?;
+    table.check(OP, slots, keys)?;
     match same_device(OP, &[q, k, v, &table.on_device])? {
         Device::Cpu => {
             let row = hkv * d;
             let gather = |cache: &Tensor| -> Result<Tensor> {
                 let values = f32_values(cache)?;
                 let mut out = Vec::with_capacity(keys * row);
-                for &slot in &key_slots {
+                for slot in (0..keys).map(|p| table.slot(p)) {
                     out.extend_from_slice(&values[slot * row..(slot + 1) * row]);
                 }
                 from_f32(out, q.dtype(), &[1, keys, hkv, d])

@@ -86,7 +86,8 @@ pub fn repetition_penalty(logits: &Tensor, context: &[u32], penalty: f32) -> Res
     }
 }
 
-/// Checks `logits[b, v]` and picks one token per row with `choose(row_index, row)` → i32 `[b]`.
+/// The CPU reference of the per-row choices: checks host `logits[b, v]` and picks one token per row with
+/// `choose(row_index, row)` → i32 `[b]` (device logits are dispatched to their kernels before this).
 fn choose_per_row(
     op: &'static str,
     logits: &Tensor,
@@ -94,19 +95,13 @@ fn choose_per_row(
 ) -> Result<Tensor> {
     float_dtype(op, logits)?;
     rank(op, "logits", logits, 2)?;
-    match logits.device() {
-        Device::Cpu => {
-            let v = logits.shape()[1];
-            let values = f32_values(logits)?;
-            let ids = values
-                .chunks(v.max(1))
-                .enumerate()
-                .map(|(r, row)| choose(r, row) as i32)
-                .collect::<Vec<_>>();
-            tensor_of(ids, &[logits.shape()[0]])
-        }
-        device => Err(KernelError::unsupported(op, device)),
-    }
+    let v = logits.shape()[1];
+    let ids = f32_values(logits)?
+        .chunks(v.max(1))
+        .enumerate()
+        .map(|(r, row)| choose(r, row) as i32)
+        .collect::<Vec<_>>();
+    tensor_of(ids, &[logits.shape()[0]])
 }
 
 fn argmax_row(row: &[f32]) -> usize {

@@ -303,15 +303,14 @@ impl Tensor {
         }
     }
 
-    /// This tensor's device memory for writing in place (by a kernel), with its device; fails for a host tensor or
-    /// when another tensor shares the storage.
-    pub fn cuda_view_mut(&mut self) -> Result<(CudaViewMut<'_, u8>, Arc<CudaDevice>)> {
+    /// This tensor's device memory for writing in place (by a kernel); fails for a host tensor or when another
+    /// tensor shares the storage.
+    pub fn cuda_view_mut(&mut self) -> Result<CudaViewMut<'_, u8>> {
         let range = self.offset..self.offset + self.size_in_bytes();
         match &mut self.storage {
             Storage::Cuda(buffer) => {
                 let buffer = Arc::get_mut(buffer).ok_or_else(|| shared("cuda_view_mut"))?;
-                let device = buffer.device.clone();
-                Ok((buffer.slice.slice_mut(range), device))
+                Ok(buffer.slice.slice_mut(range))
             }
             Storage::Cpu(_) => Err(TensorError::Device {
                 op: "cuda_view_mut",

@@ -189,7 +189,7 @@ pub(crate) fn paged_write(
     let scalars = [t, width, start, block_size, slots].map(|v| Scalar::I64(v as i64));
     let n = t * width;
     let grid = if n == 0 { 0 } else { grid_for(n) };
-    let (mut view, _) = cache.cuda_view_mut()?;
+    let mut view = cache.cuda_view_mut()?;
     run(
         OP,
         "layout",
