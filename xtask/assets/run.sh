@@ -99,8 +99,17 @@ PY
     echo "(PyTorch with CUDA not available: no PyTorch rows)"
   fi
 
-  echo "== benchmark: one Qwen2-72B layer and one InternViT-6B layer at real dimensions (random bf16 weights)"
-  "$HERE/bin/layers-bench" 2>&1 || { echo "VERDICT layers-bench FAIL"; status=1; }
+  echo "== benchmark: Qwen2-72B and InternViT-6B layers and attention at real dimensions (random bf16 weights)"
+  "$HERE/bin/layers-bench" --json "$OUT/layers.jsonl" 2>&1 || { echo "VERDICT layers-bench FAIL"; status=1; }
+  if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
+    echo "== the same cases in PyTorch (eager; torch.compile within a time budget)"
+    "$HERE/bin/layers-bench" --list-cases | python3 "$HERE/torch_layers.py" --json "$OUT/torch-layers.jsonl" 2>&1 \
+      || echo "(torch_layers.py failed: PyTorch columns stay empty)"
+  fi
+  echo "== ours vs PyTorch vs roofline; the Hopper goals (written to OUT/gpu-results.json)"
+  gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
+  python3 "$HERE/bench_report.py" "$OUT/layers.jsonl" "$OUT/torch-layers.jsonl" --gpu "${gpu:-unknown}" \
+    --out "$OUT/gpu-results.json" 2>&1 || echo "(bench_report.py failed)"
   return $status
 }
 

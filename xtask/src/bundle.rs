@@ -9,7 +9,12 @@ use anyhow::{bail, Context, Result};
 use crate::run::{cargo, cargo_executables, step};
 
 const RUN_SH: &str = include_str!("../assets/run.sh");
-const TORCH_MATMUL: &str = include_str!("../assets/torch_matmul.py");
+/// Python helpers the bundle carries: PyTorch timings on the benchmarks' shapes, and the report that joins them.
+const SCRIPTS: [(&str, &str); 3] = [
+    ("torch_matmul.py", include_str!("../assets/torch_matmul.py")),
+    ("torch_layers.py", include_str!("../assets/torch_layers.py")),
+    ("bench_report.py", include_str!("../assets/bench_report.py")),
+];
 /// The bundle must travel to the GPU machine in one 64 MiB transfer.
 const SIZE_LIMIT: u64 = 64 << 20;
 
@@ -58,7 +63,9 @@ pub fn build(root: &Path, out: &Path) -> Result<()> {
     install(&root.join("target/release/nvlm"), &staging.join("bin/nvlm"))?;
 
     write_executable(&staging.join("run.sh"), RUN_SH)?;
-    std::fs::write(staging.join("torch_matmul.py"), TORCH_MATMUL)?;
+    for (name, text) in SCRIPTS {
+        std::fs::write(staging.join(name), text)?;
+    }
     // The picture the demo-model check asks about (the README's example).
     std::fs::copy(root.join("assets/shapes.png"), staging.join("shapes.png"))
         .context("copying assets/shapes.png")?;

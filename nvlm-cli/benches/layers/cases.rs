@@ -1,0 +1,129 @@
+//! The benchmark's cases, in the order they run. PyTorch is timed on exactly these (`--list-cases`).
+
+use serde_json::{json, Value};
+
+/// NVLM-D-72B's LLM: hidden size, query heads, KV heads, head dim, MLP width.
+pub const LLM: (usize, usize, usize, usize, usize) = (8192, 64, 8, 128, 29568);
+/// InternViT-6B: hidden size, real heads, dummy heads (the HF layout pads 25 to 32), head dim, MLP width, tokens
+/// per tile (1,024 patches and the class token).
+pub const VIT: (usize, usize, usize, usize, usize, usize) = (3200, 25, 7, 128, 12800, 1025);
+/// The image prompt the prefill and decode cases use: 7 tiles of 256 tokens and their text.
+pub const PROMPT: usize = 1852;
+
+/// What a case measures.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// Device-to-device copy of `bytes`: the measured bandwidth, the ceiling of every memory-bound case.
+    Copy { bytes: usize },
+    /// One LLM layer over a prompt of `tokens`.
+    LlmPrefill { tokens: usize },
+    /// One LLM decode step for `batch` sequences of `context` cached tokens each.
+    LlmDecode { batch: usize, context: usize },
+    /// One InternViT layer on `tiles` tiles (and the tower with the projector, extrapolated).
+    VitTiles { tiles: usize },
+    /// Attention alone, `[batch, queries, heads, head_dim]` queries over `keys` keys with `kv_heads` KV heads.
+    Attention {
+        batch: usize,
+        queries: usize,
+        keys: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        causal: bool,
+    },
+}
+
+/// One benchmark case: a stable name (the key that joins our figures with PyTorch's) and what it measures.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// Stable name, e.g. `llm-decode-b8`.
+    pub name: String,
+    /// What it measures.
+    pub kind: Kind,
+}
+
+impl Case {
+    /// The case as one JSON object: `name`, `kind` and the kind's sizes (what `torch_layers.py` reads).
+    pub fn to_json(&self) -> Value {
+        let (hidden, heads, kv_heads, head_dim, ffn) = LLM;
+        let (vit_hidden, vit_heads, vit_dummy, vit_head_dim, vit_ffn, vit_tokens) = VIT;
+        let llm =
+            json!({"hidden": hidden, "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim, "ffn": ffn});
+        match self.kind {
+            Kind::Copy { bytes } => json!({"name": self.name, "kind": "copy", "bytes": bytes}),
+            Kind::LlmPrefill { tokens } => {
+                json!({"name": self.name, "kind": "llm_prefill", "tokens": tokens, "model": llm})
+            }
+            Kind::LlmDecode { batch, context } => json!({"name": self.name, "kind": "llm_decode",
+                "batch": batch, "context": context, "model": llm}),
+            Kind::VitTiles { tiles } => json!({"name": self.name, "kind": "vit_layer", "tiles": tiles,
+                "model": {"hidden": vit_hidden, "heads": vit_heads, "dummy_heads": vit_dummy,
+                          "head_dim": vit_head_dim, "ffn": vit_ffn, "tokens": vit_tokens}}),
+            Kind::Attention {
+                batch,
+                queries,
+                keys,
+                heads,
+                kv_heads,
+                head_dim,
+                causal,
+            } => json!({
+                "name": self.name, "kind": "attention", "batch": batch, "queries": queries, "keys": keys,
+                "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim, "causal": causal}),
+        }
+    }
+}
+
+/// Every case, in running order (the LLM's layers are freed before the ViT's are made).
+pub fn cases() -> Vec<Case> {
+    let (_, heads, kv_heads, head_dim, _) = LLM;
+    let (_, vit_heads, _, vit_head_dim, _, vit_tokens) = VIT;
+    let mut out = vec![
+        case("copy-1gib", Kind::Copy { bytes: 1 << 30 }),
+        case("llm-layer-prefill-1852", Kind::LlmPrefill { tokens: PROMPT }),
+    ];
+    for batch in [1, 8, 32] {
+        out.push(case(
+            &format!("llm-layer-decode-b{batch}"),
+            Kind::LlmDecode {
+                batch,
+                context: PROMPT,
+            },
+        ));
+    }
+    out.push(case(
+        "attention-vit-7x1025-bidirectional",
+        Kind::Attention {
+            batch: 7,
+            queries: vit_tokens,
+            keys: vit_tokens,
+            heads: vit_heads,
+            kv_heads: vit_heads,
+            head_dim: vit_head_dim,
+            causal: false,
+        },
+    ));
+    for (label, tokens) in [("2k", 2048), ("8k", 8192), ("32k", 32768)] {
+        out.push(case(
+            &format!("attention-llm-causal-{label}"),
+            Kind::Attention {
+                batch: 1,
+                queries: tokens,
+                keys: tokens,
+                heads,
+                kv_heads,
+                head_dim,
+                causal: true,
+            },
+        ));
+    }
+    out.push(case("vit-layer-7-tiles", Kind::VitTiles { tiles: 7 }));
+    out
+}
+
+fn case(name: &str, kind: Kind) -> Case {
+    Case {
+        name: name.to_string(),
+        kind,
+    }
+}

@@ -1,0 +1,192 @@
+//! One Qwen2-72B decoder layer at real dimensions: prefill and batched decode, per layer (two-layer model minus
+//! one-layer model) and extrapolated to 80 layers.
+
+use std::time::Instant;
+
+use nvlm_qwen2::{Qwen2Config, Qwen2Model};
+use nvlm_tensor::{Device, MemoryWeights};
+
+use crate::cases::{Case, LLM};
+use crate::report::{Report, Row};
+use crate::sync;
+use crate::weights::{put, random_tensor};
+
+/// The LM head and embedding are not part of a layer: a small vocabulary keeps them out of the figures.
+const VOCAB: usize = 2048;
+/// Timed decode steps (after as many warm-up steps).
+const DECODE_STEPS: usize = 20;
+const LAYERS: usize = 80;
+
+/// The one- and two-layer models.
+pub struct LlmBench {
+    device: Device,
+    models: [Qwen2Model; 2],
+}
+
+fn config(layers: usize) -> anyhow::Result<Qwen2Config> {
+    let (hidden, heads, kv_heads, _, ffn) = LLM;
+    let json = serde_json::json!({"llm_config": {
+        "architectures": ["Qwen2ForCausalLM"], "hidden_size": hidden, "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads, "num_hidden_layers": layers, "intermediate_size": ffn, "vocab_size": VOCAB,
+        "rms_norm_eps": 1e-6, "rope_theta": 1e6, "max_position_embeddings": 32768, "tie_word_embeddings": false,
+    }});
+    Ok(Qwen2Config::from_json(&json, false)?)
+}
+
+/// Bytes of one layer's weights in bf16.
+fn layer_bytes() -> f64 {
+    let (h, heads, kv_heads, d, ffn) = LLM;
+    let (q, kv) = (heads * d, kv_heads * d);
+    2.0 * (h * q + 2 * kv * h + q * h + 3 * ffn * h) as f64
+}
+
+impl LlmBench {
+    /// Two layers of random weights; models of one and of two layers over them.
+    pub fn new(device: Device) -> anyhow::Result<LlmBench> {
+        let (h, heads, kv_heads, d, ffn) = LLM;
+        let (q, kv) = (heads * d, kv_heads * d);
+        let mut w = MemoryWeights::new();
+        let p = "language_model.";
+        put(
+            &mut w,
+            &format!("{p}model.embed_tokens.weight"),
+            &[VOCAB, h],
+            1,
+            0.0,
+        )?;
+        put(&mut w, &format!("{p}lm_head.weight"), &[VOCAB, h], 2, 0.0)?;
+        put(&mut w, &format!("{p}model.norm.weight"), &[h], 3, 1.0)?;
+        for l in 0..2 {
+            let prefix = format!("{p}model.layers.{l}.");
+            for (i, (name, shape, offset)) in [
+                ("input_layernorm.weight", vec![h], 1.0),
+                ("post_attention_layernorm.weight", vec![h], 1.0),
+                ("self_attn.q_proj.weight", vec![q, h], 0.0),
+                ("self_attn.q_proj.bias", vec![q], 0.0),
+                ("self_attn.k_proj.weight", vec![kv, h], 0.0),
+                ("self_attn.k_proj.bias", vec![kv], 0.0),
+                ("self_attn.v_proj.weight", vec![kv, h], 0.0),
+                ("self_attn.v_proj.bias", vec![kv], 0.0),
+                ("self_attn.o_proj.weight", vec![h, q], 0.0),
+                ("mlp.gate_proj.weight", vec![ffn, h], 0.0),
+                ("mlp.up_proj.weight", vec![ffn, h], 0.0),
+                ("mlp.down_proj.weight", vec![h, ffn], 0.0),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                put(
+                    &mut w,
+                    &format!("{prefix}{name}"),
+                    &shape,
+                    100 * (l as u64 + 1) + i as u64,
+                    offset,
+                )?;
+            }
+        }
+        let models = [
+            Qwen2Model::load(&w, p, &config(1)?, device)?,
+            Qwen2Model::load(&w, p, &config(2)?, device)?,
+        ];
+        Ok(LlmBench { device, models })
+    }
+
+    /// Prefill of `tokens` random embeddings: a round to warm up (kernel compilation, GEMM heuristics, the memory
+    /// pool), then a timed one, for each model.
+    pub fn prefill(&self, case: &Case, tokens: usize, report: &mut Report) -> anyhow::Result<()> {
+        let (h, heads, _, d, _) = LLM;
+        let embeds = random_tensor(7, &[tokens, h], self.device)?;
+        let mut ms = [0.0; 2];
+        for (i, model) in self.models.iter().enumerate() {
+            for round in 0..2 {
+                let mut cache = model.new_cache(tokens)?;
+                let seq = cache.add_sequence()?;
+                sync(self.device)?;
+                let start = Instant::now();
+                model.forward(&embeds, &mut cache, seq)?;
+                sync(self.device)?;
+                if round == 1 {
+                    ms[i] = start.elapsed().as_secs_f64() * 1e3;
+                }
+            }
+        }
+        let layer = ms[1] - ms[0];
+        let t = tokens as f64;
+        // Projections (2 FLOPs per weight per token) and causal attention (half of 4·T²·d per head).
+        let flops = layer_bytes() * t + 2.0 * t * t * (heads * d) as f64;
+        let roofline = Report::compute_roofline_ms(flops);
+        let shape = format!("{tokens} tokens, hidden {h}, GQA {heads}/{}", LLM.2);
+        report.add(Row {
+            name: case.name.clone(),
+            shape: shape.clone(),
+            ms: layer,
+            roofline_ms: Some(roofline),
+            basis: format!("{:.1} TFLOP / bf16 peak", flops / 1e12),
+        });
+        report.add(Row {
+            name: format!("llm-{LAYERS}-layers-prefill-{tokens}-extrapolated"),
+            shape,
+            ms: ms[0] + (LAYERS - 1) as f64 * layer,
+            roofline_ms: Some(LAYERS as f64 * roofline),
+            basis: "TP 1".into(),
+        });
+        Ok(())
+    }
+
+    /// Decode steps of `batch` sequences, each with `context` cached tokens, through `decode_batch`.
+    pub fn decode(
+        &self,
+        case: &Case,
+        batch: usize,
+        context: usize,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let (h, _, kv_heads, d, _) = LLM;
+        let prompt = random_tensor(8, &[context, h], self.device)?;
+        let tokens: Vec<u32> = (0..batch as u32).map(|i| (i * 37) % VOCAB as u32).collect();
+        let mut ms = [0.0; 2];
+        for (i, model) in self.models.iter().enumerate() {
+            let mut cache = model.new_cache(batch * (context + 2 * DECODE_STEPS))?;
+            let mut seqs = Vec::with_capacity(batch);
+            for _ in 0..batch {
+                let seq = cache.add_sequence()?;
+                model.forward(&prompt, &mut cache, seq)?;
+                seqs.push(seq);
+            }
+            for _ in 0..DECODE_STEPS {
+                model.decode_batch(&tokens, &mut cache, &seqs)?;
+            }
+            sync(self.device)?;
+            let start = Instant::now();
+            for _ in 0..DECODE_STEPS {
+                model.decode_batch(&tokens, &mut cache, &seqs)?;
+            }
+            sync(self.device)?;
+            ms[i] = start.elapsed().as_secs_f64() * 1e3 / DECODE_STEPS as f64;
+        }
+        let layer = ms[1] - ms[0];
+        // Every weight once, and every cached key and value of every sequence.
+        let kv_bytes = (batch * (context + DECODE_STEPS) * kv_heads * d * 2 * 2) as f64;
+        let bytes = layer_bytes() + kv_bytes;
+        let roofline = report.memory_roofline_ms(bytes);
+        let shape = format!("batch {batch}, context {context}, hidden {h}");
+        report.add(Row {
+            name: case.name.clone(),
+            shape: shape.clone(),
+            ms: layer,
+            roofline_ms: Some(roofline),
+            basis: format!("{:.2} GB weights + KV / copy bandwidth", bytes / 1e9),
+        });
+        report.add(Row {
+            name: format!("llm-{LAYERS}-layers-decode-b{batch}-extrapolated"),
+            shape,
+            ms: ms[0] + (LAYERS - 1) as f64 * layer,
+            roofline_ms: Some(LAYERS as f64 * roofline),
+            basis: format!(
+                "TP 1; {:.0} tokens/s",
+                1e3 * batch as f64 / (ms[0] + (LAYERS - 1) as f64 * layer)
+            ),
+        });
+        Ok(())
+    }
+}

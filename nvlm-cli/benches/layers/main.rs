@@ -1,0 +1,77 @@
+//! Layer benchmark (plain harness): NVLM-D's layers at their real dimensions, random bf16 weights, on the GPU, each
+//! case beside its roofline (the bytes it must move over the measured copy bandwidth, or its FLOPs over the bf16
+//! matrix peak):
+//! - one Qwen2-72B decoder layer: prefill of a 1,852-token image prompt; decode steps at batch 1, 8 and 32 over a
+//!   1,852-token cache (the weight-bytes roofline);
+//! - one InternViT-6B layer on 7 tiles (and the 45-layer tower with the projector, extrapolated);
+//! - attention alone: the ViT's bidirectional 1,025 tokens x 25 heads on 7 tiles, the LLM's causal GQA 64/8 at
+//!   2k, 8k and 32k tokens.
+//!
+//! A model is timed with one and with two layers; the difference is the cost of a layer and the full model is
+//! extrapolated from it (80 LLM layers, 45 ViT layers, TP 1). `--list-cases` prints every case as a JSON line (the GPU
+//! bundle's `torch_layers.py` times PyTorch on exactly those); `--json PATH` also writes the results as JSON lines.
+//! Without a GPU it says so and exits 0 (the CPU reference at these sizes would take hours). Run with
+//! `cargo xtask bench`; the GPU bundle runs it too.
+
+mod attention;
+mod cases;
+mod llm;
+mod report;
+mod vit;
+mod weights;
+
+use nvlm_tensor::{cuda_available, CudaDevice, Device};
+
+use cases::{cases, Kind};
+use report::Report;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list-cases") {
+        for case in cases() {
+            println!("{}", case.to_json());
+        }
+        return Ok(());
+    }
+    let json = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .map(std::path::PathBuf::from);
+    if !cuda_available() {
+        println!("layers bench: no CUDA device here, skipped (it runs in the GPU bundle)");
+        return Ok(());
+    }
+    let device = Device::cuda(0)?;
+    let mut report = Report::new(json);
+    let mut llm_bench = None;
+    let mut vit_bench = None;
+    for case in cases() {
+        match case.kind {
+            Kind::Copy { bytes } => report.set_bandwidth(attention::copy_bandwidth(device, bytes)?),
+            Kind::LlmPrefill { tokens } => {
+                let bench = llm_bench.get_or_insert(llm::LlmBench::new(device)?);
+                bench.prefill(&case, tokens, &mut report)?;
+            }
+            Kind::LlmDecode { batch, context } => {
+                let bench = llm_bench.get_or_insert(llm::LlmBench::new(device)?);
+                bench.decode(&case, batch, context, &mut report)?;
+            }
+            Kind::VitTiles { tiles } => {
+                llm_bench = None; // frees the LLM layers' memory
+                let bench = vit_bench.get_or_insert(vit::VitBench::new(device, tiles)?);
+                bench.run(&case, &mut report)?;
+            }
+            Kind::Attention { .. } => attention::run(device, &case, &mut report)?,
+        }
+    }
+    report.finish()
+}
+
+/// Waits for the GPU's work so far (timings bracket complete work).
+pub fn sync(device: Device) -> anyhow::Result<()> {
+    if let Device::Cuda(ordinal) = device {
+        CudaDevice::get(ordinal)?.synchronize()?;
+    }
+    Ok(())
+}
