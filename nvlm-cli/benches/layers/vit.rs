@@ -9,7 +9,7 @@ use nvlm_vit::{VisionConfig, VisionTower};
 use crate::cases::{Case, LLM, VIT};
 use crate::report::{Report, Row};
 use crate::sync;
-use crate::weights::{put, random_tensor};
+use crate::weights::{put, put_zeroed, random_tensor};
 
 const LAYERS: usize = 45;
 const PROJECTOR_HIDDEN: usize = 29568;
@@ -38,7 +38,7 @@ fn config(layers: usize) -> VisionConfig {
 }
 
 impl VitBench {
-    /// Two layers of random weights (the HF layout, dummy heads included), the projector, `tiles` random tiles.
+    /// Two layers of random weights (the HF layout, zero dummy heads), the projector, `tiles` random tiles.
     pub fn new(device: Device, tiles: usize) -> anyhow::Result<VitBench> {
         let (c, heads, dummy, d, inter, tokens) = VIT;
         let padded = (heads + dummy) * d;
@@ -80,13 +80,17 @@ impl VitBench {
             .into_iter()
             .enumerate()
             {
-                put(
-                    &mut w,
-                    &format!("{p}.{name}"),
-                    &shape,
-                    100 * (l as u64 + 1) + i as u64,
-                    offset,
-                )?;
+                // As in the real checkpoint, the dummy heads are zero: their q/k/v rows, norm entries and the
+                // projection's input columns (so the tower slices them away, as it does for NVLM-D).
+                let real = heads * d;
+                let dummy = |i: usize| match name {
+                    "attn.qkv.weight" => (i / c) % padded >= real,
+                    "attn.q_norm.weight" | "attn.k_norm.weight" => i >= real,
+                    "attn.proj.weight" => i % padded >= real,
+                    _ => false,
+                };
+                let seed = 100 * (l as u64 + 1) + i as u64;
+                put_zeroed(&mut w, &format!("{p}.{name}"), &shape, seed, offset, dummy)?;
             }
         }
         let llm_hidden = LLM.0;
@@ -117,7 +121,6 @@ impl VitBench {
     /// Times each tower (a warm-up pass, then a timed one) and reports the layer and the extrapolated tower.
     pub fn run(&self, case: &Case, report: &mut Report) -> anyhow::Result<()> {
         let (c, heads, dummy, d, inter, tokens) = VIT;
-        let padded = (heads + dummy) * d;
         let mut ms = [0.0; 2];
         for (i, tower) in self.towers.iter().enumerate() {
             for round in 0..2 {
@@ -146,10 +149,7 @@ impl VitBench {
             shape: shape.clone(),
             ms: layer,
             roofline_ms: Some(roofline),
-            basis: format!(
-                "{:.1} TFLOP (real heads) / bf16 peak; {padded} padded channels",
-                flops / 1e12
-            ),
+            basis: format!("{:.1} TFLOP (real heads) / bf16 peak", flops / 1e12),
         });
         report.add(Row {
             name: format!("vit-{LAYERS}-layers-projector-{}-tiles-extrapolated", self.tiles),

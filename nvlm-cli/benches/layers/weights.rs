@@ -12,10 +12,29 @@ pub fn put(
     seed: u64,
     offset: f32,
 ) -> anyhow::Result<()> {
+    put_zeroed(weights, name, shape, seed, offset, |_| false)
+}
+
+/// [`put`], with the elements whose flat index `zero` accepts set to 0 (the dummy heads of the HF ViT layout).
+pub fn put_zeroed(
+    weights: &mut MemoryWeights,
+    name: &str,
+    shape: &[usize],
+    seed: u64,
+    offset: f32,
+    zero: impl Fn(usize) -> bool,
+) -> anyhow::Result<()> {
     let n: usize = shape.iter().product();
     let values: Vec<bf16> = random_values(seed, n)
         .into_iter()
-        .map(|v| bf16::from_f32(offset + 0.02 * v))
+        .enumerate()
+        .map(|(i, v)| {
+            if zero(i) {
+                bf16::ZERO
+            } else {
+                bf16::from_f32(offset + 0.02 * v)
+            }
+        })
         .collect();
     weights.insert(name, shape, &values)?;
     Ok(())
