@@ -11,9 +11,10 @@ template <typename T> __device__ void mul_range(const T* a, const T* b, T* y, lo
 template <typename T> __device__ void scale_range(const T* x, T* y, long n, float s) {
     GRID_STRIDE(n) y[i] = from_f32<T>(to_f32(x[i]) * s);
 }
-// y[r, c] = x[r, c] * v[c] (LayerScale); v has the activation type.
-template <typename T> __device__ void scale_channels_range(const T* x, const T* v, T* y, long n, int width) {
-    GRID_STRIDE(n) y[i] = from_f32<T>(to_f32(x[i]) * to_f32(v[i % width]));
+// y[r, c] = residual[r, c] + x[r, c] * v[c] (LayerScale and the residual in one pass); v has the activation type.
+template <typename T>
+__device__ void add_scaled_channels_range(const T* residual, const T* x, const T* v, T* y, long n, int width) {
+    GRID_STRIDE(n) y[i] = from_f32<T>(to_f32(residual[i]) + to_f32(x[i]) * to_f32(v[i % width]));
 }
 // Exact GELU: 0.5 x (1 + erf(x / sqrt(2))).
 template <typename T> __device__ void gelu_range(const T* x, T* y, long n) {
@@ -32,12 +33,13 @@ BINARY(mul, __nv_bfloat16, bf16)
 
 extern "C" __global__ void scale_f32(const float* x, float* y, long n, float s) { scale_range(x, y, n, s); }
 extern "C" __global__ void scale_bf16(const __nv_bfloat16* x, __nv_bfloat16* y, long n, float s) { scale_range(x, y, n, s); }
-extern "C" __global__ void scale_channels_f32(const float* x, const float* v, float* y, long n, int width) {
-    scale_channels_range(x, v, y, n, width);
+extern "C" __global__ void add_scaled_channels_f32(const float* residual, const float* x, const float* v, float* y,
+                                                   long n, int width) {
+    add_scaled_channels_range(residual, x, v, y, n, width);
 }
-extern "C" __global__ void scale_channels_bf16(const __nv_bfloat16* x, const __nv_bfloat16* v, __nv_bfloat16* y, long n,
-                                               int width) {
-    scale_channels_range(x, v, y, n, width);
+extern "C" __global__ void add_scaled_channels_bf16(const __nv_bfloat16* residual, const __nv_bfloat16* x,
+                                                    const __nv_bfloat16* v, __nv_bfloat16* y, long n, int width) {
+    add_scaled_channels_range(residual, x, v, y, n, width);
 }
 extern "C" __global__ void gelu_f32(const float* x, float* y, long n) { gelu_range(x, y, n); }
 extern "C" __global__ void gelu_bf16(const __nv_bfloat16* x, __nv_bfloat16* y, long n) { gelu_range(x, y, n); }

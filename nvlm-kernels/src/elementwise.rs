@@ -43,23 +43,25 @@ pub fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
     }
 }
 
-/// `x[..., d] · v[d]`: every row scaled channel-wise (InternViT's LayerScale), in `x`'s dtype.
-pub fn scale_channels(x: &Tensor, v: &Tensor) -> Result<Tensor> {
-    const OP: &str = "scale_channels";
+/// `residual + x[..., d] · v[d]`: InternViT's LayerScale and residual add in one pass (one rounding), in `x`'s dtype.
+pub fn add_scaled_channels(residual: &Tensor, x: &Tensor, v: &Tensor) -> Result<Tensor> {
+    const OP: &str = "add_scaled_channels";
     let dtype = float_dtype(OP, x)?;
     let d = x.last_dim();
     vector(OP, "scale", v, d)?;
-    match same_device(OP, &[x, v])? {
+    residual.expect_shape(OP, "residual", x.shape())?;
+    match same_device(OP, &[residual, x, v])? {
         Device::Cpu => {
             let vv = f32_values(v)?;
-            let y = f32_values(x)?
+            let y = f32_values(residual)?
                 .iter()
+                .zip(f32_values(x)?.iter())
                 .enumerate()
-                .map(|(i, &a)| a * vv[i % d])
+                .map(|(i, (&r, &a))| r + a * vv[i % d])
                 .collect();
             from_f32(y, dtype, x.shape())
         }
-        Device::Cuda(_) => crate::cuda::elementwise::scale_channels(x, v),
+        Device::Cuda(_) => crate::cuda::elementwise::add_scaled_channels(residual, x, v),
     }
 }
 

@@ -4,9 +4,9 @@
 use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{
-    add, add_rms_norm, argmax, attention, batched_matmul, cast, concat, embedding, gelu, layer_norm, matmul,
-    mul, paged_attention, paged_write, pixel_shuffle, repetition_penalty, rms_norm, rms_norm_partial_stats,
-    rms_norm_with_sum_squares, rotary_embedding, row_sum_squares, sample, scale, scale_channels,
+    add, add_rms_norm, add_scaled_channels, argmax, attention, batched_matmul, cast, concat, embedding, gelu,
+    layer_norm, matmul, mul, paged_attention, paged_write, pixel_shuffle, repetition_penalty, rms_norm,
+    rms_norm_partial_stats, rms_norm_with_sum_squares, rotary_embedding, row_sum_squares, sample, scale,
     scatter_rows, silu_mul, softmax, split, transpose_last2, unfold_patches, uniform, AttentionMask,
     BlockTable, Result, SamplingParams,
 };
@@ -253,11 +253,11 @@ pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
         )?,
         check_with(
             device,
-            "scale_ch",
-            "[7,3200]x[3200] bf16".into(),
-            &[x.clone(), v.clone()],
+            "add_scale_ch",
+            "[7,3200]+[7,3200]x[3200] bf16".into(),
+            &[y.clone(), x.clone(), v.clone()],
             BF16_TOL,
-            |t| scale_channels(&t[0], &t[1]),
+            |t| add_scaled_channels(&t[0], &t[1], &t[2]),
         )?,
         check_with(
             device,

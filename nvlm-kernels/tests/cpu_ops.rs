@@ -596,7 +596,12 @@ fn elementwise_ops_match_f64() {
     let sum: Vec<f64> = av.iter().zip(&bv).map(|(x, y)| x + y).collect();
     let prod: Vec<f64> = av.iter().zip(&bv).map(|(x, y)| x * y).collect();
     let scaled: Vec<f64> = av.iter().map(|x| x * 0.375).collect();
-    let channels: Vec<f64> = av.iter().enumerate().map(|(i, x)| x * sv[i % 5]).collect();
+    let channels: Vec<f64> = av
+        .iter()
+        .zip(&bv)
+        .enumerate()
+        .map(|(i, (x, y))| y + x * sv[i % 5])
+        .collect();
     assert_close(
         "add",
         &add(&a, &b).unwrap().to_f64_vec().unwrap(),
@@ -619,14 +624,15 @@ fn elementwise_ops_match_f64() {
         1e-6,
     );
     assert_close(
-        "scale_channels",
-        &scale_channels(&a, &s).unwrap().to_f64_vec().unwrap(),
+        "add_scaled_channels",
+        &add_scaled_channels(&b, &a, &s).unwrap().to_f64_vec().unwrap(),
         &channels,
         1e-7,
         1e-6,
     );
     assert!(add(&a, &s).is_err());
-    assert!(scale_channels(&a, &b).is_err());
+    assert!(add_scaled_channels(&b, &a, &b).is_err());
+    assert!(add_scaled_channels(&s, &a, &s).is_err());
     let half = cast(&a, DType::BF16).unwrap();
     assert_eq!(half.dtype(), DType::BF16);
     let rounded: Vec<f64> = av.iter().map(|&x| round_bf16(x)).collect();

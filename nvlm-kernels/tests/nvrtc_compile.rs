@@ -23,7 +23,7 @@ fn every_kernel_compiles_for_sm90a_without_spills() {
     let (major, minor) = nvrtc_version().unwrap();
     println!("NVRTC {major}.{minor}, target {ARCH}");
     println!(
-        "{:<12} {:<20} {:>9} {:>12} {:>11}",
+        "{:<12} {:<32} {:>9} {:>12} {:>11}",
         "source", "function", "registers", "spill-stores", "spill-loads"
     );
     let mut failures = Vec::new();
@@ -49,7 +49,7 @@ fn every_kernel_compiles_for_sm90a_without_spills() {
                 )),
                 Some(u) => {
                     println!(
-                        "{:<12} {:<20} {:>9} {:>12} {:>11}",
+                        "{:<12} {:<32} {:>9} {:>12} {:>11}",
                         kernel.name, u.function, u.registers, u.spill_stores, u.spill_loads
                     );
                     if u.spill_stores > 0 || u.spill_loads > 0 {

@@ -357,13 +357,13 @@ impl InternVit {
             &l.proj,
             Some(&l.proj_bias),
         )?)?;
-        let x = k::add(x, &k::scale_channels(&o, &l.ls1)?)?;
+        let x = k::add_scaled_channels(x, &o, &l.ls1)?;
 
         let h = k::rms_norm(&x, &l.norm2, eps)?;
         let m = k::gelu(&k::matmul(&h, &l.fc1, Some(&l.fc1_bias))?)?;
         let m = self.reduce(k::matmul(&m, &l.fc2, Some(&l.fc2_bias))?)?;
         debug_assert_eq!(m.shape(), [tiles, n, c]);
-        Ok(k::add(&x, &k::scale_channels(&m, &l.ls2)?)?)
+        Ok(k::add_scaled_channels(&x, &m, &l.ls2)?)
     }
 }
 

@@ -192,16 +192,17 @@ pub(crate) fn scale(x: &Tensor, s: f32) -> Result<Tensor> {
     )
 }
 
-/// `x[..., d] · v[d]`.
-pub(crate) fn scale_channels(x: &Tensor, v: &Tensor) -> Result<Tensor> {
-    const OP: &str = "scale_channels";
+/// `residual + x[..., d] · v[d]`.
+pub(crate) fn add_scaled_channels(residual: &Tensor, x: &Tensor, v: &Tensor) -> Result<Tensor> {
+    const OP: &str = "add_scaled_channels";
     crate::check::same_dtype(OP, v, x)?;
+    crate::check::same_dtype(OP, residual, x)?;
     let width = Scalar::I32(x.last_dim() as i32);
     elementwise(
         OP,
         "elementwise",
         &name(OP, OP, x.dtype())?,
-        &[x, v],
+        &[residual, x, v],
         x.dtype(),
         &[width],
     )
