@@ -43,6 +43,21 @@ __device__ void row_sum_squares_row(const T* __restrict__ x, float* __restrict__
     if (threadIdx.x == 0) out[blockIdx.x] = sum;
 }
 
+// InternViT's attention input in one pass: a row of the fused qkv projection [q | k | v] (each `width` wide) is split
+// into q, k and v, q and k RMSNormed with the mean square over their first `stat_channels` channels.
+template <typename T>
+__device__ void qkv_qk_norm_row(const T* __restrict__ qkv, const T* __restrict__ wq, const T* __restrict__ wk,
+                                T* __restrict__ q, T* __restrict__ k, T* __restrict__ v, int width, int stat_channels,
+                                float eps) {
+    const T* xr = qkv + (size_t)blockIdx.x * 3 * width;
+    const size_t row = (size_t)blockIdx.x * width;
+    const float inv_q = rsqrtf(row_squares(xr, 0, stat_channels) / (float)stat_channels + eps);
+    const float inv_k = rsqrtf(row_squares(xr, width, stat_channels) / (float)stat_channels + eps);
+    normalise_row(xr, wq, q + row, width, inv_q);
+    normalise_row(xr + width, wk, k + row, width, inv_k);
+    for (int i = threadIdx.x; i < width; i += blockDim.x) v[row + i] = xr[2 * width + i];
+}
+
 #define RMS_NORM_KERNELS(SUFFIX, T)                                                                                \
     extern "C" __global__ void rms_norm_##SUFFIX(const T* x, const T* w, T* y, int width, int stat_channels,      \
                                                  float eps) {                                                      \
@@ -54,6 +69,10 @@ __device__ void row_sum_squares_row(const T* __restrict__ x, float* __restrict__
     }                                                                                                              \
     extern "C" __global__ void row_sum_squares_##SUFFIX(const T* x, float* out, int width, int start, int len) {  \
         row_sum_squares_row(x, out, width, start, len);                                                            \
+    }                                                                                                              \
+    extern "C" __global__ void qkv_qk_norm_##SUFFIX(const T* qkv, const T* wq, const T* wk, T* q, T* k, T* v,      \
+                                                    int width, int stat_channels, float eps) {                     \
+        qkv_qk_norm_row(qkv, wq, wk, q, k, v, width, stat_channels, eps);                                          \
     }
 
 RMS_NORM_KERNELS(bf16, __nv_bfloat16)

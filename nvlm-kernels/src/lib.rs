@@ -29,7 +29,8 @@ pub use embedding::{embedding, scatter_rows};
 pub use error::{KernelError, Result};
 pub use matmul::{batched_matmul, matmul};
 pub use norm::{
-    add_rms_norm, layer_norm, rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, row_sum_squares,
+    add_rms_norm, layer_norm, qkv_qk_norm, rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares,
+    row_sum_squares,
 };
 pub use paged::{paged_attention, paged_write, BlockTable};
 pub use patch::{patch_embed, unfold_patches};

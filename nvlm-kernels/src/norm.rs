@@ -41,6 +41,60 @@ pub fn rms_norm_partial_stats(x: &Tensor, weight: &Tensor, eps: f32, stat_channe
     }
 }
 
+/// InternViT's attention inputs from the fused qkv projection in one pass: `qkv[..., 3·width]` split into `q`, `k`,
+/// `v` (each `[..., width]`), `q` and `k` RMSNormed like [`rms_norm_partial_stats`] (QK-norm over all heads, the mean
+/// square over the first `stat_channels` channels). Same results as `split` then two `rms_norm_partial_stats`.
+pub fn qkv_qk_norm(
+    qkv: &Tensor,
+    q_weight: &Tensor,
+    k_weight: &Tensor,
+    eps: f32,
+    stat_channels: usize,
+) -> Result<[Tensor; 3]> {
+    const OP: &str = "qkv_qk_norm";
+    let dtype = float_dtype(OP, qkv)?;
+    float_dtype(OP, q_weight)?;
+    float_dtype(OP, k_weight)?;
+    let width = q_weight.numel();
+    if qkv.rank() == 0 || qkv.last_dim() != 3 * width {
+        return Err(KernelError::shape(
+            OP,
+            format!("qkv {:?} is not [..., 3 x {width}]", qkv.shape()),
+        ));
+    }
+    vector(OP, "k weight", k_weight, width)?;
+    if stat_channels == 0 || stat_channels > width {
+        return Err(KernelError::invalid(
+            OP,
+            format!("statistics over {stat_channels} of {width} channels"),
+        ));
+    }
+    match same_device(OP, &[qkv, q_weight, k_weight])? {
+        Device::Cpu => {
+            let (wq, wk) = (f32_values(q_weight)?, f32_values(k_weight)?);
+            let x = f32_values(qkv)?;
+            let norm = |part: usize, w: &[f32]| {
+                map_rows(&x, 3 * width, width, |_, row, out| {
+                    let row = &row[part * width..(part + 1) * width];
+                    rms_row(row, w, eps, mean_square(&row[..stat_channels]), dtype, out)
+                })
+            };
+            let (q, k) = (norm(0, &wq), norm(1, &wk));
+            let v = map_rows(&x, 3 * width, width, |_, row, out| {
+                out.copy_from_slice(&row[2 * width..])
+            });
+            let mut shape = qkv.shape().to_vec();
+            *shape.last_mut().expect("rank >= 1") = width;
+            Ok([
+                from_f32(q, dtype, &shape)?,
+                from_f32(k, dtype, &shape)?,
+                from_f32(v, dtype, &shape)?,
+            ])
+        }
+        Device::Cuda(_) => crate::cuda::elementwise::qkv_qk_norm(qkv, q_weight, k_weight, eps, stat_channels),
+    }
+}
+
 fn sum_squares(values: &[f32]) -> f32 {
     values.iter().map(|v| v * v).sum()
 }

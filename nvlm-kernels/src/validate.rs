@@ -5,9 +5,9 @@ use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{
     add, add_rms_norm, add_scaled_channels, argmax, attention, batched_matmul, cast, concat, embedding, gelu,
-    layer_norm, matmul, mul, paged_attention, paged_write, pixel_shuffle, repetition_penalty, rms_norm,
-    rms_norm_partial_stats, rms_norm_with_sum_squares, rotary_embedding, row_sum_squares, sample, scale,
-    scatter_rows, silu_mul, softmax, split, transpose_last2, unfold_patches, uniform, AttentionMask,
+    layer_norm, matmul, mul, paged_attention, paged_write, pixel_shuffle, qkv_qk_norm, repetition_penalty,
+    rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, rotary_embedding, row_sum_squares, sample,
+    scale, scatter_rows, silu_mul, softmax, split, transpose_last2, unfold_patches, uniform, AttentionMask,
     BlockTable, Result, SamplingParams,
 };
 
@@ -399,6 +399,8 @@ pub fn check_qk_norm_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> 
     let w = random_tensor(seed + 1, &[4096], bf)?;
     let sums = random_tensor(seed + 2, &[9], DType::F32)?.to_f32_vec()?;
     let sums = Tensor::from_vec(sums.iter().map(|v| 3000.0 * (v + 1.5)).collect(), &[9])?;
+    let qkv = random_tensor(seed + 3, &[9, 3 * 4096], bf)?;
+    let wk = random_tensor(seed + 4, &[4096], bf)?;
     Ok(vec![
         check_with(
             device,
@@ -420,9 +422,20 @@ pub fn check_qk_norm_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> 
             device,
             "rms_given",
             "[9,4096] over 3200 bf16".into(),
-            &[x, w, sums],
+            &[x, w.clone(), sums],
             BF16_TOL,
             |t| rms_norm_with_sum_squares(&t[0], &t[1], 1e-6, &t[2], 3200),
+        )?,
+        check_with(
+            device,
+            "qkv_qk_norm",
+            "[9,3x4096] stats 3200 bf16 (q|k|v)".into(),
+            &[qkv, w, wk],
+            BF16_TOL,
+            |t| {
+                let [q, k, v] = qkv_qk_norm(&t[0], &t[1], &t[2], 1e-6, 3200)?;
+                concat(&[&q, &k, &v], 1)
+            },
         )?,
     ])
 }

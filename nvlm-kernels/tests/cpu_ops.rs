@@ -195,6 +195,27 @@ fn qk_norm_variance_over_real_channels_only() {
     );
     assert!(row_sum_squares(&halves[0], 10, 5).is_err());
     assert!(rms_norm_with_sum_squares(&halves[0], &w_halves[0], 1e-6, &sums[0], 0).is_err());
+
+    // The fused form: rows of [q | k | v], q and k normed (statistics over 20 of 28 channels), v copied.
+    let (qkv, qkv_v) = random(&mut r, &[3, 3 * 28], DType::F32);
+    let (wk, wk_v) = random(&mut r, &[28], DType::F32);
+    let part = |p: usize| -> Vec<f64> {
+        qkv_v
+            .chunks(3 * 28)
+            .flat_map(|row| row[p * 28..(p + 1) * 28].to_vec())
+            .collect()
+    };
+    let [q, k, v] = qkv_qk_norm(&qkv, &w, &wk, 1e-6, 20).unwrap();
+    for (name, got, want) in [
+        ("fused q", &q, rms_norm_ref(&part(0), &wv, 1e-6, 28, 20, |v| v)),
+        ("fused k", &k, rms_norm_ref(&part(1), &wk_v, 1e-6, 28, 20, |v| v)),
+        ("fused v", &v, part(2)),
+    ] {
+        assert_eq!(got.shape(), [3, 28]);
+        assert_close(name, &got.to_f64_vec().unwrap(), &want, 1e-5, 1e-5);
+    }
+    assert!(qkv_qk_norm(&x, &w, &wk, 1e-6, 20).is_err());
+    assert!(qkv_qk_norm(&qkv, &w, &wk, 1e-6, 29).is_err());
 }
 
 #[test]

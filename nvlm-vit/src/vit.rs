@@ -274,18 +274,26 @@ impl InternVit {
         }
     }
 
-    /// InternViT's QK-norm: RMSNorm over all heads concatenated, the mean square over the real channels only. This
-    /// rank's real channels come first in its slice; with tensor parallelism their sums of squares are all-reduced.
-    fn qk_norm(&self, x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    /// The fused qkv projection split into q, k, v with InternViT's QK-norm on q and k: RMSNorm over all heads
+    /// concatenated, the mean square over the real channels only. Alone, one fused pass; with tensor parallelism this
+    /// rank's real channels (first in its slice) give sums of squares that are all-reduced first.
+    fn qk_norm(&self, qkv: &Tensor, l: &Layer) -> Result<[Tensor; 3]> {
         let eps = self.config.norm_eps;
         let d = self.config.head_dim();
         let real = self.config.num_heads * d;
         let Some(comm) = &self.comm else {
-            return Ok(k::rms_norm_partial_stats(x, weight, eps, real)?);
+            return Ok(k::qkv_qk_norm(qkv, &l.q_norm, &l.k_norm, eps, real)?);
         };
+        let width = self.sharding.heads * d;
+        let [q, key, v]: [Tensor; 3] = k::split(qkv, qkv.rank() - 1, &[width, width, width])?
+            .try_into()
+            .expect("three parts");
         let local_real = self.sharding.real_heads * d;
-        let sums = comm.all_reduce_sum(&k::row_sum_squares(x, 0, local_real)?)?;
-        Ok(k::rms_norm_with_sum_squares(x, weight, eps, &sums, real)?)
+        let norm = |x: &Tensor, weight: &Tensor| -> Result<Tensor> {
+            let sums = comm.all_reduce_sum(&k::row_sum_squares(x, 0, local_real)?)?;
+            Ok(k::rms_norm_with_sum_squares(x, weight, eps, &sums, real)?)
+        };
+        Ok([norm(&q, &l.q_norm)?, norm(&key, &l.k_norm)?, v])
     }
 
     /// `pixel_values[T, 3, 448, 448]` to the last layer's hidden states `[T, 1025, C]` (CLS at index 0).
@@ -341,14 +349,12 @@ impl InternVit {
 
         let h = k::rms_norm(x, &l.norm1, eps)?;
         let qkv = k::matmul(&h, &l.qkv, None)?;
-        let parts = k::split(&qkv, 2, &[width, width, width])?;
-        let q = self.qk_norm(&parts[0], &l.q_norm)?;
-        let key = self.qk_norm(&parts[1], &l.k_norm)?;
+        let [q, key, v] = self.qk_norm(&qkv, l)?;
         let shape = [tiles, n, heads, d];
         let attn = k::attention(
             &q.reshape(&shape)?,
             &key.reshape(&shape)?,
-            &parts[2].reshape(&shape)?,
+            &v.reshape(&shape)?,
             AttentionMask::Bidirectional,
             1.0 / (d as f32).sqrt(),
         )?;

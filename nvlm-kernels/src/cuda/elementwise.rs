@@ -112,6 +112,42 @@ pub(crate) fn row_sum_squares(x: &Tensor, start: usize, len: usize) -> Result<Te
     .remove(0))
 }
 
+/// The fused qkv rows `[..., 3·width]` split into q, k, v, with q and k RMSNormed (mean square over the first
+/// `stat_channels` channels): one block per row, one pass.
+pub(crate) fn qkv_qk_norm(
+    qkv: &Tensor,
+    q_weight: &Tensor,
+    k_weight: &Tensor,
+    eps: f32,
+    stat_channels: usize,
+) -> Result<[Tensor; 3]> {
+    const OP: &str = "qkv_qk_norm";
+    crate::check::same_dtype(OP, q_weight, qkv)?;
+    crate::check::same_dtype(OP, k_weight, qkv)?;
+    let width = qkv.last_dim() / 3;
+    let mut shape = qkv.shape().to_vec();
+    *shape.last_mut().expect("rank >= 1") = width;
+    let outputs = (0..3).map(|_| Output::new(qkv.dtype(), &shape)).collect();
+    let scalars = [
+        Scalar::I32(width as i32),
+        Scalar::I32(stat_channels as i32),
+        Scalar::F32(eps),
+    ];
+    let mut out = launch(
+        OP,
+        "rms_norm",
+        &name(OP, "qkv_qk_norm", qkv.dtype())?,
+        &[qkv, q_weight, k_weight],
+        outputs,
+        &scalars,
+        qkv.rows() as u32,
+        BLOCK,
+    )?;
+    let v = out.remove(2);
+    let k = out.remove(1);
+    Ok([out.remove(0), k, v])
+}
+
 /// Residual add + RMSNorm: `(normed, sum)`.
 pub(crate) fn add_rms_norm(
     x: &Tensor,

@@ -26,6 +26,8 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "rms_norm_with_sum_squares_f32",
             "row_sum_squares_bf16",
             "row_sum_squares_f32",
+            "qkv_qk_norm_bf16",
+            "qkv_qk_norm_f32",
         ],
     },
     KernelSource {
