@@ -19,10 +19,47 @@ __device__ void rope_pairs(const T* __restrict__ x, const int* __restrict__ pos,
     }
 }
 
+// The fused attention input of Qwen2 in one pass: rows of the fused projection qkv[tokens, (heads + 2 kv_heads) * dim]
+// split into q[tokens, heads, dim] and k, v[tokens, kv_heads, dim], q and k rotated as above, v copied.
+template <typename T>
+__device__ void rope_qkv_pairs(const T* __restrict__ qkv, const int* __restrict__ pos,
+                               const float* __restrict__ inv_freq, T* __restrict__ q, T* __restrict__ k,
+                               T* __restrict__ v, int tokens, int heads, int kv_heads, int dim) {
+    const int half = dim / 2, all = heads + 2 * kv_heads;
+    const long n = (long)tokens * all * half;
+    for (long e = blockIdx.x * (long)blockDim.x + threadIdx.x; e < n; e += (long)gridDim.x * blockDim.x) {
+        const int i = e % half;
+        const long th = e / half;
+        const int h = th % all;
+        const long t = th / all;
+        const T* x = qkv + (size_t)th * dim;
+        if (h >= heads + kv_heads) {
+            T* y = v + ((size_t)t * kv_heads + (h - heads - kv_heads)) * dim;
+            y[i] = x[i];
+            y[i + half] = x[i + half];
+            continue;
+        }
+        T* y = h < heads ? q + ((size_t)t * heads + h) * dim : k + ((size_t)t * kv_heads + (h - heads)) * dim;
+        const float angle = (float)pos[t] * inv_freq[i];
+        const float c = to_f32(from_f32<T>(cosf(angle))), s = to_f32(from_f32<T>(sinf(angle)));
+        const float a = to_f32(x[i]), b = to_f32(x[i + half]);
+        y[i] = from_f32<T>(a * c - b * s);
+        y[i + half] = from_f32<T>(b * c + a * s);
+    }
+}
+
 extern "C" __global__ void rope_f32(const float* x, const int* pos, const float* f, float* y, int t, int h, int d) {
     rope_pairs(x, pos, f, y, t, h, d);
 }
 extern "C" __global__ void rope_bf16(const __nv_bfloat16* x, const int* pos, const float* f, __nv_bfloat16* y, int t,
                                     int h, int d) {
     rope_pairs(x, pos, f, y, t, h, d);
+}
+extern "C" __global__ void rope_qkv_f32(const float* qkv, const int* pos, const float* f, float* q, float* k, float* v,
+                                        int t, int h, int kv, int d) {
+    rope_qkv_pairs(qkv, pos, f, q, k, v, t, h, kv, d);
+}
+extern "C" __global__ void rope_qkv_bf16(const __nv_bfloat16* qkv, const int* pos, const float* f, __nv_bfloat16* q,
+                                         __nv_bfloat16* k, __nv_bfloat16* v, int t, int h, int kv, int d) {
+    rope_qkv_pairs(qkv, pos, f, q, k, v, t, h, kv, d);
 }

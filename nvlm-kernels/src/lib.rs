@@ -34,7 +34,7 @@ pub use norm::{
 };
 pub use paged::{paged_attention, paged_write, BlockTable};
 pub use patch::{patch_embed, unfold_patches};
-pub use rope::{rotary_embedding, DynamicNtk, RopeConfig};
+pub use rope::{rope_qkv, rotary_embedding, DynamicNtk, RopeConfig};
 pub use sampling::{argmax, filtered_distribution, repetition_penalty, sample, uniform, SamplingParams};
 pub use shape::{concat, pixel_shuffle, split, transpose_last2};
 pub use softmax::softmax;

@@ -51,6 +51,54 @@ impl RopeConfig {
     }
 }
 
+/// Qwen2's attention input in one pass: the fused projection `qkv[tokens, (heads + 2·kv_heads)·head_dim]` (q, k, v
+/// heads in that order) split into `q[tokens, heads, head_dim]`, `k` and `v` `[tokens, kv_heads, head_dim]`, with q
+/// and k rotated as [`rotary_embedding`] does. `inv_freq` (F32, `head_dim / 2`) lives on `qkv`'s device, so a step
+/// uploads the frequencies once, not once per layer.
+pub fn rope_qkv(
+    qkv: &Tensor,
+    positions: &Tensor,
+    inv_freq: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+) -> Result<[Tensor; 3]> {
+    const OP: &str = "rope_qkv";
+    float_dtype(OP, qkv)?;
+    rank(OP, "input", qkv, 2)?;
+    index_dtype(OP, positions)?;
+    let (tokens, all) = (qkv.shape()[0], heads + 2 * kv_heads);
+    let d = 2 * inv_freq.numel();
+    if inv_freq.dtype() != nvlm_tensor::DType::F32 || heads == 0 || kv_heads == 0 || qkv.shape()[1] != all * d
+    {
+        return Err(KernelError::shape(
+            OP,
+            format!(
+                "qkv {:?} is not [tokens, ({heads} + 2 x {kv_heads}) x {d}] (F32 frequencies: {})",
+                qkv.shape(),
+                inv_freq.numel()
+            ),
+        ));
+    }
+    if positions.shape() != [tokens] {
+        return Err(KernelError::shape(
+            OP,
+            format!("positions {:?} for {tokens} tokens", positions.shape()),
+        ));
+    }
+    match same_device(OP, &[qkv, positions, inv_freq])? {
+        Device::Cpu => {
+            let parts = crate::split(&qkv.reshape(&[tokens, all, d])?, 1, &[heads, kv_heads, kv_heads])?;
+            let freq = f32_values(inv_freq)?;
+            Ok([
+                rotary_embedding(&parts[0], positions, &freq)?,
+                rotary_embedding(&parts[1], positions, &freq)?,
+                parts[2].clone(),
+            ])
+        }
+        Device::Cuda(_) => crate::cuda::elementwise::rope_qkv(qkv, positions, inv_freq, heads, kv_heads),
+    }
+}
+
 /// Rotates `x[tokens, heads, head_dim]` by the angle `position · inv_freq` per token:
 /// `x·cos + rotate_half(x)·sin` with `rotate_half(x) = cat(−x[d/2:], x[:d/2])` and `cos`/`sin` rounded to `x`'s dtype.
 pub fn rotary_embedding(x: &Tensor, positions: &Tensor, inv_freq: &[f32]) -> Result<Tensor> {

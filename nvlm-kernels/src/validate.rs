@@ -6,9 +6,9 @@ use nvlm_tensor::{DType, Device, Tensor};
 use crate::{
     add, add_rms_norm, add_scaled_channels, argmax, attention, batched_matmul, cast, concat, embedding, gelu,
     layer_norm, matmul, mul, paged_attention, paged_write, pixel_shuffle, qkv_qk_norm, repetition_penalty,
-    rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, rotary_embedding, row_sum_squares, sample,
-    scale, scatter_rows, silu_mul, softmax, split, transpose_last2, unfold_patches, uniform, AttentionMask,
-    BlockTable, Result, SamplingParams,
+    rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, rope_qkv, rotary_embedding, row_sum_squares,
+    sample, scale, scatter_rows, silu_mul, softmax, split, transpose_last2, unfold_patches, uniform,
+    AttentionMask, BlockTable, Result, SamplingParams,
 };
 
 /// The outcome of one device-vs-reference comparison.
@@ -314,9 +314,23 @@ pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
         device,
         "rope",
         "[33,8,128] bf16".into(),
-        &[q, positions],
+        &[q, positions.clone()],
         BF16_TOL,
         |t| rotary_embedding(&t[0], &t[1], &inv_freq),
+    )?);
+    // Qwen2-72B's fused projection at TP 8: 8 query heads, 1 KV head.
+    let qkv = random_tensor(seed + 9, &[33, 10 * 128], bf)?;
+    let freq = Tensor::from_vec(inv_freq.clone(), &[64])?;
+    reports.push(check_with(
+        device,
+        "rope_qkv",
+        "[33,(8+2x1)x128] bf16 (q|k|v)".into(),
+        &[qkv, positions.clone(), freq],
+        BF16_TOL,
+        |t| {
+            let [q, k, v] = rope_qkv(&t[0], &t[1], &t[2], 8, 1)?;
+            concat(&[&q, &k, &v], 1)
+        },
     )?);
     for (case, [batch, tq, tk, hq, hkv, d], mask) in [
         (

@@ -293,6 +293,50 @@ fn rope_rotates_by_position_times_frequency() {
     let bad_pos = ids(vec![0, 1]);
     assert!(rotary_embedding(&x, &bad_pos, &inv).is_err());
     assert!(rotary_embedding(&x, &ids(positions.to_vec()), &inv[..3]).is_err());
+
+    // The fused form: rows of q (3 heads), k (2 heads), v (2 heads); q and k rotated as above, v copied.
+    let (qkv, qkv_v) = random(&mut r, &[tokens, 7 * d], DType::F32);
+    let inv_t = Tensor::from_vec(inv.clone(), &[d / 2]).unwrap();
+    let [q, k, v] = rope_qkv(&qkv, &ids(positions.to_vec()), &inv_t, 3, 2).unwrap();
+    let heads_of = |first: usize, count: usize, rotate: bool| -> Vec<f64> {
+        let mut out = Vec::new();
+        for t in 0..tokens {
+            for h in first..first + count {
+                let x = &qkv_v[(t * 7 + h) * d..(t * 7 + h + 1) * d];
+                let mut y = x.to_vec();
+                if rotate {
+                    for i in 0..d / 2 {
+                        let angle = positions[t] as f64 / 10_000f64.powf(2.0 * i as f64 / d as f64);
+                        y[i] = x[i] * angle.cos() - x[i + d / 2] * angle.sin();
+                        y[i + d / 2] = x[i + d / 2] * angle.cos() + x[i] * angle.sin();
+                    }
+                }
+                out.extend(y);
+            }
+        }
+        out
+    };
+    assert_eq!(
+        (q.shape(), k.shape(), v.shape()),
+        (&[5, 3, 8][..], &[5, 2, 8][..], &[5, 2, 8][..])
+    );
+    assert_close(
+        "fused rope q",
+        &q.to_f64_vec().unwrap(),
+        &heads_of(0, 3, true),
+        2e-3,
+        1e-5,
+    );
+    assert_close(
+        "fused rope k",
+        &k.to_f64_vec().unwrap(),
+        &heads_of(3, 2, true),
+        2e-3,
+        1e-5,
+    );
+    assert_eq!(v.to_f64_vec().unwrap(), heads_of(5, 2, false));
+    assert!(rope_qkv(&qkv, &ids(positions.to_vec()), &inv_t, 3, 3).is_err());
+    assert!(rope_qkv(&qkv, &ids(vec![0, 1]), &inv_t, 3, 2).is_err());
 }
 
 #[test]

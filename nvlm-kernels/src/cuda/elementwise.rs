@@ -305,6 +305,51 @@ pub(crate) fn rotary(x: &Tensor, positions: &Tensor, inv_freq: &[f32]) -> Result
     .remove(0))
 }
 
+/// Fused qkv rows `[t, (h + 2 kv) · d]` to rotated q `[t, h, d]`, rotated k and copied v `[t, kv, d]`; `inv_freq`
+/// already on the device (F32), positions I32.
+pub(crate) fn rope_qkv(
+    qkv: &Tensor,
+    positions: &Tensor,
+    inv_freq: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+) -> Result<[Tensor; 3]> {
+    const OP: &str = "rope_qkv";
+    if positions.dtype() != DType::I32 || inv_freq.dtype() != DType::F32 {
+        return Err(KernelError::invalid(
+            OP,
+            "CUDA rope_qkv takes I32 positions and F32 frequencies",
+        ));
+    }
+    let t = qkv.shape()[0];
+    let d = 2 * inv_freq.numel();
+    let n = t * (heads + 2 * kv_heads) * d / 2;
+    let scalars = [
+        Scalar::I32(t as i32),
+        Scalar::I32(heads as i32),
+        Scalar::I32(kv_heads as i32),
+        Scalar::I32(d as i32),
+    ];
+    let grid = if n == 0 { 0 } else { grid_for(n) };
+    let mut out = launch(
+        OP,
+        "rope",
+        &name(OP, "rope_qkv", qkv.dtype())?,
+        &[qkv, positions, inv_freq],
+        vec![
+            Output::new(qkv.dtype(), &[t, heads, d]),
+            Output::new(qkv.dtype(), &[t, kv_heads, d]),
+            Output::new(qkv.dtype(), &[t, kv_heads, d]),
+        ],
+        &scalars,
+        grid,
+        BLOCK,
+    )?;
+    let v = out.remove(2);
+    let k = out.remove(1);
+    Ok([out.remove(0), k, v])
+}
+
 /// Attention with one warp per (batch, query, head).
 pub(crate) fn attention(
     q: &Tensor,
