@@ -2,27 +2,37 @@
 
 use nvlm_tensor::{Device, Tensor};
 
-use crate::check::{float_dtype, same_device, same_dtype};
-use crate::cpu::{f32_values, from_f32};
-use crate::Result;
+use crate::check::float_dtype;
+use crate::cpu::{f32_values, from_f32, map_rows};
+use crate::{KernelError, Result};
 
-/// `silu(gate) · up` elementwise (Qwen2's MLP), in `gate`'s dtype.
-pub fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+/// SwiGLU's `silu(gate) · up` (Qwen2's MLP) from the fused gate/up projection: rows `[gate | up]` of `2·F` values
+/// give rows of `F`, in the input's dtype.
+pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
     const OP: &str = "silu_mul";
-    let dtype = float_dtype(OP, gate)?;
-    same_dtype(OP, up, gate)?;
-    up.expect_shape(OP, "up", gate.shape())?;
-    match same_device(OP, &[gate, up])? {
+    let dtype = float_dtype(OP, gate_up)?;
+    if gate_up.rank() == 0 || !gate_up.last_dim().is_multiple_of(2) {
+        return Err(KernelError::shape(
+            OP,
+            format!(
+                "{:?} is not [..., gate | up] with two equal halves",
+                gate_up.shape()
+            ),
+        ));
+    }
+    let width = gate_up.last_dim() / 2;
+    let mut shape = gate_up.shape().to_vec();
+    *shape.last_mut().expect("rank >= 1") = width;
+    match gate_up.device() {
         Device::Cpu => {
-            let (g, u) = (f32_values(gate)?, f32_values(up)?);
-            let y = g
-                .iter()
-                .zip(u.iter())
-                .map(|(&g, &u)| g / (1.0 + (-g).exp()) * u)
-                .collect();
-            from_f32(y, dtype, gate.shape())
+            let y = map_rows(&f32_values(gate_up)?, 2 * width, width, |_, row, out| {
+                for ((o, &g), &u) in out.iter_mut().zip(&row[..width]).zip(&row[width..]) {
+                    *o = g / (1.0 + (-g).exp()) * u;
+                }
+            });
+            from_f32(y, dtype, &shape)
         }
-        Device::Cuda(_) => crate::cuda::elementwise::silu_mul(gate, up),
+        Device::Cuda(_) => crate::cuda::elementwise::silu_mul(gate_up, &shape),
     }
 }
 

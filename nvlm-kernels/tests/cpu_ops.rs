@@ -373,12 +373,15 @@ fn silu_mul_and_gelu_match_f64() {
     let v = values(&mut r, 257, 6.0);
     let (g, gv) = tensor(&v, &[257], DType::F32);
     let (u, uv) = random(&mut r, &[257], DType::F32);
-    let y = silu_mul(&g, &u).unwrap().to_f64_vec().unwrap();
-    let want: Vec<f64> = gv
-        .iter()
-        .zip(&uv)
-        .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
-        .collect();
+    // One row [gate | up] and its reverse [up | gate]: two rows of 2 x 257.
+    let gate_up = concat(&[&g, &u, &u, &g], 0).unwrap().reshape(&[2, 514]).unwrap();
+    let y = silu_mul(&gate_up).unwrap();
+    assert_eq!(y.shape(), [2, 257]);
+    let y = y.to_f64_vec().unwrap();
+    let silu_times = |g: &[f64], u: &[f64]| -> Vec<f64> {
+        g.iter().zip(u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect()
+    };
+    let want = [silu_times(&gv, &uv), silu_times(&uv, &gv)].concat();
     assert_close("silu_mul", &y, &want, 1e-6, 1e-5);
     let y = gelu(&g).unwrap().to_f64_vec().unwrap();
     let want: Vec<f64> = gv
@@ -395,7 +398,7 @@ fn silu_mul_and_gelu_match_f64() {
         1e-6,
         0.0,
     );
-    assert!(silu_mul(&g, &Tensor::from_vec(vec![0f32; 3], &[3]).unwrap()).is_err());
+    assert!(silu_mul(&Tensor::from_vec(vec![0f32; 3], &[3]).unwrap()).is_err());
 }
 
 #[test]
@@ -788,7 +791,7 @@ fn wrong_dtypes_are_errors_not_panics() {
     assert!(is_dtype_error(softmax(&i)));
     assert!(is_dtype_error(gelu(&i)));
     assert!(is_dtype_error(add(&f, &b)));
-    assert!(is_dtype_error(silu_mul(&f, &b)));
+    assert!(is_dtype_error(silu_mul(&i)));
     assert!(is_dtype_error(argmax(&i)));
     assert!(
         is_dtype_error(embedding(&f.reshape(&[8]).unwrap(), &f)),

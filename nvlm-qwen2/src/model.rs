@@ -35,7 +35,8 @@ struct LayerWeights {
     down: Tensor,
 }
 
-/// One decoder layer, ready to run: q, k and v projections fused into one matrix (one GEMM per step instead of three).
+/// One decoder layer, ready to run: q, k and v fused into one matrix, gate and up into another (two GEMMs where the
+/// checkpoint has five).
 struct Layer {
     input_norm: Tensor,
     /// `[q | k | v]` rows of this rank's heads, and their biases.
@@ -43,13 +44,13 @@ struct Layer {
     qkv_bias: Tensor,
     o: Tensor,
     post_norm: Tensor,
-    gate: Tensor,
-    up: Tensor,
+    /// `[gate | up]` rows of this rank's FFN slice.
+    gate_up: Tensor,
     down: Tensor,
 }
 
 impl LayerWeights {
-    /// Concatenates q, k and v (and their biases) row-wise.
+    /// Concatenates q, k and v (and their biases) row-wise, and gate and up.
     fn fuse(self) -> Result<Layer> {
         Ok(Layer {
             input_norm: self.input_norm,
@@ -57,8 +58,7 @@ impl LayerWeights {
             qkv_bias: k::concat(&[&self.q_bias, &self.k_bias, &self.v_bias], 0)?,
             o: self.o,
             post_norm: self.post_norm,
-            gate: self.gate,
-            up: self.up,
+            gate_up: k::concat(&[&self.gate, &self.up], 0)?,
             down: self.down,
         })
     }
@@ -420,7 +420,7 @@ impl Qwen2Model {
         let o = self.reduce(k::matmul(&attn, &l.o, None)?)?;
         let (h, x) = k::add_rms_norm(&o, x, &l.post_norm, c.rms_norm_eps)?;
         let mlp = self.reduce(k::matmul(
-            &k::silu_mul(&k::matmul(&h, &l.gate, None)?, &k::matmul(&h, &l.up, None)?)?,
+            &k::silu_mul(&k::matmul(&h, &l.gate_up, None)?)?,
             &l.down,
             None,
         )?)?;

@@ -192,16 +192,22 @@ pub(crate) fn softmax(x: &Tensor) -> Result<Tensor> {
 }
 
 /// `silu(gate) · up`.
-pub(crate) fn silu_mul(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+pub(crate) fn silu_mul(gate_up: &Tensor, out_shape: &[usize]) -> Result<Tensor> {
     const OP: &str = "silu_mul";
-    elementwise(
+    let width = gate_up.last_dim() / 2;
+    let n = gate_up.numel() / 2;
+    let grid = if n == 0 { 0 } else { grid_for(n) };
+    Ok(launch(
         OP,
         "silu_mul",
-        &name(OP, "silu_mul", gate.dtype())?,
-        &[gate, up],
-        gate.dtype(),
-        &[],
-    )
+        &name(OP, "silu_mul", gate_up.dtype())?,
+        &[gate_up],
+        vec![Output::new(gate_up.dtype(), out_shape)],
+        &[Scalar::I64(n as i64), Scalar::I32(width as i32)],
+        grid,
+        BLOCK,
+    )?
+    .remove(0))
 }
 
 /// `a + b` / `a · b`.
