@@ -200,11 +200,14 @@ def loss_of(model, ids, labels, pixels, token_classes=None, aux_weight=1.0):
 
 
 def by_kind(records):
-    """`{kind: "correct/total"}` of evaluation records."""
+    """`{kind: "correct/total"}` of evaluation records, plus `kind@1tile` for the items with a one-tile picture (the
+    only view whose tokens see the whole picture is then the tile itself; otherwise it is the thumbnail)."""
     counts = {}
     for r in records:
-        ok, n = counts.get(r["item"]["kind"], (0, 0))
-        counts[r["item"]["kind"]] = (ok + (r["text"] == r["item"]["answer"]), n + 1)
+        keys = [r["item"]["kind"]] + ([r["item"]["kind"] + "@1tile"] if r["tiles"] == 1 else [])
+        for key in keys:
+            ok, n = counts.get(key, (0, 0))
+            counts[key] = (ok + (r["text"] == r["item"]["answer"]), n + 1)
     return {k: f"{ok}/{n}" for k, (ok, n) in sorted(counts.items())}
 
 
