@@ -15,10 +15,11 @@ pub const PROMPT: usize = 1852;
 pub enum Kind {
     /// Device-to-device copy of `bytes`: the measured bandwidth, the ceiling of every memory-bound case.
     Copy { bytes: usize },
-    /// One LLM layer over a prompt of `tokens`.
-    LlmPrefill { tokens: usize },
-    /// One LLM decode step for `batch` sequences of `context` cached tokens each.
-    LlmDecode { batch: usize, context: usize },
+    /// One LLM layer over a prompt of `tokens`: one rank's share at tensor parallelism `tp` (its heads and FFN rows,
+    /// no communication).
+    LlmPrefill { tokens: usize, tp: usize },
+    /// One LLM decode step for `batch` sequences of `context` cached tokens each (one rank's share at `tp`).
+    LlmDecode { batch: usize, context: usize, tp: usize },
     /// One InternViT layer on `tiles` tiles (and the tower with the projector, extrapolated).
     VitTiles { tiles: usize },
     /// Attention alone, `[batch, queries, heads, head_dim]` queries over `keys` keys with `kv_heads` KV heads.
@@ -45,17 +46,20 @@ pub struct Case {
 impl Case {
     /// The case as one JSON object: `name`, `kind` and the kind's sizes (what `torch_layers.py` reads).
     pub fn to_json(&self) -> Value {
-        let (hidden, heads, kv_heads, head_dim, ffn) = LLM;
+        let (hidden, _, _, head_dim, _) = LLM;
         let (vit_hidden, vit_heads, vit_dummy, vit_head_dim, vit_ffn, vit_tokens) = VIT;
-        let llm =
-            json!({"hidden": hidden, "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim, "ffn": ffn});
+        let llm = |tp: usize| {
+            let (heads, kv_heads, ffn) = llm_share(tp);
+            json!({"hidden": hidden, "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim, "ffn": ffn,
+                   "tp": tp})
+        };
         match self.kind {
             Kind::Copy { bytes } => json!({"name": self.name, "kind": "copy", "bytes": bytes}),
-            Kind::LlmPrefill { tokens } => {
-                json!({"name": self.name, "kind": "llm_prefill", "tokens": tokens, "model": llm})
+            Kind::LlmPrefill { tokens, tp } => {
+                json!({"name": self.name, "kind": "llm_prefill", "tokens": tokens, "model": llm(tp)})
             }
-            Kind::LlmDecode { batch, context } => json!({"name": self.name, "kind": "llm_decode",
-                "batch": batch, "context": context, "model": llm}),
+            Kind::LlmDecode { batch, context, tp } => json!({"name": self.name, "kind": "llm_decode",
+                "batch": batch, "context": context, "model": llm(tp)}),
             Kind::VitTiles { tiles } => json!({"name": self.name, "kind": "vit_layer", "tiles": tiles,
                 "model": {"hidden": vit_hidden, "heads": vit_heads, "dummy_heads": vit_dummy,
                           "head_dim": vit_head_dim, "ffn": vit_ffn, "tokens": vit_tokens}}),
@@ -74,20 +78,44 @@ impl Case {
     }
 }
 
+/// One rank's query heads, KV heads (one, replicated, when there are fewer than ranks) and FFN rows at `tp`.
+pub fn llm_share(tp: usize) -> (usize, usize, usize) {
+    let (_, heads, kv_heads, _, ffn) = LLM;
+    (heads / tp, (kv_heads / tp).max(1), ffn / tp)
+}
+
 /// Every case, in running order (the LLM's layers are freed before the ViT's are made).
 pub fn cases() -> Vec<Case> {
     let (_, heads, kv_heads, head_dim, _) = LLM;
     let (_, vit_heads, _, vit_head_dim, _, vit_tokens) = VIT;
-    let mut out = vec![
-        case("copy-1gib", Kind::Copy { bytes: 1 << 30 }),
-        case("llm-layer-prefill-1852", Kind::LlmPrefill { tokens: PROMPT }),
-    ];
-    for batch in [1, 8, 32] {
+    let mut out = vec![case("copy-1gib", Kind::Copy { bytes: 1 << 30 })];
+    for tp in [1, 2, 4, 8] {
+        let suffix = if tp == 1 {
+            String::new()
+        } else {
+            format!("-tp{tp}-share")
+        };
+        let (tokens, context) = (PROMPT, PROMPT);
+        out.push(case(
+            &format!("llm-layer-prefill-1852{suffix}"),
+            Kind::LlmPrefill { tokens, tp },
+        ));
+        out.push(case(
+            &format!("llm-layer-decode-b1{suffix}"),
+            Kind::LlmDecode {
+                batch: 1,
+                context,
+                tp,
+            },
+        ));
+    }
+    for batch in [8, 32] {
         out.push(case(
             &format!("llm-layer-decode-b{batch}"),
             Kind::LlmDecode {
                 batch,
                 context: PROMPT,
+                tp: 1,
             },
         ));
     }

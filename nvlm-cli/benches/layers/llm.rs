@@ -1,13 +1,16 @@
 //! One Qwen2-72B decoder layer at real dimensions: prefill and batched decode, per layer (two-layer model minus
 //! one-layer model) and extrapolated to 80 layers.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use nvlm_qwen2::{Qwen2Config, Qwen2Model};
 use nvlm_tensor::{Device, MemoryWeights};
 
-use crate::cases::{Case, LLM};
+use crate::cases::{llm_share, Case, LLM};
 use crate::report::{Report, Row};
+use crate::solo::SoloShare;
 use crate::sync;
 use crate::weights::{put, random_tensor};
 
@@ -16,11 +19,13 @@ const VOCAB: usize = 2048;
 /// Timed decode steps (after as many warm-up steps).
 const DECODE_STEPS: usize = 20;
 const LAYERS: usize = 80;
+const PREFIX: &str = "language_model.";
 
-/// The one- and two-layer models.
+/// Two layers of random weights, and the one- and two-layer models over them per tensor-parallel share.
 pub struct LlmBench {
     device: Device,
-    models: [Qwen2Model; 2],
+    weights: MemoryWeights,
+    models: HashMap<usize, [Qwen2Model; 2]>,
 }
 
 fn config(layers: usize) -> anyhow::Result<Qwen2Config> {
@@ -33,11 +38,20 @@ fn config(layers: usize) -> anyhow::Result<Qwen2Config> {
     Ok(Qwen2Config::from_json(&json, false)?)
 }
 
-/// Bytes of one layer's weights in bf16.
-fn layer_bytes() -> f64 {
-    let (h, heads, kv_heads, d, ffn) = LLM;
+/// Bytes of one rank's share of a layer's weights in bf16 at tensor parallelism `tp`.
+fn layer_bytes(tp: usize) -> f64 {
+    let (h, _, _, d, _) = LLM;
+    let (heads, kv_heads, ffn) = llm_share(tp);
     let (q, kv) = (heads * d, kv_heads * d);
     2.0 * (h * q + 2 * kv * h + q * h + 3 * ffn * h) as f64
+}
+
+/// What an extrapolated figure leaves out.
+fn share_note(tp: usize) -> String {
+    match tp {
+        1 => "TP 1".into(),
+        _ => format!("TP {tp}: one rank's compute, the 2 all-reduces per layer not timed"),
+    }
 }
 
 impl LlmBench {
@@ -46,7 +60,7 @@ impl LlmBench {
         let (h, heads, kv_heads, d, ffn) = LLM;
         let (q, kv) = (heads * d, kv_heads * d);
         let mut w = MemoryWeights::new();
-        let p = "language_model.";
+        let p = PREFIX;
         put(
             &mut w,
             &format!("{p}model.embed_tokens.weight"),
@@ -84,27 +98,54 @@ impl LlmBench {
                 )?;
             }
         }
-        let models = [
-            Qwen2Model::load(&w, p, &config(1)?, device)?,
-            Qwen2Model::load(&w, p, &config(2)?, device)?,
-        ];
-        Ok(LlmBench { device, models })
+        Ok(LlmBench {
+            device,
+            weights: w,
+            models: HashMap::new(),
+        })
+    }
+
+    /// The one- and two-layer models of rank 0's share at `tp` (the whole layer at 1), loaded on first use.
+    fn models(&mut self, tp: usize) -> anyhow::Result<&[Qwen2Model; 2]> {
+        if !self.models.contains_key(&tp) {
+            let load = |layers| -> anyhow::Result<Qwen2Model> {
+                let config = config(layers)?;
+                Ok(match tp {
+                    1 => Qwen2Model::load(&self.weights, PREFIX, &config, self.device)?,
+                    _ => {
+                        let comm = Arc::new(SoloShare { size: tp });
+                        Qwen2Model::load_shard(&self.weights, PREFIX, &config, self.device, comm)?
+                    }
+                })
+            };
+            let pair = [load(1)?, load(2)?];
+            self.models.insert(tp, pair);
+        }
+        Ok(&self.models[&tp])
     }
 
     /// Prefill of `tokens` random embeddings: a round to warm up (kernel compilation, GEMM heuristics, the memory
     /// pool), then a timed one, for each model.
-    pub fn prefill(&self, case: &Case, tokens: usize, report: &mut Report) -> anyhow::Result<()> {
-        let (h, heads, _, d, _) = LLM;
-        let embeds = random_tensor(7, &[tokens, h], self.device)?;
+    pub fn prefill(
+        &mut self,
+        case: &Case,
+        tokens: usize,
+        tp: usize,
+        report: &mut Report,
+    ) -> anyhow::Result<()> {
+        let (h, _, _, d, _) = LLM;
+        let (heads, kv_heads, _) = llm_share(tp);
+        let device = self.device;
+        let embeds = random_tensor(7, &[tokens, h], device)?;
         let mut ms = [0.0; 2];
-        for (i, model) in self.models.iter().enumerate() {
+        for (i, model) in self.models(tp)?.iter().enumerate() {
             for round in 0..2 {
                 let mut cache = model.new_cache(tokens)?;
                 let seq = cache.add_sequence()?;
-                sync(self.device)?;
+                sync(device)?;
                 let start = Instant::now();
                 model.forward(&embeds, &mut cache, seq)?;
-                sync(self.device)?;
+                sync(device)?;
                 if round == 1 {
                     ms[i] = start.elapsed().as_secs_f64() * 1e3;
                 }
@@ -113,9 +154,9 @@ impl LlmBench {
         let layer = ms[1] - ms[0];
         let t = tokens as f64;
         // Projections (2 FLOPs per weight per token) and causal attention (half of 4·T²·d per head).
-        let flops = layer_bytes() * t + 2.0 * t * t * (heads * d) as f64;
+        let flops = layer_bytes(tp) * t + 2.0 * t * t * (heads * d) as f64;
         let roofline = Report::compute_roofline_ms(flops);
-        let shape = format!("{tokens} tokens, hidden {h}, GQA {heads}/{}", LLM.2);
+        let shape = format!("{tokens} tokens, hidden {h}, GQA {heads}/{kv_heads} (TP {tp} share)");
         report.add(Row {
             name: case.name.clone(),
             shape: shape.clone(),
@@ -124,28 +165,34 @@ impl LlmBench {
             basis: format!("{:.1} TFLOP / bf16 peak", flops / 1e12),
         });
         report.add(Row {
-            name: format!("llm-{LAYERS}-layers-prefill-{tokens}-extrapolated"),
+            name: format!("llm-{LAYERS}-layers-prefill-{tokens}-tp{tp}-extrapolated"),
             shape,
             ms: ms[0] + (LAYERS - 1) as f64 * layer,
             roofline_ms: Some(LAYERS as f64 * roofline),
-            basis: "TP 1".into(),
+            basis: share_note(tp),
         });
         Ok(())
     }
 
     /// Decode steps of `batch` sequences, each with `context` cached tokens, through `decode_batch`.
     pub fn decode(
-        &self,
+        &mut self,
         case: &Case,
         batch: usize,
         context: usize,
+        tp: usize,
         report: &mut Report,
     ) -> anyhow::Result<()> {
-        let (h, _, kv_heads, d, _) = LLM;
-        let prompt = random_tensor(8, &[context, h], self.device)?;
-        let tokens: Vec<u32> = (0..batch as u32).map(|i| (i * 37) % VOCAB as u32).collect();
+        let (h, _, _, d, _) = LLM;
+        let (_, kv_heads, _) = llm_share(tp);
+        let device = self.device;
+        let prompt = random_tensor(8, &[context, h], device)?;
+        // Ids inside rank 0's vocabulary slice.
+        let tokens: Vec<u32> = (0..batch as u32)
+            .map(|i| (i * 37) % (VOCAB / tp) as u32)
+            .collect();
         let mut ms = [0.0; 2];
-        for (i, model) in self.models.iter().enumerate() {
+        for (i, model) in self.models(tp)?.iter().enumerate() {
             let mut cache = model.new_cache(batch * (context + 2 * DECODE_STEPS))?;
             let mut seqs = Vec::with_capacity(batch);
             for _ in 0..batch {
@@ -156,20 +203,20 @@ impl LlmBench {
             for _ in 0..DECODE_STEPS {
                 model.decode_batch(&tokens, &mut cache, &seqs)?;
             }
-            sync(self.device)?;
+            sync(device)?;
             let start = Instant::now();
             for _ in 0..DECODE_STEPS {
                 model.decode_batch(&tokens, &mut cache, &seqs)?;
             }
-            sync(self.device)?;
+            sync(device)?;
             ms[i] = start.elapsed().as_secs_f64() * 1e3 / DECODE_STEPS as f64;
         }
         let layer = ms[1] - ms[0];
         // Every weight once, and every cached key and value of every sequence.
         let kv_bytes = (batch * (context + DECODE_STEPS) * kv_heads * d * 2 * 2) as f64;
-        let bytes = layer_bytes() + kv_bytes;
+        let bytes = layer_bytes(tp) + kv_bytes;
         let roofline = report.memory_roofline_ms(bytes);
-        let shape = format!("batch {batch}, context {context}, hidden {h}");
+        let shape = format!("batch {batch}, context {context}, hidden {h} (TP {tp} share)");
         report.add(Row {
             name: case.name.clone(),
             shape: shape.clone(),

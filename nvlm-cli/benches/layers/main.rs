@@ -2,7 +2,8 @@
 //! case beside its roofline (the bytes it must move over the measured copy bandwidth, or its FLOPs over the bf16
 //! matrix peak):
 //! - one Qwen2-72B decoder layer: prefill of a 1,852-token image prompt; decode steps at batch 1, 8 and 32 over a
-//!   1,852-token cache (the weight-bytes roofline);
+//!   1,852-token cache (the weight-bytes roofline); prefill and batch-1 decode of one rank's share at TP 2, 4 and 8
+//!   (its heads and FFN rows, loaded with `load_shard` under a stand-in communicator: the all-reduces are not timed);
 //! - one InternViT-6B layer on 7 tiles (and the 45-layer tower with the projector, extrapolated);
 //! - attention alone: the ViT's bidirectional 1,025 tokens x 25 heads on 7 tiles, the LLM's causal GQA 64/8 at
 //!   2k, 8k and 32k tokens.
@@ -17,6 +18,7 @@ mod attention;
 mod cases;
 mod llm;
 mod report;
+mod solo;
 mod vit;
 mod weights;
 
@@ -49,13 +51,13 @@ fn main() -> anyhow::Result<()> {
     for case in cases() {
         match case.kind {
             Kind::Copy { bytes } => report.set_bandwidth(attention::copy_bandwidth(device, bytes)?),
-            Kind::LlmPrefill { tokens } => {
+            Kind::LlmPrefill { tokens, tp } => {
                 let bench = llm_bench.get_or_insert(llm::LlmBench::new(device)?);
-                bench.prefill(&case, tokens, &mut report)?;
+                bench.prefill(&case, tokens, tp, &mut report)?;
             }
-            Kind::LlmDecode { batch, context } => {
+            Kind::LlmDecode { batch, context, tp } => {
                 let bench = llm_bench.get_or_insert(llm::LlmBench::new(device)?);
-                bench.decode(&case, batch, context, &mut report)?;
+                bench.decode(&case, batch, context, tp, &mut report)?;
             }
             Kind::VitTiles { tiles } => {
                 llm_bench = None; // frees the LLM layers' memory
