@@ -9,7 +9,7 @@ use nvlm_qwen2::{Qwen2Config, Qwen2Model};
 use nvlm_tensor::{Device, MemoryWeights};
 
 use crate::cases::{llm_share, Case, LLM};
-use crate::report::{Report, Row};
+use crate::report::Report;
 use crate::solo::SoloShare;
 use crate::sync;
 use crate::weights::{put, random_tensor};
@@ -151,26 +151,14 @@ impl LlmBench {
                 }
             }
         }
-        let layer = ms[1] - ms[0];
         let t = tokens as f64;
         // Projections (2 FLOPs per weight per token) and causal attention (half of 4·T²·d per head).
         let flops = layer_bytes(tp) * t + 2.0 * t * t * (heads * d) as f64;
         let roofline = Report::compute_roofline_ms(flops);
         let shape = format!("{tokens} tokens, hidden {h}, GQA {heads}/{kv_heads} (TP {tp} share)");
-        report.add(Row {
-            name: case.name.clone(),
-            shape: shape.clone(),
-            ms: layer,
-            roofline_ms: Some(roofline),
-            basis: format!("{:.1} TFLOP / bf16 peak", flops / 1e12),
-        });
-        report.add(Row {
-            name: format!("llm-{LAYERS}-layers-prefill-{tokens}-tp{tp}-extrapolated"),
-            shape,
-            ms: ms[0] + (LAYERS - 1) as f64 * layer,
-            roofline_ms: Some(LAYERS as f64 * roofline),
-            basis: share_note(tp),
-        });
+        let basis = format!("{:.1} TFLOP / bf16 peak", flops / 1e12);
+        let whole = format!("llm-{LAYERS}-layers-prefill-{tokens}-tp{tp}-extrapolated");
+        report.layer_and_model(case, shape, ms, LAYERS, roofline, basis, whole, share_note(tp));
         Ok(())
     }
 
@@ -211,29 +199,16 @@ impl LlmBench {
             sync(device)?;
             ms[i] = start.elapsed().as_secs_f64() * 1e3 / DECODE_STEPS as f64;
         }
-        let layer = ms[1] - ms[0];
         // Every weight once, and every cached key and value of every sequence.
         let kv_bytes = (batch * (context + DECODE_STEPS) * kv_heads * d * 2 * 2) as f64;
         let bytes = layer_bytes(tp) + kv_bytes;
         let roofline = report.memory_roofline_ms(bytes);
         let shape = format!("batch {batch}, context {context}, hidden {h} (TP {tp} share)");
-        report.add(Row {
-            name: case.name.clone(),
-            shape: shape.clone(),
-            ms: layer,
-            roofline_ms: Some(roofline),
-            basis: format!("{:.2} GB weights + KV / copy bandwidth", bytes / 1e9),
-        });
-        report.add(Row {
-            name: format!("llm-{LAYERS}-layers-decode-b{batch}-extrapolated"),
-            shape,
-            ms: ms[0] + (LAYERS - 1) as f64 * layer,
-            roofline_ms: Some(LAYERS as f64 * roofline),
-            basis: format!(
-                "TP 1; {:.0} tokens/s",
-                1e3 * batch as f64 / (ms[0] + (LAYERS - 1) as f64 * layer)
-            ),
-        });
+        let basis = format!("{:.2} GB weights + KV / copy bandwidth", bytes / 1e9);
+        let whole = format!("llm-{LAYERS}-layers-decode-b{batch}-tp{tp}-extrapolated");
+        let tokens_per_s = 1e3 * batch as f64 / (ms[0] + (LAYERS - 1) as f64 * (ms[1] - ms[0]));
+        let whole_basis = format!("{}; {tokens_per_s:.0} tokens/s", share_note(tp));
+        report.layer_and_model(case, shape, ms, LAYERS, roofline, basis, whole, whole_basis);
         Ok(())
     }
 }

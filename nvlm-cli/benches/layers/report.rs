@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
+use crate::cases::Case;
+
 /// H200 dense bf16 matrix peak (datasheet, FLOP/s): the ceiling of compute-bound cases.
 pub const BF16_PEAK_FLOPS: f64 = 989e12;
 
@@ -80,6 +82,37 @@ impl Report {
                    "basis": row.basis})
             .to_string(),
         );
+    }
+
+    /// Reports a layer (the two-layer model's time minus the one-layer model's, `ms`) and the whole model of `layers`
+    /// layers extrapolated from it, named `whole`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer_and_model(
+        &mut self,
+        case: &Case,
+        shape: String,
+        ms: [f64; 2],
+        layers: usize,
+        roofline: f64,
+        basis: String,
+        whole: String,
+        whole_basis: String,
+    ) {
+        let layer = ms[1] - ms[0];
+        self.add(Row {
+            name: case.name.clone(),
+            shape: shape.clone(),
+            ms: layer,
+            roofline_ms: Some(roofline),
+            basis,
+        });
+        self.add(Row {
+            name: whole,
+            shape,
+            ms: ms[0] + (layers - 1) as f64 * layer,
+            roofline_ms: Some(layers as f64 * roofline),
+            basis: whole_basis,
+        });
     }
 
     /// Writes the JSON lines (when asked for).

@@ -7,7 +7,7 @@ use nvlm_tensor::{DType, Device, MemoryWeights, Tensor};
 use nvlm_vit::{VisionConfig, VisionTower};
 
 use crate::cases::{Case, LLM, VIT};
-use crate::report::{Report, Row};
+use crate::report::Report;
 use crate::sync;
 use crate::weights::{put, put_zeroed, random_tensor};
 
@@ -133,7 +133,6 @@ impl VitBench {
                 }
             }
         }
-        let layer = ms[1] - ms[0];
         // The work a layer must do: qkv, proj, fc1, fc2 over the real heads only, and bidirectional attention.
         let rows = (self.tiles * tokens) as f64;
         let real = heads * d;
@@ -144,20 +143,18 @@ impl VitBench {
             "{} tiles x {tokens} tokens, hidden {c}, {heads} heads (+{dummy} dummy)",
             self.tiles
         );
-        report.add(Row {
-            name: case.name.clone(),
-            shape: shape.clone(),
-            ms: layer,
-            roofline_ms: Some(roofline),
-            basis: format!("{:.1} TFLOP (real heads) / bf16 peak", flops / 1e12),
-        });
-        report.add(Row {
-            name: format!("vit-{LAYERS}-layers-projector-{}-tiles-extrapolated", self.tiles),
+        let basis = format!("{:.1} TFLOP (real heads) / bf16 peak", flops / 1e12);
+        let whole = format!("vit-{LAYERS}-layers-projector-{}-tiles-extrapolated", self.tiles);
+        report.layer_and_model(
+            case,
             shape,
-            ms: ms[0] + (LAYERS - 1) as f64 * layer,
-            roofline_ms: Some(LAYERS as f64 * roofline),
-            basis: "goal: 120 ms".into(),
-        });
+            ms,
+            LAYERS,
+            roofline,
+            basis,
+            whole,
+            "goal: 120 ms".into(),
+        );
         Ok(())
     }
 }
