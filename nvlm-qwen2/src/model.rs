@@ -306,7 +306,9 @@ impl Qwen2Model {
             )));
         }
         let parts: Vec<(SequenceId, usize)> = seqs.iter().map(|&seq| (seq, 1)).collect();
-        self.forward_step(&self.embed(tokens, nvlm_tensor::DType::F32)?, cache, &parts)
+        // Embeddings in the device's compute dtype (bf16 on a GPU, where the projections take bf16 only).
+        let dtype = self.embed.device().compute_dtype();
+        self.forward_step(&self.embed(tokens, dtype)?, cache, &parts)
     }
 
     /// One forward pass over new rows of several sequences: `parts[i] = (seq, rows)` says the next `rows` rows of
