@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
 # NVLM-D GPU bundle: runs every GPU test (GPU result vs the CPU reference) and the benchmarks on a machine with an
-# NVIDIA driver and CUDA 13 libraries, no Rust needed. Usage: ./run.sh OUT_DIR
-# Prints versions first, then each test's verdict and error figures, then the benchmark table last; the full log is
-# written to OUT_DIR/gpu-run.log. Exit status: 0 when every test passed.
+# NVIDIA driver and CUDA 13 libraries, no Rust needed. Usage: ./run.sh OUT_DIR [all|tests|bench]
+# Prints versions first, then (tests) each test's verdict and error figures, then (bench) the benchmark tables; the
+# full log is written to OUT_DIR/gpu-run.log (OUT_DIR/gpu-run-SECTION.log for one section). Every command runs under
+# a time limit, so one that hangs costs its limit, not the run. Exit status: 0 when every test passed.
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
-OUT=${1:?usage: run.sh OUT_DIR}
+OUT=${1:?usage: run.sh OUT_DIR [all|tests|bench]}
+SECTION=${2:-all}
+case "$SECTION" in all|tests|bench) ;; *) echo "run.sh: unknown section '$SECTION' (all, tests or bench)" >&2; exit 2;; esac
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 LOG="$OUT/gpu-run.log"
+[ "$SECTION" = all ] || LOG="$OUT/gpu-run-$SECTION.log"
+# limit SECONDS COMMAND...: the command, killed after SECONDS (exit status 124 then, with a line saying so).
+limit() {
+  local seconds=$1; shift
+  timeout --kill-after=10 "$seconds" "$@"
+  local rc=$?
+  [ $rc -eq 124 ] && echo "TIMEOUT after ${seconds}s: $*"
+  return $rc
+}
 
 # Library lookup: the toolkit's lib64 and the nvidia/*/lib folders of the machine's Python packages.
 dirs=()
@@ -54,25 +66,31 @@ main() {
     done
     echo "$lib: ${found:-not found}"
   done
-  "$HERE/bin/nvlm" devices 2>&1
-
-  echo "== tests"
+  limit 60 "$HERE/bin/nvlm" devices 2>&1
   status=0
+  if [ "$SECTION" != bench ]; then tests || status=1; fi
+  if [ "$SECTION" != tests ]; then bench || status=1; fi
+  return $status
+}
+
+tests() {
+  local status=0
+  echo "== tests"
   for t in "$HERE"/bin/tests/*; do
     name=$(basename "$t")
     echo "-- $name"
-    if "$t" --test-threads=1 --nocapture; then echo "VERDICT $name PASS"; else echo "VERDICT $name FAIL"; status=1; fi
+    if limit 300 "$t" --test-threads=1 --nocapture; then echo "VERDICT $name PASS"; else echo "VERDICT $name FAIL"; status=1; fi
   done
 
   echo "== nvlm selftest: every op, then the tensor-parallel code path as an NCCL group of one (demo model)"
-  if "$HERE/bin/nvlm" selftest --device cuda --image "$HERE/shapes.png" 2>&1; then echo "VERDICT selftest PASS"; else echo "VERDICT selftest FAIL"; status=1; fi
+  if limit 300 "$HERE/bin/nvlm" selftest --device cuda --image "$HERE/shapes.png" 2>&1; then echo "VERDICT selftest PASS"; else echo "VERDICT selftest FAIL"; status=1; fi
 
   echo "== the embedded demo model end to end (tiling, ViT, projector, splice, Qwen2, greedy): GPU (bf16) vs CPU (f32)"
   for q in "Which shape is on the left?" "What colour is the square?" "How many shapes are there?" "How many sides does a triangle have?"; do
     image=(--image "$HERE/shapes.png")
     case "$q" in *sides*) image=();; esac
-    cpu=$("$HERE/bin/nvlm" generate --device cpu "${image[@]}" --prompt "$q" --json 2>/dev/null)
-    gpu=$("$HERE/bin/nvlm" generate --device cuda "${image[@]}" --prompt "$q" --json)
+    cpu=$(limit 120 "$HERE/bin/nvlm" generate --device cpu "${image[@]}" --prompt "$q" --json 2>/dev/null)
+    gpu=$(limit 120 "$HERE/bin/nvlm" generate --device cuda "${image[@]}" --prompt "$q" --json)
     if python3 - "$cpu" "$gpu" <<'PY'
 import json, sys
 try:
@@ -90,20 +108,25 @@ PY
   echo "== summary: GPU vs CPU reference (max/rms = largest |gpu - cpu| over the reference's RMS)"
   grep -h '^GPU-CHECK\|^NCCL-CHECK\|^MODEL-CHECK' "$LOG" | sed 's/^GPU-CHECK //'
   grep -h '^VERDICT' "$LOG"
+  return $status
+}
 
+bench() {
+  local status=0
   echo "== benchmark: nvlm (cuBLASLt) vs PyTorch on the same shapes"
-  "$HERE/bin/matmul-bench" 2>&1
+  limit 180 "$HERE/bin/matmul-bench" 2>&1
   if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
-    "$HERE/bin/matmul-bench" --list-gpu-shapes | python3 "$HERE/torch_matmul.py"
+    "$HERE/bin/matmul-bench" --list-gpu-shapes | limit 180 python3 "$HERE/torch_matmul.py"
   else
     echo "(PyTorch with CUDA not available: no PyTorch rows)"
   fi
 
   echo "== benchmark: Qwen2-72B and InternViT-6B layers and attention at real dimensions (random bf16 weights)"
-  "$HERE/bin/layers-bench" --json "$OUT/layers.jsonl" 2>&1 || { echo "VERDICT layers-bench FAIL"; status=1; }
+  limit 300 "$HERE/bin/layers-bench" --json "$OUT/layers.jsonl" 2>&1 || { echo "VERDICT layers-bench FAIL"; status=1; }
   if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
     echo "== the same cases in PyTorch (eager; torch.compile within a time budget)"
-    "$HERE/bin/layers-bench" --list-cases | python3 "$HERE/torch_layers.py" --json "$OUT/torch-layers.jsonl" 2>&1 \
+    "$HERE/bin/layers-bench" --list-cases \
+      | limit 300 python3 "$HERE/torch_layers.py" --json "$OUT/torch-layers.jsonl" --compile-budget-s 90 2>&1 \
       || echo "(torch_layers.py failed: PyTorch columns stay empty)"
   fi
   echo "== ours vs PyTorch vs roofline; the Hopper goals (written to OUT/gpu-results.json)"

@@ -76,7 +76,7 @@ pub fn build(root: &Path, out: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(out);
     std::fs::rename(&staging, out).with_context(|| format!("moving the bundle to {}", out.display()))?;
     println!(
-        "\nGPU bundle: {} ({:.1} MiB). On the GPU machine: ./run.sh OUT_DIR",
+        "\nGPU bundle: {} ({:.1} MiB). On the GPU machine: ./run.sh OUT_DIR [all|tests|bench]",
         out.display(),
         size as f64 / 1048576.0
     );
