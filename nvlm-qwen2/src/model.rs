@@ -18,7 +18,6 @@ struct Segment {
     rows: usize,
 }
 
-/// One layer's weights.
 /// One decoder layer's tensors as the checkpoint stores them (this rank's slices).
 struct LayerWeights {
     input_norm: Tensor,

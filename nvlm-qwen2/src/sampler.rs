@@ -46,24 +46,23 @@ impl Sampler {
         self.config.params.temperature == 0.0
     }
 
-    /// Applies the repetition penalty to `row`, the logits of ids `first_id..first_id + row.len()`.
-    fn penalize(&self, row: &mut [f32], context: &[u32], first_id: usize) {
+    /// `local`, the logits of ids `first_id..first_id + len`, with the repetition penalty applied where they are
+    /// (the same op as the whole-vocabulary path, given the context ids that fall in this slice, made local).
+    fn penalized(&self, local: &Tensor, context: &[u32], first_id: usize) -> Result<Tensor> {
+        let width = local.numel();
         if self.config.repetition_penalty == 1.0 {
-            return;
+            return Ok(local.clone());
         }
-        let mut seen = vec![false; row.len()];
-        for &id in context {
-            if let Some(s) = (id as usize).checked_sub(first_id).and_then(|i| seen.get_mut(i)) {
-                *s = true;
-            }
-        }
-        for (v, _) in row.iter_mut().zip(&seen).filter(|(_, s)| **s) {
-            *v = if *v > 0.0 {
-                *v / self.config.repetition_penalty
-            } else {
-                *v * self.config.repetition_penalty
-            };
-        }
+        let ids: Vec<u32> = context
+            .iter()
+            .filter_map(|&id| (id as usize).checked_sub(first_id).filter(|&i| i < width))
+            .map(|i| i as u32)
+            .collect();
+        Ok(repetition_penalty(
+            &local.reshape(&[1, width])?,
+            &ids,
+            self.config.repetition_penalty,
+        )?)
     }
 
     /// The greedy next token when each rank holds only its slice of the vocabulary: `local[len]` (f32) are the
@@ -76,8 +75,7 @@ impl Sampler {
         first_id: usize,
         comm: &dyn Comm,
     ) -> Result<u32> {
-        let mut row = local.to_f32_vec()?;
-        self.penalize(&mut row, context, first_id);
+        let row = self.penalized(local, context, first_id)?.to_f32_vec()?;
         let width = row.len();
         let row = Tensor::from_vec(row, &[1, width])?;
         let best = argmax(&row)?.to_vec::<i32>()?[0] as usize;
@@ -114,8 +112,7 @@ impl Sampler {
         if p.temperature == 0.0 || (p.top_k == 0 && p.top_p >= 1.0) {
             return Ok(None);
         }
-        let mut row = local.to_f32_vec()?;
-        self.penalize(&mut row, context, first_id);
+        let row = self.penalized(local, context, first_id)?.to_f32_vec()?;
         let by_rank = |a: &(f32, usize), b: &(f32, usize)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
         let mut mine: Vec<(f32, usize)> = row.iter().enumerate().map(|(i, &x)| (x, first_id + i)).collect();
         let m = if p.top_k > 0 { p.top_k } else { SHARDED_CANDIDATES }.min(mine.len());

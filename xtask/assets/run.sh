@@ -113,6 +113,8 @@ PY
 
 bench() {
   local status=0
+  # Figures of an earlier run in the same folder must not pass for this one's.
+  rm -f "$OUT/layers.jsonl" "$OUT/torch-layers.jsonl" "$OUT/gpu-results.json"
   echo "== benchmark: nvlm (cuBLASLt) vs PyTorch on the same shapes"
   limit 180 "$HERE/bin/matmul-bench" 2>&1
   if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then

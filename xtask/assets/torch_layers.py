@@ -208,9 +208,17 @@ def main():
         case = json.loads(line)
         note = ""
         with torch.inference_mode():
-            eager, to_compile, iterations = build(case, args.device, args.scale)
-            eager_ms = timer(eager, iterations)
             compile_ms = None
+            try:
+                eager, to_compile, iterations = build(case, args.device, args.scale)
+                eager_ms = timer(eager, iterations)
+            except Exception as e:  # noqa: BLE001 - one case that cannot run (memory) must not cost the others
+                print(f"{case['name']:<44} failed: {type(e).__name__}: {str(e).splitlines()[0][:120]}", flush=True)
+                results.append({"name": case["name"], "eager_ms": None, "compile_ms": None,
+                                "note": f"failed: {type(e).__name__}"})
+                if args.device == "cuda":
+                    torch.cuda.empty_cache()
+                continue
             if to_compile is None:
                 note = "no compiled variant (one library call)"
             elif args.no_compile or compile_spent > args.compile_budget_s:

@@ -55,7 +55,7 @@ fn share_note(tp: usize) -> String {
 }
 
 impl LlmBench {
-    /// Two layers of random weights; models of one and of two layers over them.
+    /// Two layers of random weights (the models over them are loaded per tensor-parallel share on first use).
     pub fn new(device: Device) -> anyhow::Result<LlmBench> {
         let (h, heads, kv_heads, d, ffn) = LLM;
         let (q, kv) = (heads * d, kv_heads * d);

@@ -46,28 +46,49 @@ fn main() -> anyhow::Result<()> {
     }
     let device = Device::cuda(0)?;
     let mut report = Report::new(json);
-    let mut llm_bench = None;
-    let mut vit_bench = None;
+    let mut llm_bench: Option<llm::LlmBench> = None;
+    let mut vit_bench: Option<vit::VitBench> = None;
+    let mut failed = Vec::new();
     for case in cases() {
-        match case.kind {
-            Kind::Copy { bytes } => report.set_bandwidth(attention::copy_bandwidth(device, bytes)?),
-            Kind::LlmPrefill { tokens, tp } => {
-                let bench = llm_bench.get_or_insert(llm::LlmBench::new(device)?);
-                bench.prefill(&case, tokens, tp, &mut report)?;
+        // A case that fails is reported and the others still run: one GPU run gives every figure it can.
+        let outcome = (|| -> anyhow::Result<()> {
+            match case.kind {
+                Kind::Copy { bytes } => report.set_bandwidth(attention::copy_bandwidth(device, bytes)?),
+                Kind::LlmPrefill { tokens, tp } => {
+                    if llm_bench.is_none() {
+                        llm_bench = Some(llm::LlmBench::new(device)?);
+                    }
+                    let bench = llm_bench.as_mut().expect("made above");
+                    bench.prefill(&case, tokens, tp, &mut report)?;
+                }
+                Kind::LlmDecode { batch, context, tp } => {
+                    if llm_bench.is_none() {
+                        llm_bench = Some(llm::LlmBench::new(device)?);
+                    }
+                    let bench = llm_bench.as_mut().expect("made above");
+                    bench.decode(&case, batch, context, tp, &mut report)?;
+                }
+                Kind::VitTiles { tiles } => {
+                    llm_bench = None; // frees the LLM layers' memory
+                    if vit_bench.is_none() {
+                        vit_bench = Some(vit::VitBench::new(device, tiles)?);
+                    }
+                    vit_bench.as_ref().expect("made above").run(&case, &mut report)?;
+                }
+                Kind::Attention { .. } => attention::run(device, &case, &mut report)?,
             }
-            Kind::LlmDecode { batch, context, tp } => {
-                let bench = llm_bench.get_or_insert(llm::LlmBench::new(device)?);
-                bench.decode(&case, batch, context, tp, &mut report)?;
-            }
-            Kind::VitTiles { tiles } => {
-                llm_bench = None; // frees the LLM layers' memory
-                let bench = vit_bench.get_or_insert(vit::VitBench::new(device, tiles)?);
-                bench.run(&case, &mut report)?;
-            }
-            Kind::Attention { .. } => attention::run(device, &case, &mut report)?,
+            Ok(())
+        })();
+        if let Err(e) = outcome {
+            println!("CASE-FAILED {}: {e:#}", case.name);
+            failed.push(case.name.clone());
         }
     }
-    report.finish()
+    report.finish()?;
+    if !failed.is_empty() {
+        anyhow::bail!("{} case(s) failed: {}", failed.len(), failed.join(", "));
+    }
+    Ok(())
 }
 
 /// Waits for the GPU's work so far (timings bracket complete work).
