@@ -1,6 +1,7 @@
-//! Embedding gather and row scatter (image rows overwriting text embeddings at `<|vision_pad|>` positions).
+//! Embedding gather and row scatter (image rows overwriting text embeddings at `<|vision_pad|>` positions), and the
+//! two in one pass ([`gather_rows`]), which is what the LLM's input uses.
 
-use nvlm_tensor::{Device, Tensor};
+use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::check::{float_dtype, index_dtype, rank, same_device, same_dtype};
 use crate::cpu::{f32_values, from_f32, index_values};
@@ -81,6 +82,94 @@ pub fn scatter_rows(x: &Tensor, positions: &Tensor, rows: &Tensor) -> Result<Ten
             let pos32 = Tensor::from_vec(host.iter().map(|&v| v as i32).collect::<Vec<_>>(), &[host.len()])?
                 .to_device(x.device())?;
             crate::cuda::elementwise::scatter_rows(x, &pos32, rows)
+        }
+    }
+}
+
+/// Where one row of [`gather_rows`]'s output comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowSource {
+    /// Row `i` of the table (a token's embedding).
+    Table(usize),
+    /// Row `j` of the extra rows (an image embedding row).
+    Extra(usize),
+    /// Zeros (a token that another vocabulary-parallel rank embeds).
+    Zero,
+}
+
+/// The embedding gather and the image-row scatter in one pass: output row `i` (`[sources.len(), d]` in `dtype`) is
+/// the row `sources[i]` names, of `table[vocab, d]`, of `extra[m, d]` (in `dtype`, on the table's device), or
+/// zeros. The sources are checked on the host and uploaded in one copy, so nothing is read back from a GPU.
+pub fn gather_rows(
+    sources: &[RowSource],
+    table: &Tensor,
+    extra: Option<&Tensor>,
+    dtype: DType,
+) -> Result<Tensor> {
+    const OP: &str = "gather_rows";
+    rank(OP, "table", table, 2)?;
+    float_dtype(OP, table)?;
+    let (vocab, d) = (table.shape()[0], table.shape()[1]);
+    let extra_rows = match extra {
+        Some(e) => {
+            rank(OP, "extra", e, 2)?;
+            if e.dtype() != dtype || e.shape()[1] != d {
+                return Err(KernelError::shape(
+                    OP,
+                    format!(
+                        "extra rows {:?} {} do not fit [_, {d}] {dtype}",
+                        e.shape(),
+                        e.dtype()
+                    ),
+                ));
+            }
+            same_device(OP, &[table, e])?;
+            e.shape()[0]
+        }
+        None => 0,
+    };
+    let encoded = sources
+        .iter()
+        .map(|&s| {
+            let (index, limit, what) = match s {
+                RowSource::Table(i) => (i, vocab, "table"),
+                RowSource::Extra(j) => (j, extra_rows, "extra"),
+                RowSource::Zero => return Ok(-1),
+            };
+            if index >= limit {
+                return Err(KernelError::invalid(
+                    OP,
+                    format!("{what} row {index} outside {limit} rows"),
+                ));
+            }
+            let code = match s {
+                RowSource::Extra(j) => -2 - j as i64,
+                _ => index as i64,
+            };
+            i32::try_from(code).map_err(|_| KernelError::invalid(OP, format!("row {index} exceeds i32")))
+        })
+        .collect::<Result<Vec<i32>>>()?;
+    match table.device() {
+        Device::Cpu => {
+            let tv = f32_values(table)?;
+            let ev = match extra {
+                Some(e) => f32_values(e)?,
+                None => Default::default(),
+            };
+            let mut out = Vec::with_capacity(sources.len() * d);
+            for s in sources {
+                match *s {
+                    RowSource::Table(i) => out.extend_from_slice(&tv[i * d..(i + 1) * d]),
+                    RowSource::Extra(j) => out.extend_from_slice(&ev[j * d..(j + 1) * d]),
+                    RowSource::Zero => out.resize(out.len() + d, 0.0),
+                }
+            }
+            from_f32(out, dtype, &[sources.len(), d])
+        }
+        Device::Cuda(_) => {
+            let len = encoded.len();
+            let on_device = Tensor::from_vec(encoded, &[len])?.to_device(table.device())?;
+            crate::cuda::elementwise::gather_rows(&on_device, table, extra, dtype)
         }
     }
 }

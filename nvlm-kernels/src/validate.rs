@@ -4,11 +4,11 @@
 use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{
-    add, add_rms_norm, add_scaled_channels, argmax, attention, batched_matmul, cast, concat, embedding, gelu,
-    layer_norm, matmul, mul, paged_attention, paged_write, pixel_shuffle, qkv_qk_norm, repetition_penalty,
-    rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, rope_qkv, rotary_embedding, row_sum_squares,
-    sample, scale, scatter_rows, silu_mul, softmax, split, transpose_last2, unfold_patches, uniform,
-    AttentionMask, BlockTable, Result, SamplingParams,
+    add, add_rms_norm, add_scaled_channels, argmax, attention, batched_matmul, cast, concat, embedding,
+    gather_rows, gelu, layer_norm, matmul, mul, paged_attention, paged_write, pixel_shuffle, qkv_qk_norm,
+    repetition_penalty, rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, rope_qkv,
+    rotary_embedding, row_sum_squares, sample, scale, scatter_rows, silu_mul, softmax, split,
+    transpose_last2, unfold_patches, uniform, AttentionMask, BlockTable, Result, RowSource, SamplingParams,
 };
 
 /// The outcome of one device-vs-reference comparison.
@@ -403,6 +403,19 @@ pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
         &[base, at, rows],
         0.0,
         |t| scatter_rows(&t[0], &t[1], &t[2]),
+    )?);
+    // The LLM's input: token rows with image rows spliced in (and a vocabulary-parallel zero row).
+    let table = random_tensor(seed + 13, &[1000, 256], bf)?;
+    let image = random_tensor(seed + 14, &[3, 256], bf)?;
+    use RowSource::{Extra, Table, Zero};
+    let sources = [Table(999), Extra(0), Extra(1), Zero, Extra(2), Table(0), Table(3)];
+    reports.push(check_with(
+        device,
+        "gather_rows",
+        "7 of [1000,256] + [3,256] bf16".into(),
+        &[table, image],
+        0.0,
+        |t| gather_rows(&sources, &t[0], Some(&t[1]), bf),
     )?);
     let vocab = random_tensor(seed + 12, &[3, 152064], bf)?;
     reports.push(check_with(

@@ -533,6 +533,46 @@ fn repetition_penalty_edits_each_distinct_id_once() {
 }
 
 #[test]
+fn gather_rows_splices_table_rows_image_rows_and_zeros() {
+    let mut r = rng(12);
+    let (table, tv) = random(&mut r, &[10, 3], DType::BF16);
+    let (extra, ev) = random(&mut r, &[2, 3], DType::F32);
+    use RowSource::{Extra, Table, Zero};
+    let sources = [Table(9), Extra(0), Zero, Table(0), Extra(1), Table(9)];
+    let y = gather_rows(&sources, &table, Some(&extra), DType::F32).unwrap();
+    assert_eq!((y.shape(), y.dtype()), (&[6, 3][..], DType::F32));
+    let y = y.to_f64_vec().unwrap();
+    for (row, source) in sources.iter().enumerate() {
+        let want = match *source {
+            Table(i) => tv[i * 3..i * 3 + 3].to_vec(),
+            Extra(j) => ev[j * 3..j * 3 + 3].to_vec(),
+            Zero => vec![0.0; 3],
+        };
+        assert_eq!(&y[row * 3..row * 3 + 3], &want[..], "row {row} from {source:?}");
+    }
+    // Table rows only, in the table's dtype.
+    let y = gather_rows(&[Table(4)], &table, None, DType::BF16).unwrap();
+    assert_eq!(y.dtype(), DType::BF16);
+    assert_eq!(y.to_f64_vec().unwrap(), tv[12..15].to_vec());
+    assert!(
+        gather_rows(&[Table(10)], &table, None, DType::F32).is_err(),
+        "table row past the vocabulary"
+    );
+    assert!(
+        gather_rows(&[Extra(0)], &table, None, DType::F32).is_err(),
+        "no extra rows"
+    );
+    assert!(
+        gather_rows(&[Extra(2)], &table, Some(&extra), DType::F32).is_err(),
+        "extra row past the end"
+    );
+    assert!(
+        gather_rows(&[Zero], &table, Some(&extra), DType::BF16).is_err(),
+        "extra rows in another dtype"
+    );
+}
+
+#[test]
 fn embedding_gathers_and_scatter_overwrites() {
     let mut r = rng(11);
     let (table, tv) = random(&mut r, &[10, 3], DType::BF16);

@@ -223,46 +223,42 @@ impl Qwen2Model {
 
     /// Token embeddings `[n, H]` in `dtype`.
     pub fn embed(&self, ids: &[u32], dtype: nvlm_tensor::DType) -> Result<Tensor> {
-        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
-            return Err(crate::Qwen2Error::Input(format!(
+        self.check_ids(ids)?;
+        let sources: Vec<_> = ids.iter().map(|&id| self.table_row(id)).collect();
+        self.gather_embeddings(&sources, None, dtype)
+    }
+
+    /// An error for an id outside the vocabulary.
+    fn check_ids(&self, ids: &[u32]) -> Result<()> {
+        match ids.iter().find(|&&id| id as usize >= self.config.vocab_size) {
+            Some(bad) => Err(crate::Qwen2Error::Input(format!(
                 "token id {bad} is outside the vocabulary of {}",
                 self.config.vocab_size
-            )));
+            ))),
+            None => Ok(()),
         }
+    }
+
+    /// Where token `id`'s embedding row is: in this rank's slice of the table, or (vocabulary-parallel) on another
+    /// rank, which contributes it to the all-reduce while this one contributes zeros.
+    fn table_row(&self, id: u32) -> k::RowSource {
         let s = &self.sharding;
-        if self.comm.is_none() {
-            let ids = Tensor::from_vec(ids.iter().map(|&i| i as i32).collect::<Vec<_>>(), &[ids.len()])?
-                .to_device(self.embed.device())?;
-            return Ok(k::cast(&k::embedding(&ids, &self.embed)?, dtype)?);
+        match (id as usize).checked_sub(s.vocab_start) {
+            Some(row) if row < s.vocab => k::RowSource::Table(row),
+            _ => k::RowSource::Zero,
         }
-        // Vocabulary-parallel: each rank embeds the ids in its range, zeros the others; the sum over ranks is whole.
-        let owned: Vec<bool> = ids
-            .iter()
-            .map(|&i| (s.vocab_start..s.vocab_start + s.vocab).contains(&(i as usize)))
-            .collect();
-        let local: Vec<i32> = ids
-            .iter()
-            .zip(&owned)
-            .map(|(&i, &o)| if o { (i as usize - s.vocab_start) as i32 } else { 0 })
-            .collect();
-        let device = self.embed.device();
-        let rows = k::cast(
-            &k::embedding(
-                &Tensor::from_vec(local, &[ids.len()])?.to_device(device)?,
-                &self.embed,
-            )?,
-            nvlm_tensor::DType::F32,
-        )?;
-        let h = self.config.hidden_size;
-        let mask: Vec<f32> = owned
-            .iter()
-            .flat_map(|&o| std::iter::repeat_n(if o { 1.0 } else { 0.0 }, h))
-            .collect();
-        let masked = k::mul(
-            &rows,
-            &Tensor::from_vec(mask, &[ids.len(), h])?.to_device(device)?,
-        )?;
-        Ok(k::cast(&self.reduce(masked)?, dtype)?)
+    }
+
+    /// One gather over the embedding table (and the image rows), summed over the vocabulary-parallel ranks: each row
+    /// is non-zero on one rank only, so the sum is exact in any dtype.
+    fn gather_embeddings(
+        &self,
+        sources: &[k::RowSource],
+        image_rows: Option<&Tensor>,
+        dtype: nvlm_tensor::DType,
+    ) -> Result<Tensor> {
+        let rows = k::gather_rows(sources, &self.embed, image_rows, dtype)?;
+        self.reduce(rows)
     }
 
     /// Runs `embeds[t, H]` (positions `len..len + t` of sequence `seq`) through every layer, appending to the KV
@@ -481,27 +477,37 @@ impl Qwen2Model {
         image_rows: Option<&Tensor>,
         dtype: nvlm_tensor::DType,
     ) -> Result<Tensor> {
-        let embeds = self.embed(ids, dtype)?;
-        let positions: Vec<i32> = ids
+        self.check_ids(ids)?;
+        let image_tokens = ids
             .iter()
-            .enumerate()
-            .filter(|(_, &id)| id == crate::IMAGE_CONTEXT_TOKEN_ID)
-            .map(|(i, _)| i as i32)
-            .collect();
+            .filter(|&&id| id == crate::IMAGE_CONTEXT_TOKEN_ID)
+            .count();
         let rows = image_rows.map_or(0, |r| r.shape()[0]);
-        if positions.len() != rows {
+        if image_tokens != rows {
             return Err(crate::Qwen2Error::Input(format!(
-                "the prompt has {} <|vision_pad|> tokens but the images give {rows} embedding rows (one per image token)",
-                positions.len()
+                "the prompt has {image_tokens} <|vision_pad|> tokens but the images give {rows} embedding rows (one per image token)"
             )));
         }
-        match image_rows {
-            Some(rows) if !positions.is_empty() => {
-                let positions =
-                    Tensor::from_vec(positions.clone(), &[positions.len()])?.to_device(embeds.device())?;
-                Ok(k::scatter_rows(&embeds, &positions, &k::cast(rows, dtype)?)?)
-            }
-            _ => Ok(embeds),
-        }
+        // Under tensor parallelism every rank holds the image rows; rank 0 places them, the others add zeros.
+        let places_images = self.comm.as_ref().is_none_or(|c| c.rank() == 0);
+        let mut next_image_row = 0;
+        let sources: Vec<_> = ids
+            .iter()
+            .map(|&id| {
+                if id != crate::IMAGE_CONTEXT_TOKEN_ID {
+                    self.table_row(id)
+                } else if places_images {
+                    next_image_row += 1;
+                    k::RowSource::Extra(next_image_row - 1)
+                } else {
+                    k::RowSource::Zero
+                }
+            })
+            .collect();
+        let image_rows = match image_rows {
+            Some(r) if rows > 0 && places_images => Some(k::cast(r, dtype)?),
+            _ => None,
+        };
+        self.gather_embeddings(&sources, image_rows.as_ref(), dtype)
     }
 }

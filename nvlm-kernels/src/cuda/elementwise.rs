@@ -504,6 +504,38 @@ pub(crate) fn scatter_rows(x: &Tensor, positions: &Tensor, rows_: &Tensor) -> Re
     .remove(0))
 }
 
+/// `[n, d]` rows in `dtype`, row `i` from i32 `sources[i]` (`embedding.cu`'s encoding): `table`'s rows, zeros,
+/// or rows of `extra` (`dtype`, on the table's device); checked by the caller.
+pub(crate) fn gather_rows(
+    sources: &Tensor,
+    table: &Tensor,
+    extra: Option<&Tensor>,
+    dtype: DType,
+) -> Result<Tensor> {
+    const OP: &str = "gather_rows";
+    let (n, d) = (sources.numel(), table.shape()[1]);
+    let function = format!(
+        "gather_rows_{}_{}",
+        suffix(OP, table.dtype())?,
+        suffix(OP, dtype)?
+    );
+    let scalars = [Scalar::I32(n as i32), Scalar::I32(d as i32)];
+    let grid = if n * d == 0 { 0 } else { grid_for(n * d) };
+    // Without extra rows no source refers to them: the table stands in for the unused pointer.
+    let extra = extra.unwrap_or(table);
+    Ok(launch(
+        OP,
+        "embedding",
+        &function,
+        &[sources, table, extra],
+        vec![Output::new(dtype, &[n, d])],
+        &scalars,
+        grid,
+        BLOCK,
+    )?
+    .remove(0))
+}
+
 /// Argmax per row of `logits[b, v]` → i32 `[b]`.
 pub(crate) fn argmax(logits: &Tensor) -> Result<Tensor> {
     const OP: &str = "argmax";

@@ -103,6 +103,10 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "embedding_bf16",
             "scatter_rows_f32",
             "scatter_rows_bf16",
+            "gather_rows_f32_f32",
+            "gather_rows_f32_bf16",
+            "gather_rows_bf16_f32",
+            "gather_rows_bf16_bf16",
         ],
     },
     KernelSource {
