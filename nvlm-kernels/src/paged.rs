@@ -7,6 +7,7 @@ use nvlm_tensor::{Device, Tensor};
 use crate::attention::{attention, AttentionMask};
 use crate::check::{float_dtype, rank, same_device, same_dtype};
 use crate::cpu::{f32_values, from_f32};
+use crate::rope::{check_qkv, rope_qkv};
 use crate::{KernelError, Result};
 
 /// A sequence's block table: block ids in position order, `block_size` positions a block; kept on the host (for
@@ -83,6 +84,118 @@ impl BlockTable {
     }
 }
 
+/// The cache slots of one step's token rows, in row order, for rows from several sequences (each through its own
+/// block table); on the host (for checks) and on the cache's device. Built once per step, shared by every layer.
+#[derive(Debug, Clone)]
+pub struct SlotMap {
+    slots: Vec<usize>,
+    on_device: Tensor,
+}
+
+impl SlotMap {
+    /// The slots of positions `start..start + rows` of each `(table, start, rows)`, in order; an error when a
+    /// position has no block.
+    pub fn new(segments: &[(&BlockTable, usize, usize)], device: Device) -> Result<SlotMap> {
+        const OP: &str = "SlotMap";
+        let mut slots = Vec::new();
+        for &(table, start, rows) in segments {
+            table.check(OP, usize::MAX, start + rows)?;
+            slots.extend((start..start + rows).map(|p| table.slot(p)));
+        }
+        let ids = slots
+            .iter()
+            .map(|&s| i32::try_from(s).map_err(|_| KernelError::invalid(OP, format!("slot {s} exceeds i32"))))
+            .collect::<Result<Vec<_>>>()?;
+        // An empty map still needs a device buffer: one unused entry.
+        let ids = if ids.is_empty() { vec![0] } else { ids };
+        let len = ids.len();
+        Ok(SlotMap {
+            slots,
+            on_device: Tensor::from_vec(ids, &[len])?.to_device(device)?,
+        })
+    }
+
+    /// The slots, in row order.
+    pub fn slots(&self) -> &[usize] {
+        &self.slots
+    }
+}
+
+/// Qwen2's attention input written straight into the paged caches: [`rope_qkv`]'s rotated q is returned
+/// (`[tokens, heads, head_dim]`), its rotated k and its v are stored in `k_cache` / `v_cache`
+/// (`[slots, kv_heads, head_dim]`, `qkv`'s dtype) at the slots of `slots` (one per token row). One pass instead of a
+/// split, two cache writes and their temporaries. An error, with nothing written, when a slot is outside the cache.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_qkv_paged(
+    qkv: &Tensor,
+    positions: &Tensor,
+    inv_freq: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+    k_cache: &mut Tensor,
+    v_cache: &mut Tensor,
+    slots: &SlotMap,
+) -> Result<Tensor> {
+    const OP: &str = "rope_qkv_paged";
+    check_qkv(OP, qkv, positions, inv_freq, heads, kv_heads)?;
+    same_dtype(OP, k_cache, qkv)?;
+    same_dtype(OP, v_cache, qkv)?;
+    rank(OP, "k_cache", k_cache, 3)?;
+    v_cache.expect_shape(OP, "v_cache", k_cache.shape())?;
+    let tokens = qkv.shape()[0];
+    let [cache_slots, hkv, d] = [k_cache.shape()[0], k_cache.shape()[1], k_cache.shape()[2]];
+    if hkv != kv_heads || d != 2 * inv_freq.numel() || slots.slots.len() != tokens {
+        return Err(KernelError::shape(
+            OP,
+            format!(
+                "caches {:?} for {kv_heads} kv heads of {} and {} slots for {tokens} tokens",
+                k_cache.shape(),
+                2 * inv_freq.numel(),
+                slots.slots.len()
+            ),
+        ));
+    }
+    if let Some(&bad) = slots.slots.iter().find(|&&s| s >= cache_slots) {
+        return Err(KernelError::invalid(
+            OP,
+            format!("slot {bad} is outside a cache of {cache_slots} slots"),
+        ));
+    }
+    match same_device(
+        OP,
+        &[qkv, positions, inv_freq, &slots.on_device, k_cache, v_cache],
+    )? {
+        Device::Cpu => {
+            let [q, k, v] = rope_qkv(qkv, positions, inv_freq, heads, kv_heads)?;
+            write_rows(k_cache, &k, slots.slots.iter().copied())?;
+            write_rows(v_cache, &v, slots.slots.iter().copied())?;
+            Ok(q)
+        }
+        Device::Cuda(_) => crate::cuda::elementwise::rope_qkv_paged(
+            qkv,
+            positions,
+            inv_freq,
+            &slots.on_device,
+            heads,
+            kv_heads,
+            k_cache,
+            v_cache,
+        ),
+    }
+}
+
+/// Copies row `i` of host `rows[t, ...]` to row `slot_i` of host `cache[slots, ...]` (slots checked by the caller).
+fn write_rows(cache: &mut Tensor, rows: &Tensor, slots: impl Iterator<Item = usize>) -> Result<()> {
+    let row_bytes = rows.size_in_bytes() / rows.shape()[0].max(1);
+    let src = rows.cpu_bytes()?;
+    let dst = cache.cpu_bytes_mut()?;
+    for (i, slot) in slots.enumerate() {
+        dst[slot * row_bytes..(slot + 1) * row_bytes]
+            .copy_from_slice(&src[i * row_bytes..(i + 1) * row_bytes]);
+    }
+    Ok(())
+}
+
 /// Writes `rows[t, kv_heads, head_dim]` in place into `cache[slots, kv_heads, head_dim]` at positions
 /// `start..start + t` of the sequence whose block table is `table`. An error, with nothing written, when a position
 /// has no block or a block is outside the cache.
@@ -101,16 +214,7 @@ pub fn paged_write(cache: &mut Tensor, rows: &Tensor, table: &BlockTable, start:
     let (t, slots) = (rows.shape()[0], cache.shape()[0]);
     table.check(OP, slots, start + t)?;
     match same_device(OP, &[rows, &table.on_device, cache])? {
-        Device::Cpu => {
-            let row_bytes = rows.size_in_bytes() / t.max(1);
-            let src = rows.cpu_bytes()?;
-            let dst = cache.cpu_bytes_mut()?;
-            for (i, slot) in (start..start + t).map(|p| table.slot(p)).enumerate() {
-                dst[slot * row_bytes..(slot + 1) * row_bytes]
-                    .copy_from_slice(&src[i * row_bytes..(i + 1) * row_bytes]);
-            }
-            Ok(())
-        }
+        Device::Cpu => write_rows(cache, rows, (start..start + t).map(|p| table.slot(p))),
         Device::Cuda(_) => {
             crate::cuda::layout::paged_write(cache, rows, &table.on_device, table.block_size, start)
         }

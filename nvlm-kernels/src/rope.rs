@@ -63,28 +63,8 @@ pub fn rope_qkv(
     kv_heads: usize,
 ) -> Result<[Tensor; 3]> {
     const OP: &str = "rope_qkv";
-    float_dtype(OP, qkv)?;
-    rank(OP, "input", qkv, 2)?;
-    index_dtype(OP, positions)?;
-    let (tokens, all) = (qkv.shape()[0], heads + 2 * kv_heads);
-    let d = 2 * inv_freq.numel();
-    if inv_freq.dtype() != nvlm_tensor::DType::F32 || heads == 0 || kv_heads == 0 || qkv.shape()[1] != all * d
-    {
-        return Err(KernelError::shape(
-            OP,
-            format!(
-                "qkv {:?} is not [tokens, ({heads} + 2 x {kv_heads}) x {d}] (F32 frequencies: {})",
-                qkv.shape(),
-                inv_freq.numel()
-            ),
-        ));
-    }
-    if positions.shape() != [tokens] {
-        return Err(KernelError::shape(
-            OP,
-            format!("positions {:?} for {tokens} tokens", positions.shape()),
-        ));
-    }
+    check_qkv(OP, qkv, positions, inv_freq, heads, kv_heads)?;
+    let (tokens, all, d) = (qkv.shape()[0], heads + 2 * kv_heads, 2 * inv_freq.numel());
     match same_device(OP, &[qkv, positions, inv_freq])? {
         Device::Cpu => {
             let parts = crate::split(&qkv.reshape(&[tokens, all, d])?, 1, &[heads, kv_heads, kv_heads])?;
@@ -97,6 +77,40 @@ pub fn rope_qkv(
         }
         Device::Cuda(_) => crate::cuda::elementwise::rope_qkv(qkv, positions, inv_freq, heads, kv_heads),
     }
+}
+
+/// The argument checks of [`rope_qkv`] (shared with the paged variant).
+pub(crate) fn check_qkv(
+    op: &'static str,
+    qkv: &Tensor,
+    positions: &Tensor,
+    inv_freq: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+) -> Result<()> {
+    float_dtype(op, qkv)?;
+    rank(op, "input", qkv, 2)?;
+    index_dtype(op, positions)?;
+    let (tokens, all) = (qkv.shape()[0], heads + 2 * kv_heads);
+    let d = 2 * inv_freq.numel();
+    if inv_freq.dtype() != nvlm_tensor::DType::F32 || heads == 0 || kv_heads == 0 || qkv.shape()[1] != all * d
+    {
+        return Err(KernelError::shape(
+            op,
+            format!(
+                "qkv {:?} is not [tokens, ({heads} + 2 x {kv_heads}) x {d}] (F32 frequencies: {})",
+                qkv.shape(),
+                inv_freq.numel()
+            ),
+        ));
+    }
+    if positions.shape() != [tokens] {
+        return Err(KernelError::shape(
+            op,
+            format!("positions {:?} for {tokens} tokens", positions.shape()),
+        ));
+    }
+    Ok(())
 }
 
 /// Rotates `x[tokens, heads, head_dim]` by the angle `position · inv_freq` per token:

@@ -7,8 +7,9 @@ use crate::{
     add, add_rms_norm, add_scaled_channels, argmax, attention, batched_matmul, cast, concat, embedding,
     gather_rows, gelu, layer_norm, matmul, mul, paged_attention, paged_write, pixel_shuffle, qkv_qk_norm,
     repetition_penalty, rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, rope_qkv,
-    rotary_embedding, row_sum_squares, sample, scale, scatter_rows, silu_mul, softmax, split,
+    rope_qkv_paged, rotary_embedding, row_sum_squares, sample, scale, scatter_rows, silu_mul, softmax, split,
     transpose_last2, unfold_patches, uniform, AttentionMask, BlockTable, Result, RowSource, SamplingParams,
+    SlotMap,
 };
 
 /// The outcome of one device-vs-reference comparison.
@@ -569,6 +570,38 @@ pub fn check_paged_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
         0.0,
         |t| filled(&t[0]),
     )?];
+    // Rotated q returned, k and v stored through the slots of two sequences' rows (a prefill chunk and a decode row).
+    let qkv = random_tensor(seed + 3, &[9, (hq + 2 * hkv) * d], bf)?;
+    let positions = Tensor::from_vec((0..9).map(|p| 80 + p as i32).collect::<Vec<_>>(), &[9])?;
+    let freq = Tensor::from_vec(
+        crate::RopeConfig {
+            theta: 1e6,
+            head_dim: d,
+            dynamic: None,
+        }
+        .inv_freq(90),
+        &[d / 2],
+    )?;
+    reports.push(check_with(
+        device,
+        "rope_paged",
+        "[9,(64+2x8)x128] bf16 (q|k|v caches)".into(),
+        &[qkv, positions, freq],
+        BF16_TOL,
+        |t| {
+            let other = BlockTable::new(&[5, 31], block_size, t[0].device())?;
+            let table = BlockTable::new(&blocks, block_size, t[0].device())?;
+            let slots = SlotMap::new(&[(&table, 82, 8), (&other, 20, 1)], t[0].device())?;
+            let cache = || Tensor::zeros(&[pool * block_size, hkv, d], bf, t[0].device());
+            let (mut kc, mut vc) = (cache()?, cache()?);
+            let q = rope_qkv_paged(&t[0], &t[1], &t[2], hq, hkv, &mut kc, &mut vc, &slots)?;
+            // The written cache rows (the others stay zero: checked on the CPU), beside q.
+            let written = slots.slots().iter().map(|&s| s as i32).collect::<Vec<_>>();
+            let written = Tensor::from_vec(written, &[9])?.to_device(t[0].device())?;
+            let rows = |c: &Tensor| embedding(&written, &c.reshape(&[pool * block_size, hkv * d])?);
+            concat(&[&q.reshape(&[9, hq * d])?, &rows(&kc)?, &rows(&vc)?], 1)
+        },
+    )?);
     for (case, t) in [
         ("decode 1 of 90, GQA 64/8", 1),
         ("chunk 7 of 90, GQA 64/8", 7),

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use nvlm_kernels::*;
-use nvlm_tensor::{DType, Tensor};
+use nvlm_tensor::{DType, Device, Tensor};
 
 fn ids(v: Vec<i64>) -> Tensor {
     let n = v.len();
@@ -337,6 +337,51 @@ fn rope_rotates_by_position_times_frequency() {
     assert_eq!(v.to_f64_vec().unwrap(), heads_of(5, 2, false));
     assert!(rope_qkv(&qkv, &ids(positions.to_vec()), &inv_t, 3, 3).is_err());
     assert!(rope_qkv(&qkv, &ids(vec![0, 1]), &inv_t, 3, 2).is_err());
+
+    // The paged form: q returned, k and v stored at each row's cache slot (rows of two sequences in one step).
+    let first = BlockTable::new(&[2, 0], 2, Device::Cpu).unwrap(); // positions 0..4 at slots 4, 5, 0, 1
+    let second = BlockTable::new(&[5], 2, Device::Cpu).unwrap(); // positions 0..2 at slots 10, 11
+    let map = SlotMap::new(&[(&first, 1, 3), (&second, 0, 2)], Device::Cpu).unwrap();
+    assert_eq!(map.slots(), &[5, 0, 1, 10, 11]);
+    let cache = || Tensor::zeros(&[12, 2, d], DType::F32, Device::Cpu).unwrap();
+    let (mut kc, mut vc) = (cache(), cache());
+    let pos = ids(positions.to_vec());
+    let q = rope_qkv_paged(&qkv, &pos, &inv_t, 3, 2, &mut kc, &mut vc, &map).unwrap();
+    assert_close(
+        "paged rope q",
+        &q.to_f64_vec().unwrap(),
+        &heads_of(0, 3, true),
+        2e-3,
+        1e-5,
+    );
+    let (want_k, want_v) = (heads_of(3, 2, true), heads_of(5, 2, false));
+    let (got_k, got_v) = (kc.to_f64_vec().unwrap(), vc.to_f64_vec().unwrap());
+    let row = 2 * d;
+    for slot in 0..12 {
+        let (k_row, v_row) = (
+            &got_k[slot * row..(slot + 1) * row],
+            &got_v[slot * row..(slot + 1) * row],
+        );
+        match map.slots().iter().position(|&s| s == slot) {
+            Some(t) => {
+                assert_close("paged rope k", k_row, &want_k[t * row..(t + 1) * row], 2e-3, 1e-5);
+                assert_eq!(v_row, &want_v[t * row..(t + 1) * row], "v at slot {slot}");
+            }
+            None => assert!(
+                k_row.iter().chain(v_row).all(|&x| x == 0.0),
+                "slot {slot} untouched"
+            ),
+        }
+    }
+    // Slot 11 outside a 10-slot cache: an error, nothing written.
+    let small = || Tensor::zeros(&[10, 2, d], DType::F32, Device::Cpu).unwrap();
+    let (mut ks, mut vs) = (small(), small());
+    assert!(rope_qkv_paged(&qkv, &pos, &inv_t, 3, 2, &mut ks, &mut vs, &map).is_err());
+    assert!(ks.to_f64_vec().unwrap().iter().all(|&x| x == 0.0));
+    assert!(
+        SlotMap::new(&[(&second, 1, 2)], Device::Cpu).is_err(),
+        "position 2 has no block"
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! A paged KV cache: fixed-size blocks from one pool, a block table per sequence. Prefill and decode append to it;
 //! attention reads a sequence's keys and values back in order.
 
-use nvlm_kernels::{self as k, BlockTable};
+use nvlm_kernels::{self as k, BlockTable, SlotMap};
 use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{Qwen2Error, Result};
@@ -132,6 +132,42 @@ impl PagedKvCache {
         k::paged_write(keys, key, &seq.table, seq.len)?;
         k::paged_write(&mut self.values[layer], value, &seq.table, seq.len)?;
         Ok(())
+    }
+
+    /// The cache slots of one step's rows: for each `(sequence, rows)`, in order, positions `len..len + rows`
+    /// (reserved beforehand). Built once per step and shared by every layer's [`PagedKvCache::write_rope_qkv`].
+    pub fn slot_map(&self, parts: &[(SequenceId, usize)]) -> Result<SlotMap> {
+        let sequences = parts
+            .iter()
+            .map(|&(id, rows)| Ok((self.sequence(id)?, rows)))
+            .collect::<Result<Vec<_>>>()?;
+        let segments: Vec<_> = sequences
+            .iter()
+            .map(|(s, rows)| (&s.table, s.len, *rows))
+            .collect();
+        Ok(SlotMap::new(&segments, self.device)?)
+    }
+
+    /// Qwen2's fused projection rows `qkv` of one step (the rows `slots` maps) rotated and split, with the keys and
+    /// values written into `layer`'s cache in the same pass; returns the rotated queries `[t, heads, head_dim]`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_rope_qkv(
+        &mut self,
+        layer: usize,
+        qkv: &Tensor,
+        positions: &Tensor,
+        inv_freq: &Tensor,
+        [heads, kv_heads]: [usize; 2],
+        slots: &SlotMap,
+    ) -> Result<Tensor> {
+        let (keys, values) = self
+            .keys
+            .get_mut(layer)
+            .zip(self.values.get_mut(layer))
+            .ok_or_else(|| Qwen2Error::Cache(format!("no layer {layer}")))?;
+        Ok(k::rope_qkv_paged(
+            qkv, positions, inv_freq, heads, kv_heads, keys, values, slots,
+        )?)
     }
 
     /// Marks `t` more positions of `id` as stored.

@@ -1,7 +1,7 @@
 //! The Qwen2 decoder (`nvlm-d.md` §8): embeddings, layers of RMSNorm → QKV (bias) → RoPE → GQA attention over the
 //! paged KV cache → output projection, RMSNorm → SwiGLU MLP; final norm; untied LM head.
 
-use nvlm_kernels as k;
+use nvlm_kernels::{self as k, SlotMap};
 use std::sync::Arc;
 
 use nvlm_dist::Comm;
@@ -10,6 +10,15 @@ use nvlm_tensor::{load_weight, Device, Tensor, Weights};
 use crate::kv_cache::{PagedKvCache, SequenceId};
 use crate::tensor_parallel::{ShardedLoader, Sharding};
 use crate::{Qwen2Config, Result};
+
+/// What every layer of one step shares: the rows' positions, the RoPE frequencies and the cache slots (each
+/// uploaded once per step), and which rows belong to which sequence.
+struct Step<'a> {
+    positions: &'a Tensor,
+    inv_freq: &'a Tensor,
+    slots: &'a SlotMap,
+    segments: &'a [Segment],
+}
 
 /// Consecutive rows of a forward pass that belong to one sequence, at positions `start..start + rows`.
 struct Segment {
@@ -366,11 +375,19 @@ impl Qwen2Model {
             .flat_map(|s| (s.start..s.start + s.rows).map(|p| p as i32))
             .collect();
         let positions = Tensor::from_vec(positions, &[embeds.shape()[0]])?.to_device(embeds.device())?;
-        // Uploaded once per step, shared by every layer's RoPE.
+        // Uploaded once per step, shared by every layer's RoPE and cache write.
         let inv_freq = Tensor::from_slice(inv_freq, &[inv_freq.len()], embeds.device())?;
+        let parts: Vec<_> = segments.iter().map(|s| (s.seq, s.rows)).collect();
+        let slots = cache.slot_map(&parts)?;
+        let step = Step {
+            positions: &positions,
+            inv_freq: &inv_freq,
+            slots: &slots,
+            segments,
+        };
         let mut x = embeds.clone();
         for (l, layer) in self.layers.iter().enumerate() {
-            x = self.layer(l, layer, &x, &positions, &inv_freq, cache, segments)?;
+            x = self.layer(l, layer, &x, &step, cache)?;
             trace(l, &x);
         }
         for s in segments {
@@ -379,34 +396,32 @@ impl Qwen2Model {
         Ok(k::rms_norm(&x, &self.norm, self.config.rms_norm_eps)?)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn layer(
         &self,
         index: usize,
         l: &Layer,
         x: &Tensor,
-        positions: &Tensor,
-        inv_freq: &Tensor,
+        step: &Step,
         cache: &mut PagedKvCache,
-        segments: &[Segment],
     ) -> Result<Tensor> {
         let c = &self.config;
         let d = c.head_dim();
         let h = k::rms_norm(x, &l.input_norm, c.rms_norm_eps)?;
         let (heads, kv_heads) = (self.sharding.heads, self.sharding.kv_heads);
         let qkv = k::matmul(&h, &l.qkv, Some(&l.qkv_bias))?;
-        let [q, key, v] = k::rope_qkv(&qkv, positions, inv_freq, heads, kv_heads)?;
+        let q = cache.write_rope_qkv(
+            index,
+            &qkv,
+            step.positions,
+            step.inv_freq,
+            [heads, kv_heads],
+            step.slots,
+        )?;
         // Attention per sequence, over its own cached keys and values.
-        let mut outputs = Vec::with_capacity(segments.len());
+        let mut outputs = Vec::with_capacity(step.segments.len());
         let mut row = 0;
-        for s in segments {
-            let (q, key, v) = (
-                q.narrow0(row, s.rows)?,
-                key.narrow0(row, s.rows)?,
-                v.narrow0(row, s.rows)?,
-            );
-            cache.write(index, s.seq, &key, &v)?;
-            let out = cache.attention(index, s.seq, &q, 1.0 / (d as f32).sqrt())?;
+        for s in step.segments {
+            let out = cache.attention(index, s.seq, &q.narrow0(row, s.rows)?, 1.0 / (d as f32).sqrt())?;
             outputs.push(out.reshape(&[s.rows, heads * d])?);
             row += s.rows;
         }

@@ -2,7 +2,7 @@
 
 use nvlm_tensor::{DType, Tensor};
 
-use super::launch::{grid_for, launch, suffix, Output, Scalar, BLOCK};
+use super::launch::{alloc_like, grid_for, launch, run, suffix, Output, Scalar, BLOCK};
 use crate::{KernelError, Result};
 
 /// A grid-stride kernel `function(inputs..., out, long n, extra...)` over the elements of `inputs[0]`.
@@ -146,6 +146,53 @@ pub(crate) fn qkv_qk_norm(
     let v = out.remove(2);
     let k = out.remove(1);
     Ok([out.remove(0), k, v])
+}
+
+/// [`rope_qkv`] with k and v written in place into the paged caches at i32 `slots` (one per token row, checked by
+/// the caller); returns q.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn rope_qkv_paged(
+    qkv: &Tensor,
+    positions: &Tensor,
+    inv_freq: &Tensor,
+    slots: &Tensor,
+    heads: usize,
+    kv_heads: usize,
+    k_cache: &mut Tensor,
+    v_cache: &mut Tensor,
+) -> Result<Tensor> {
+    const OP: &str = "rope_qkv_paged";
+    if positions.dtype() != DType::I32 || slots.dtype() != DType::I32 || inv_freq.dtype() != DType::F32 {
+        return Err(KernelError::invalid(
+            OP,
+            "CUDA rope_qkv_paged takes I32 positions and slots and F32 frequencies",
+        ));
+    }
+    let t = qkv.shape()[0];
+    let d = 2 * inv_freq.numel();
+    let n = t * (heads + 2 * kv_heads) * d / 2;
+    let scalars = [t, heads, kv_heads, d].map(|v| Scalar::I32(v as i32));
+    let grid = if n == 0 { 0 } else { grid_for(n) };
+    let q_shape = [t, heads, d];
+    let mut q = alloc_like(OP, qkv, qkv.dtype(), &q_shape)?;
+    let mut outputs = [
+        q.slice_mut(..),
+        k_cache.cuda_view_mut()?,
+        v_cache.cuda_view_mut()?,
+    ];
+    run(
+        OP,
+        "rope",
+        &name(OP, "rope_qkv_paged", qkv.dtype())?,
+        &[qkv, positions, inv_freq, slots],
+        &mut outputs,
+        &scalars,
+        grid,
+        BLOCK,
+    )?;
+    drop(outputs);
+    let (buffer, _, _) = qkv.cuda_parts()?;
+    Ok(Tensor::from_cuda(q, buffer.device.clone(), qkv.dtype(), &q_shape))
 }
 
 /// Residual add + RMSNorm: `(normed, sum)`.

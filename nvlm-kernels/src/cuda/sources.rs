@@ -69,7 +69,14 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     KernelSource {
         name: "rope",
         source: include_str!("../../cuda/rope.cu"),
-        functions: &["rope_f32", "rope_bf16", "rope_qkv_f32", "rope_qkv_bf16"],
+        functions: &[
+            "rope_f32",
+            "rope_bf16",
+            "rope_qkv_f32",
+            "rope_qkv_bf16",
+            "rope_qkv_paged_f32",
+            "rope_qkv_paged_bf16",
+        ],
     },
     KernelSource {
         name: "sample",
