@@ -8,6 +8,8 @@
 struct ContiguousKeys {
     int tk;
     __device__ size_t row(int bi, int key) const { return (size_t)bi * tk + key; }
+    // Keys query i of batch bi sees: all, or (causal) those up to its position offset + i.
+    __device__ int visible(int, int i, int causal, int offset) const { return causal ? min(offset + i + 1, tk) : tk; }
 };
 
 // Keys and values of one sequence in a paged cache [slots, hkv, d]: position `key` is at slot
@@ -18,6 +20,20 @@ struct PagedKeys {
     __device__ size_t row(int, int key) const {
         return (size_t)table[key / block_size] * block_size + key % block_size;
     }
+    __device__ int visible(int, int i, int, int offset) const { return offset + i + 1; }
+};
+
+// One query row per "batch" entry bi, each of its own sequence: row bi is at position positions[bi] and its
+// sequence's block ids start at blocks[starts[bi]] (a decode step of many sequences in one launch).
+struct PagedRowKeys {
+    const int* blocks;
+    const int* starts;
+    const int* positions;
+    int block_size;
+    __device__ size_t row(int bi, int key) const {
+        return (size_t)blocks[starts[bi] + key / block_size] * block_size + key % block_size;
+    }
+    __device__ int visible(int bi, int, int, int) const { return positions[bi] + 1; }
 };
 
 template <typename T, typename Keys>
@@ -32,7 +48,7 @@ __device__ void attention_warp(const T* __restrict__ q, const T* __restrict__ k,
     const int i = (job / hq) % tq;
     const int bi = job / ((long)hq * tq);
     const int kh = h / (hq / hkv);
-    const int visible = causal ? min(offset + i + 1, tk) : tk;
+    const int visible = keys.visible(bi, i, causal, offset);
     const T* qrow = q + (((size_t)bi * tq + i) * hq + h) * d;
     float qv[8], acc[8];
 #pragma unroll
@@ -192,6 +208,19 @@ extern "C" __global__ void attention_bf16(const __nv_bfloat16* q, const __nv_bfl
 
 PAGED_ATTENTION(f32, float)
 PAGED_ATTENTION(bf16, __nv_bfloat16)
+
+// Causal attention of t query rows, each of its own sequence, over the paged cache: q[t, hq, d], one warp per
+// (row, head); `rows` packs i32 [slots (t) | positions (t) | table starts (t) | block ids].
+#define PAGED_ATTENTION_ROWS(SUFFIX, T)                                                                            \
+    extern "C" __global__ void paged_attention_rows_##SUFFIX(const T* q, const T* k, const T* v, const int* rows,   \
+                                                             T* o, int t, int hq, int hkv, int d, int block_size,  \
+                                                             float scale) {                                        \
+        const PagedRowKeys keys{rows + 3 * t, rows + 2 * t, rows + t, block_size};                                  \
+        attention_warp(q, k, v, o, t, 1, 0, hq, hkv, d, 1, 0, scale, keys);                                         \
+    }
+
+PAGED_ATTENTION_ROWS(f32, float)
+PAGED_ATTENTION_ROWS(bf16, __nv_bfloat16)
 
 #define TILED_ATTENTION(SUFFIX, T)                                                                                 \
     extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)                                                 \

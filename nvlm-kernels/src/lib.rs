@@ -32,7 +32,7 @@ pub use norm::{
     add_rms_norm, layer_norm, qkv_qk_norm, rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares,
     row_sum_squares,
 };
-pub use paged::{paged_attention, paged_write, rope_qkv_paged, BlockTable, SlotMap};
+pub use paged::{paged_attention, paged_attention_rows, paged_write, rope_qkv_paged, BlockTable, PagedRows};
 pub use patch::{patch_embed, unfold_patches};
 pub use rope::{rope_qkv, rotary_embedding, DynamicNtk, RopeConfig};
 pub use sampling::{argmax, filtered_distribution, repetition_penalty, sample, uniform, SamplingParams};

@@ -84,98 +84,142 @@ impl BlockTable {
     }
 }
 
-/// The cache slots of one step's token rows, in row order, for rows from several sequences (each through its own
-/// block table); on the host (for checks) and on the cache's device. Built once per step, shared by every layer.
+/// Where one step's token rows live in the paged cache, for rows of several sequences (each through its own block
+/// table): each row's slot (for the cache write), position and table (for attention). On the host for checks, and
+/// on the cache's device packed in one i32 buffer `[slots | positions | table starts | block ids]`, uploaded once per
+/// step and shared by every layer.
 #[derive(Debug, Clone)]
-pub struct SlotMap {
+pub struct PagedRows {
     slots: Vec<usize>,
-    on_device: Tensor,
+    positions: Vec<usize>,
+    /// Per row: its sequence's table, as (first index into `blocks`, number of blocks).
+    tables: Vec<(usize, usize)>,
+    blocks: Vec<usize>,
+    block_size: usize,
+    packed: Tensor,
 }
 
-impl SlotMap {
-    /// The slots of positions `start..start + rows` of each `(table, start, rows)`, in order; an error when a
-    /// position has no block.
-    pub fn new(segments: &[(&BlockTable, usize, usize)], device: Device) -> Result<SlotMap> {
-        const OP: &str = "SlotMap";
-        let mut slots = Vec::new();
+impl PagedRows {
+    /// The rows at positions `start..start + rows` of each `(table, start, rows)`, in order; an error when a
+    /// position has no block or the tables' block sizes differ.
+    pub fn new(segments: &[(&BlockTable, usize, usize)], device: Device) -> Result<PagedRows> {
+        const OP: &str = "PagedRows";
+        let block_size = segments.first().map_or(1, |s| s.0.block_size);
+        let (mut slots, mut positions, mut tables, mut blocks) = (vec![], vec![], vec![], vec![]);
         for &(table, start, rows) in segments {
+            if table.block_size != block_size {
+                return Err(KernelError::invalid(
+                    OP,
+                    format!("block sizes {} and {block_size} in one step", table.block_size),
+                ));
+            }
             table.check(OP, usize::MAX, start + rows)?;
-            slots.extend((start..start + rows).map(|p| table.slot(p)));
+            let first = blocks.len();
+            blocks.extend_from_slice(&table.blocks);
+            for p in start..start + rows {
+                slots.push(table.slot(p));
+                positions.push(p);
+                tables.push((first, table.blocks.len()));
+            }
         }
-        let ids = slots
+        let starts = tables.iter().map(|t| t.0);
+        let packed = slots
             .iter()
-            .map(|&s| i32::try_from(s).map_err(|_| KernelError::invalid(OP, format!("slot {s} exceeds i32"))))
+            .chain(&positions)
+            .copied()
+            .chain(starts)
+            .chain(blocks.iter().copied())
+            .map(|v| i32::try_from(v).map_err(|_| KernelError::invalid(OP, format!("{v} exceeds i32"))))
             .collect::<Result<Vec<_>>>()?;
-        // An empty map still needs a device buffer: one unused entry.
-        let ids = if ids.is_empty() { vec![0] } else { ids };
-        let len = ids.len();
-        Ok(SlotMap {
+        // An empty step still needs a device buffer: one unused entry.
+        let packed = if packed.is_empty() { vec![0] } else { packed };
+        let len = packed.len();
+        Ok(PagedRows {
             slots,
-            on_device: Tensor::from_vec(ids, &[len])?.to_device(device)?,
+            positions,
+            tables,
+            blocks,
+            block_size,
+            packed: Tensor::from_vec(packed, &[len])?.to_device(device)?,
         })
     }
 
-    /// The slots, in row order.
+    /// Each row's cache slot.
     pub fn slots(&self) -> &[usize] {
         &self.slots
     }
+
+    /// Each row's position in its sequence.
+    pub fn positions(&self) -> &[usize] {
+        &self.positions
+    }
+
+    /// The rows' positions as an i32 tensor on the device (a view of the packed buffer: no upload).
+    pub fn device_positions(&self) -> Result<Tensor> {
+        let t = self.slots.len();
+        Ok(self.packed.narrow0(t, t)?)
+    }
+
+    fn device_slots(&self) -> Result<Tensor> {
+        Ok(self.packed.narrow0(0, self.slots.len())?)
+    }
+
+    /// The largest slot any row's attention reads or its write touches, for the bounds check against a cache.
+    fn max_slot(&self) -> Option<usize> {
+        let reads = self.blocks.iter().map(|&b| (b + 1) * self.block_size - 1);
+        self.slots.iter().copied().chain(reads).max()
+    }
 }
 
-/// Qwen2's attention input written straight into the paged caches: [`rope_qkv`]'s rotated q is returned
-/// (`[tokens, heads, head_dim]`), its rotated k and its v are stored in `k_cache` / `v_cache`
-/// (`[slots, kv_heads, head_dim]`, `qkv`'s dtype) at the slots of `slots` (one per token row). One pass instead of a
+/// Qwen2's attention input written straight into the paged caches: [`rope_qkv`]'s q, rotated at the positions of
+/// `rows`, is returned (`[tokens, heads, head_dim]`); its rotated k and its v are stored in `k_cache` / `v_cache`
+/// (`[slots, kv_heads, head_dim]`, `qkv`'s dtype) at the slots of `rows` (one per token row). One pass instead of a
 /// split, two cache writes and their temporaries. An error, with nothing written, when a slot is outside the cache.
-#[allow(clippy::too_many_arguments)]
 pub fn rope_qkv_paged(
     qkv: &Tensor,
-    positions: &Tensor,
     inv_freq: &Tensor,
     heads: usize,
     kv_heads: usize,
     k_cache: &mut Tensor,
     v_cache: &mut Tensor,
-    slots: &SlotMap,
+    rows: &PagedRows,
 ) -> Result<Tensor> {
     const OP: &str = "rope_qkv_paged";
-    check_qkv(OP, qkv, positions, inv_freq, heads, kv_heads)?;
+    let positions = rows.device_positions()?;
+    check_qkv(OP, qkv, &positions, inv_freq, heads, kv_heads)?;
     same_dtype(OP, k_cache, qkv)?;
     same_dtype(OP, v_cache, qkv)?;
     rank(OP, "k_cache", k_cache, 3)?;
     v_cache.expect_shape(OP, "v_cache", k_cache.shape())?;
-    let tokens = qkv.shape()[0];
     let [cache_slots, hkv, d] = [k_cache.shape()[0], k_cache.shape()[1], k_cache.shape()[2]];
-    if hkv != kv_heads || d != 2 * inv_freq.numel() || slots.slots.len() != tokens {
+    if hkv != kv_heads || d != 2 * inv_freq.numel() {
         return Err(KernelError::shape(
             OP,
             format!(
-                "caches {:?} for {kv_heads} kv heads of {} and {} slots for {tokens} tokens",
+                "caches {:?} for {kv_heads} kv heads of {}",
                 k_cache.shape(),
                 2 * inv_freq.numel(),
-                slots.slots.len()
             ),
         ));
     }
-    if let Some(&bad) = slots.slots.iter().find(|&&s| s >= cache_slots) {
+    if let Some(&bad) = rows.slots.iter().find(|&&s| s >= cache_slots) {
         return Err(KernelError::invalid(
             OP,
             format!("slot {bad} is outside a cache of {cache_slots} slots"),
         ));
     }
-    match same_device(
-        OP,
-        &[qkv, positions, inv_freq, &slots.on_device, k_cache, v_cache],
-    )? {
+    match same_device(OP, &[qkv, inv_freq, &rows.packed, k_cache, v_cache])? {
         Device::Cpu => {
-            let [q, k, v] = rope_qkv(qkv, positions, inv_freq, heads, kv_heads)?;
-            write_rows(k_cache, &k, slots.slots.iter().copied())?;
-            write_rows(v_cache, &v, slots.slots.iter().copied())?;
+            let [q, k, v] = rope_qkv(qkv, &positions, inv_freq, heads, kv_heads)?;
+            write_rows(k_cache, &k, rows.slots.iter().copied())?;
+            write_rows(v_cache, &v, rows.slots.iter().copied())?;
             Ok(q)
         }
         Device::Cuda(_) => crate::cuda::elementwise::rope_qkv_paged(
             qkv,
-            positions,
+            &positions,
             inv_freq,
-            &slots.on_device,
+            &rows.device_slots()?,
             heads,
             kv_heads,
             k_cache,
@@ -282,6 +326,82 @@ pub fn paged_attention(
             &table.on_device,
             table.block_size,
             query_offset,
+            scale,
+        ),
+    }
+}
+
+/// Causal attention of a step's query rows `q[t, hq, head_dim]`, each of its own sequence (`rows`): row `i` attends
+/// positions `0..=positions[i]` of its sequence in the paged caches `k`/`v` `[slots, kv_heads, head_dim]` (query head
+/// `h` reads KV head `h / (hq / kv_heads)`). A decode step of many sequences in one launch; output like `q`.
+pub fn paged_attention_rows(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    rows: &PagedRows,
+    scale: f32,
+) -> Result<Tensor> {
+    const OP: &str = "paged_attention_rows";
+    float_dtype(OP, q)?;
+    same_dtype(OP, k, q)?;
+    same_dtype(OP, v, q)?;
+    for (what, x) in [("q", q), ("k", k), ("v", v)] {
+        rank(OP, what, x, 3)?;
+    }
+    v.expect_shape(OP, "v", k.shape())?;
+    let [t, hq, d] = [q.shape()[0], q.shape()[1], q.shape()[2]];
+    let [slots, hkv, dk] = [k.shape()[0], k.shape()[1], k.shape()[2]];
+    if dk != d || hkv == 0 || hq % hkv != 0 || t != rows.slots.len() {
+        return Err(KernelError::shape(
+            OP,
+            format!(
+                "q {:?} for {} rows and caches {:?}: head_dim must match, kv heads divide q heads",
+                q.shape(),
+                rows.slots.len(),
+                k.shape()
+            ),
+        ));
+    }
+    if let Some(bad) = rows.max_slot().filter(|&s| s >= slots) {
+        return Err(KernelError::invalid(
+            OP,
+            format!("slot {bad} is outside a cache of {slots} slots"),
+        ));
+    }
+    match same_device(OP, &[q, k, v, &rows.packed])? {
+        Device::Cpu => {
+            let (kv, vv) = (f32_values(k)?, f32_values(v)?);
+            let width = hkv * d;
+            let mut out = Vec::with_capacity(t * hq * d);
+            for (i, (&position, &(first, count))) in rows.positions.iter().zip(&rows.tables).enumerate() {
+                let table = &rows.blocks[first..first + count];
+                let keys = position + 1;
+                let gather = |cache: &[f32]| -> Result<Tensor> {
+                    let mut g = Vec::with_capacity(keys * width);
+                    for p in 0..keys {
+                        let slot = table[p / rows.block_size] * rows.block_size + p % rows.block_size;
+                        g.extend_from_slice(&cache[slot * width..(slot + 1) * width]);
+                    }
+                    from_f32(g, q.dtype(), &[1, keys, hkv, d])
+                };
+                let row = attention(
+                    &q.narrow0(i, 1)?.reshape(&[1, 1, hq, d])?,
+                    &gather(&kv)?,
+                    &gather(&vv)?,
+                    AttentionMask::Bidirectional,
+                    scale,
+                )?;
+                out.extend_from_slice(&f32_values(&row)?);
+            }
+            from_f32(out, q.dtype(), q.shape())
+        }
+        Device::Cuda(_) => crate::cuda::elementwise::paged_attention_rows(
+            q,
+            k,
+            v,
+            &rows.packed,
+            rows.slots.len(),
+            rows.block_size,
             scale,
         ),
     }

@@ -5,11 +5,11 @@ use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{
     add, add_rms_norm, add_scaled_channels, argmax, attention, batched_matmul, cast, concat, embedding,
-    gather_rows, gelu, layer_norm, matmul, mul, paged_attention, paged_write, pixel_shuffle, qkv_qk_norm,
-    repetition_penalty, rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares, rope_qkv,
-    rope_qkv_paged, rotary_embedding, row_sum_squares, sample, scale, scatter_rows, silu_mul, softmax, split,
-    transpose_last2, unfold_patches, uniform, AttentionMask, BlockTable, Result, RowSource, SamplingParams,
-    SlotMap,
+    gather_rows, gelu, layer_norm, matmul, mul, paged_attention, paged_attention_rows, paged_write,
+    pixel_shuffle, qkv_qk_norm, repetition_penalty, rms_norm, rms_norm_partial_stats,
+    rms_norm_with_sum_squares, rope_qkv, rope_qkv_paged, rotary_embedding, row_sum_squares, sample, scale,
+    scatter_rows, silu_mul, softmax, split, transpose_last2, unfold_patches, uniform, AttentionMask,
+    BlockTable, PagedRows, Result, RowSource, SamplingParams,
 };
 
 /// The outcome of one device-vs-reference comparison.
@@ -572,7 +572,6 @@ pub fn check_paged_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
     )?];
     // Rotated q returned, k and v stored through the slots of two sequences' rows (a prefill chunk and a decode row).
     let qkv = random_tensor(seed + 3, &[9, (hq + 2 * hkv) * d], bf)?;
-    let positions = Tensor::from_vec((0..9).map(|p| 80 + p as i32).collect::<Vec<_>>(), &[9])?;
     let freq = Tensor::from_vec(
         crate::RopeConfig {
             theta: 1e6,
@@ -586,20 +585,38 @@ pub fn check_paged_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
         device,
         "rope_paged",
         "[9,(64+2x8)x128] bf16 (q|k|v caches)".into(),
-        &[qkv, positions, freq],
+        &[qkv, freq],
         BF16_TOL,
         |t| {
             let other = BlockTable::new(&[5, 31], block_size, t[0].device())?;
             let table = BlockTable::new(&blocks, block_size, t[0].device())?;
-            let slots = SlotMap::new(&[(&table, 82, 8), (&other, 20, 1)], t[0].device())?;
+            let rows = PagedRows::new(&[(&table, 82, 8), (&other, 20, 1)], t[0].device())?;
             let cache = || Tensor::zeros(&[pool * block_size, hkv, d], bf, t[0].device());
             let (mut kc, mut vc) = (cache()?, cache()?);
-            let q = rope_qkv_paged(&t[0], &t[1], &t[2], hq, hkv, &mut kc, &mut vc, &slots)?;
+            let q = rope_qkv_paged(&t[0], &t[1], hq, hkv, &mut kc, &mut vc, &rows)?;
             // The written cache rows (the others stay zero: checked on the CPU), beside q.
-            let written = slots.slots().iter().map(|&s| s as i32).collect::<Vec<_>>();
+            let written = rows.slots().iter().map(|&s| s as i32).collect::<Vec<_>>();
             let written = Tensor::from_vec(written, &[9])?.to_device(t[0].device())?;
-            let rows = |c: &Tensor| embedding(&written, &c.reshape(&[pool * block_size, hkv * d])?);
-            concat(&[&q.reshape(&[9, hq * d])?, &rows(&kc)?, &rows(&vc)?], 1)
+            let cache_rows = |c: &Tensor| embedding(&written, &c.reshape(&[pool * block_size, hkv * d])?);
+            concat(
+                &[&q.reshape(&[9, hq * d])?, &cache_rows(&kc)?, &cache_rows(&vc)?],
+                1,
+            )
+        },
+    )?);
+    // A decode step of three sequences in one launch: positions 89, 40 and 0 of the same cache.
+    let q = random_tensor(seed + 4, &[3, hq, d], bf)?;
+    reports.push(check_with(
+        device,
+        "paged_rows",
+        "decode 3 rows at 89/40/0, GQA 64/8".into(),
+        &[q, keys.clone(), values.clone()],
+        BF16_TOL,
+        |x| {
+            let table = BlockTable::new(&blocks, block_size, x[0].device())?;
+            let rows = PagedRows::new(&[(&table, 89, 1), (&table, 40, 1), (&table, 0, 1)], x[0].device())?;
+            let (kc, vc) = (filled(&x[1])?, filled(&x[2])?);
+            paged_attention_rows(&x[0], &kc, &vc, &rows, 1.0 / (d as f32).sqrt())
         },
     )?);
     for (case, t) in [

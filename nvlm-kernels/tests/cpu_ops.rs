@@ -298,7 +298,7 @@ fn rope_rotates_by_position_times_frequency() {
     let (qkv, qkv_v) = random(&mut r, &[tokens, 7 * d], DType::F32);
     let inv_t = Tensor::from_vec(inv.clone(), &[d / 2]).unwrap();
     let [q, k, v] = rope_qkv(&qkv, &ids(positions.to_vec()), &inv_t, 3, 2).unwrap();
-    let heads_of = |first: usize, count: usize, rotate: bool| -> Vec<f64> {
+    let heads_of = |first: usize, count: usize, rotate: bool, positions: &[i64]| -> Vec<f64> {
         let mut out = Vec::new();
         for t in 0..tokens {
             for h in first..first + count {
@@ -323,38 +323,38 @@ fn rope_rotates_by_position_times_frequency() {
     assert_close(
         "fused rope q",
         &q.to_f64_vec().unwrap(),
-        &heads_of(0, 3, true),
+        &heads_of(0, 3, true, &positions),
         2e-3,
         1e-5,
     );
     assert_close(
         "fused rope k",
         &k.to_f64_vec().unwrap(),
-        &heads_of(3, 2, true),
+        &heads_of(3, 2, true, &positions),
         2e-3,
         1e-5,
     );
-    assert_eq!(v.to_f64_vec().unwrap(), heads_of(5, 2, false));
+    assert_eq!(v.to_f64_vec().unwrap(), heads_of(5, 2, false, &positions));
     assert!(rope_qkv(&qkv, &ids(positions.to_vec()), &inv_t, 3, 3).is_err());
     assert!(rope_qkv(&qkv, &ids(vec![0, 1]), &inv_t, 3, 2).is_err());
 
-    // The paged form: q returned, k and v stored at each row's cache slot (rows of two sequences in one step).
+    // The paged form: q returned, k and v stored at each row's cache slot (rows of two sequences in one step),
+    // each row rotated at its own position.
     let first = BlockTable::new(&[2, 0], 2, Device::Cpu).unwrap(); // positions 0..4 at slots 4, 5, 0, 1
     let second = BlockTable::new(&[5], 2, Device::Cpu).unwrap(); // positions 0..2 at slots 10, 11
-    let map = SlotMap::new(&[(&first, 1, 3), (&second, 0, 2)], Device::Cpu).unwrap();
-    assert_eq!(map.slots(), &[5, 0, 1, 10, 11]);
+    let rows = PagedRows::new(&[(&first, 1, 3), (&second, 0, 2)], Device::Cpu).unwrap();
+    assert_eq!(rows.slots(), &[5, 0, 1, 10, 11]);
+    assert_eq!(rows.positions(), &[1, 2, 3, 0, 1]);
+    let row_positions = [1i64, 2, 3, 0, 1];
     let cache = || Tensor::zeros(&[12, 2, d], DType::F32, Device::Cpu).unwrap();
     let (mut kc, mut vc) = (cache(), cache());
-    let pos = ids(positions.to_vec());
-    let q = rope_qkv_paged(&qkv, &pos, &inv_t, 3, 2, &mut kc, &mut vc, &map).unwrap();
-    assert_close(
-        "paged rope q",
-        &q.to_f64_vec().unwrap(),
-        &heads_of(0, 3, true),
-        2e-3,
-        1e-5,
+    let q = rope_qkv_paged(&qkv, &inv_t, 3, 2, &mut kc, &mut vc, &rows).unwrap();
+    let want_q = heads_of(0, 3, true, &row_positions);
+    assert_close("paged rope q", &q.to_f64_vec().unwrap(), &want_q, 2e-3, 1e-5);
+    let (want_k, want_v) = (
+        heads_of(3, 2, true, &row_positions),
+        heads_of(5, 2, false, &row_positions),
     );
-    let (want_k, want_v) = (heads_of(3, 2, true), heads_of(5, 2, false));
     let (got_k, got_v) = (kc.to_f64_vec().unwrap(), vc.to_f64_vec().unwrap());
     let row = 2 * d;
     for slot in 0..12 {
@@ -362,7 +362,7 @@ fn rope_rotates_by_position_times_frequency() {
             &got_k[slot * row..(slot + 1) * row],
             &got_v[slot * row..(slot + 1) * row],
         );
-        match map.slots().iter().position(|&s| s == slot) {
+        match rows.slots().iter().position(|&s| s == slot) {
             Some(t) => {
                 assert_close("paged rope k", k_row, &want_k[t * row..(t + 1) * row], 2e-3, 1e-5);
                 assert_eq!(v_row, &want_v[t * row..(t + 1) * row], "v at slot {slot}");
@@ -376,10 +376,10 @@ fn rope_rotates_by_position_times_frequency() {
     // Slot 11 outside a 10-slot cache: an error, nothing written.
     let small = || Tensor::zeros(&[10, 2, d], DType::F32, Device::Cpu).unwrap();
     let (mut ks, mut vs) = (small(), small());
-    assert!(rope_qkv_paged(&qkv, &pos, &inv_t, 3, 2, &mut ks, &mut vs, &map).is_err());
+    assert!(rope_qkv_paged(&qkv, &inv_t, 3, 2, &mut ks, &mut vs, &rows).is_err());
     assert!(ks.to_f64_vec().unwrap().iter().all(|&x| x == 0.0));
     assert!(
-        SlotMap::new(&[(&second, 1, 2)], Device::Cpu).is_err(),
+        PagedRows::new(&[(&second, 1, 2)], Device::Cpu).is_err(),
         "position 2 has no block"
     );
 }
@@ -540,6 +540,64 @@ fn paged_cache_writes_through_the_table_and_attends_in_position_order() {
             1e-5,
         );
     }
+    // A step of rows from two sequences (a second one in free blocks 7 and 1), each attending its own positions.
+    let other = BlockTable::new(&[7, 1], block_size, nvlm_tensor::Device::Cpu).unwrap();
+    let (k2, kv2) = random(&mut r, &[6, hkv, d], DType::F32);
+    let (v2, vv2) = random(&mut r, &[6, hkv, d], DType::F32);
+    paged_write(&mut kc, &k2, &other, 0).unwrap();
+    paged_write(&mut vc, &v2, &other, 0).unwrap();
+    let rows = PagedRows::new(
+        &[(&table, 12, 1), (&other, 5, 1), (&table, 4, 2)],
+        nvlm_tensor::Device::Cpu,
+    )
+    .unwrap();
+    let (q, qv) = random(&mut r, &[4, hq, d], DType::F32);
+    let scale = 1.0 / (d as f64).sqrt();
+    let got = paged_attention_rows(&q, &kc, &vc, &rows, scale as f32)
+        .unwrap()
+        .to_f64_vec()
+        .unwrap();
+    let width = hq * d;
+    for (i, (p, (keys, values))) in [
+        (12, (&kv, &vv)),
+        (5, (&kv2, &vv2)),
+        (4, (&kv, &vv)),
+        (5, (&kv, &vv)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seen = (p + 1) * row;
+        let want = attention_ref(
+            &qv[i * width..(i + 1) * width],
+            &keys[..seen],
+            &values[..seen],
+            1,
+            1,
+            p + 1,
+            hq,
+            hkv,
+            d,
+            Some(p),
+            scale,
+        );
+        assert_close(
+            &format!("row {i} at position {p}"),
+            &got[i * width..(i + 1) * width],
+            &want,
+            1e-5,
+            1e-5,
+        );
+    }
+    let small = Tensor::zeros(&[8 * block_size, hkv, d], DType::F32, nvlm_tensor::Device::Cpu).unwrap();
+    assert!(
+        paged_attention_rows(&q, &small, &small, &rows, 1.0).is_err(),
+        "block 8 outside an 8-block cache"
+    );
+    assert!(
+        paged_attention_rows(&q.narrow0(0, 3).unwrap(), &kc, &vc, &rows, 1.0).is_err(),
+        "3 queries for 4 rows"
+    );
     // Errors, not panics: a position without a block, a block outside the pool, a cache shared with a view.
     let one = k.narrow0(0, 1).unwrap();
     assert!(

@@ -1,7 +1,7 @@
 //! A paged KV cache: fixed-size blocks from one pool, a block table per sequence. Prefill and decode append to it;
 //! attention reads a sequence's keys and values back in order.
 
-use nvlm_kernels::{self as k, BlockTable, SlotMap};
+use nvlm_kernels::{self as k, BlockTable, PagedRows};
 use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{Qwen2Error, Result};
@@ -134,9 +134,10 @@ impl PagedKvCache {
         Ok(())
     }
 
-    /// The cache slots of one step's rows: for each `(sequence, rows)`, in order, positions `len..len + rows`
-    /// (reserved beforehand). Built once per step and shared by every layer's [`PagedKvCache::write_rope_qkv`].
-    pub fn slot_map(&self, parts: &[(SequenceId, usize)]) -> Result<SlotMap> {
+    /// Where one step's rows live: for each `(sequence, rows)`, in order, positions `len..len + rows` (reserved
+    /// beforehand). Built once per step and shared by every layer's [`PagedKvCache::write_rope_qkv`] and
+    /// [`PagedKvCache::attention_rows`].
+    pub fn paged_rows(&self, parts: &[(SequenceId, usize)]) -> Result<PagedRows> {
         let sequences = parts
             .iter()
             .map(|&(id, rows)| Ok((self.sequence(id)?, rows)))
@@ -145,20 +146,18 @@ impl PagedKvCache {
             .iter()
             .map(|(s, rows)| (&s.table, s.len, *rows))
             .collect();
-        Ok(SlotMap::new(&segments, self.device)?)
+        Ok(PagedRows::new(&segments, self.device)?)
     }
 
-    /// Qwen2's fused projection rows `qkv` of one step (the rows `slots` maps) rotated and split, with the keys and
-    /// values written into `layer`'s cache in the same pass; returns the rotated queries `[t, heads, head_dim]`.
-    #[allow(clippy::too_many_arguments)]
+    /// Qwen2's fused projection rows `qkv` of one step (`rows`) rotated and split, with the keys and values written
+    /// into `layer`'s cache in the same pass; returns the rotated queries `[t, heads, head_dim]`.
     pub fn write_rope_qkv(
         &mut self,
         layer: usize,
         qkv: &Tensor,
-        positions: &Tensor,
         inv_freq: &Tensor,
         [heads, kv_heads]: [usize; 2],
-        slots: &SlotMap,
+        rows: &PagedRows,
     ) -> Result<Tensor> {
         let (keys, values) = self
             .keys
@@ -166,8 +165,20 @@ impl PagedKvCache {
             .zip(self.values.get_mut(layer))
             .ok_or_else(|| Qwen2Error::Cache(format!("no layer {layer}")))?;
         Ok(k::rope_qkv_paged(
-            qkv, positions, inv_freq, heads, kv_heads, keys, values, slots,
+            qkv, inv_freq, heads, kv_heads, keys, values, rows,
         )?)
+    }
+
+    /// Causal attention of a step's queries `q[t, heads, head_dim]` (`rows`, written with
+    /// [`PagedKvCache::write_rope_qkv`]), each over its own sequence's keys and values of `layer`: one launch for
+    /// the rows of many sequences.
+    pub fn attention_rows(&self, layer: usize, q: &Tensor, rows: &PagedRows, scale: f32) -> Result<Tensor> {
+        let (keys, values) = self
+            .keys
+            .get(layer)
+            .zip(self.values.get(layer))
+            .ok_or_else(|| Qwen2Error::Cache(format!("no layer {layer}")))?;
+        Ok(k::paged_attention_rows(q, keys, values, rows, scale)?)
     }
 
     /// Marks `t` more positions of `id` as stored.

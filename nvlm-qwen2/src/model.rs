@@ -1,7 +1,7 @@
 //! The Qwen2 decoder (`nvlm-d.md` §8): embeddings, layers of RMSNorm → QKV (bias) → RoPE → GQA attention over the
 //! paged KV cache → output projection, RMSNorm → SwiGLU MLP; final norm; untied LM head.
 
-use nvlm_kernels::{self as k, SlotMap};
+use nvlm_kernels::{self as k, PagedRows};
 use std::sync::Arc;
 
 use nvlm_dist::Comm;
@@ -11,12 +11,11 @@ use crate::kv_cache::{PagedKvCache, SequenceId};
 use crate::tensor_parallel::{ShardedLoader, Sharding};
 use crate::{Qwen2Config, Result};
 
-/// What every layer of one step shares: the rows' positions, the RoPE frequencies and the cache slots (each
+/// What every layer of one step shares: the RoPE frequencies and where the rows live in the paged cache (each
 /// uploaded once per step), and which rows belong to which sequence.
 struct Step<'a> {
-    positions: &'a Tensor,
     inv_freq: &'a Tensor,
-    slots: &'a SlotMap,
+    rows: &'a PagedRows,
     segments: &'a [Segment],
 }
 
@@ -370,19 +369,13 @@ impl Qwen2Model {
         cache: &mut PagedKvCache,
         mut trace: impl FnMut(usize, &Tensor),
     ) -> Result<Tensor> {
-        let positions: Vec<i32> = segments
-            .iter()
-            .flat_map(|s| (s.start..s.start + s.rows).map(|p| p as i32))
-            .collect();
-        let positions = Tensor::from_vec(positions, &[embeds.shape()[0]])?.to_device(embeds.device())?;
-        // Uploaded once per step, shared by every layer's RoPE and cache write.
+        // Uploaded once per step, shared by every layer's RoPE, cache write and attention.
         let inv_freq = Tensor::from_slice(inv_freq, &[inv_freq.len()], embeds.device())?;
         let parts: Vec<_> = segments.iter().map(|s| (s.seq, s.rows)).collect();
-        let slots = cache.slot_map(&parts)?;
+        let rows = cache.paged_rows(&parts)?;
         let step = Step {
-            positions: &positions,
             inv_freq: &inv_freq,
-            slots: &slots,
+            rows: &rows,
             segments,
         };
         let mut x = embeds.clone();
@@ -409,26 +402,15 @@ impl Qwen2Model {
         let h = k::rms_norm(x, &l.input_norm, c.rms_norm_eps)?;
         let (heads, kv_heads) = (self.sharding.heads, self.sharding.kv_heads);
         let qkv = k::matmul(&h, &l.qkv, Some(&l.qkv_bias))?;
-        let q = cache.write_rope_qkv(
-            index,
-            &qkv,
-            step.positions,
-            step.inv_freq,
-            [heads, kv_heads],
-            step.slots,
-        )?;
-        // Attention per sequence, over its own cached keys and values.
-        let mut outputs = Vec::with_capacity(step.segments.len());
-        let mut row = 0;
-        for s in step.segments {
-            let out = cache.attention(index, s.seq, &q.narrow0(row, s.rows)?, 1.0 / (d as f32).sqrt())?;
-            outputs.push(out.reshape(&[s.rows, heads * d])?);
-            row += s.rows;
-        }
-        let attn = match outputs.len() {
-            1 => outputs.pop().expect("one segment"),
-            _ => k::concat(&outputs.iter().collect::<Vec<_>>(), 0)?,
+        let q = cache.write_rope_qkv(index, &qkv, step.inv_freq, [heads, kv_heads], step.rows)?;
+        let scale = 1.0 / (d as f32).sqrt();
+        // One sequence: its queries over its cache (tiled for a prefill); several (a batched decode step): every row
+        // over its own sequence in one launch.
+        let attn = match step.segments {
+            [one] => cache.attention(index, one.seq, &q, scale)?,
+            _ => cache.attention_rows(index, &q, step.rows, scale)?,
         };
+        let attn = attn.reshape(&[q.shape()[0], heads * d])?;
         let o = self.reduce(k::matmul(&attn, &l.o, None)?)?;
         let (h, x) = k::add_rms_norm(&o, x, &l.post_norm, c.rms_norm_eps)?;
         let mlp = self.reduce(k::matmul(

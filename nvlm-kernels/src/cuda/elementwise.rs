@@ -508,6 +508,45 @@ pub(crate) fn paged_attention(
     .remove(0))
 }
 
+/// Causal attention of `q[t, hq, d]`, one row per sequence, over the paged caches; `rows` packs i32
+/// `[slots | positions | table starts | block ids]` (checked by the caller). One warp per (row, head).
+pub(crate) fn paged_attention_rows(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    rows: &Tensor,
+    t: usize,
+    block_size: usize,
+    scale: f32,
+) -> Result<Tensor> {
+    const OP: &str = "paged_attention_rows";
+    let [hq, d] = [q.shape()[1], q.shape()[2]];
+    let hkv = k.shape()[1];
+    if d > 256 {
+        return Err(KernelError::invalid(
+            OP,
+            format!("the CUDA attention kernel supports head_dim <= 256, found {d}"),
+        ));
+    }
+    let scalars = [t, hq, hkv, d, block_size]
+        .map(|v| Scalar::I32(v as i32))
+        .into_iter()
+        .chain([Scalar::F32(scale)])
+        .collect::<Vec<_>>();
+    let (kernel, grid, block) = attention_kernel("paged_attention_rows", t, 1, hq, d);
+    Ok(launch(
+        OP,
+        "attention",
+        &name(OP, kernel, q.dtype())?,
+        &[q, k, v, rows],
+        vec![Output::new(q.dtype(), q.shape())],
+        &scalars,
+        grid,
+        block,
+    )?
+    .remove(0))
+}
+
 /// Rows of `table` at i32 `ids` (range-checked by the caller).
 pub(crate) fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
     const OP: &str = "embedding";

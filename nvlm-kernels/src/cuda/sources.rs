@@ -100,6 +100,8 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "attention_tiled_bf16",
             "paged_attention_tiled_f32",
             "paged_attention_tiled_bf16",
+            "paged_attention_rows_f32",
+            "paged_attention_rows_bf16",
         ],
     },
     KernelSource {
