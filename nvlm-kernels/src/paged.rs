@@ -278,25 +278,7 @@ pub fn paged_attention(
     scale: f32,
 ) -> Result<Tensor> {
     const OP: &str = "paged_attention";
-    float_dtype(OP, q)?;
-    same_dtype(OP, k, q)?;
-    same_dtype(OP, v, q)?;
-    for (what, x) in [("q", q), ("k", k), ("v", v)] {
-        rank(OP, what, x, 3)?;
-    }
-    v.expect_shape(OP, "v", k.shape())?;
-    let [t, hq, d] = [q.shape()[0], q.shape()[1], q.shape()[2]];
-    let [slots, hkv, dk] = [k.shape()[0], k.shape()[1], k.shape()[2]];
-    if dk != d || hkv == 0 || hq % hkv != 0 {
-        return Err(KernelError::shape(
-            OP,
-            format!(
-                "q {:?} and caches {:?}: head_dim must match, kv heads divide q heads",
-                q.shape(),
-                k.shape()
-            ),
-        ));
-    }
+    let [t, hq, d, slots, hkv] = check_attention_inputs(OP, q, k, v)?;
     let keys = query_offset + t;
     table.check(OP, slots, keys)?;
     match same_device(OP, &[q, k, v, &table.on_device])? {
@@ -342,24 +324,11 @@ pub fn paged_attention_rows(
     scale: f32,
 ) -> Result<Tensor> {
     const OP: &str = "paged_attention_rows";
-    float_dtype(OP, q)?;
-    same_dtype(OP, k, q)?;
-    same_dtype(OP, v, q)?;
-    for (what, x) in [("q", q), ("k", k), ("v", v)] {
-        rank(OP, what, x, 3)?;
-    }
-    v.expect_shape(OP, "v", k.shape())?;
-    let [t, hq, d] = [q.shape()[0], q.shape()[1], q.shape()[2]];
-    let [slots, hkv, dk] = [k.shape()[0], k.shape()[1], k.shape()[2]];
-    if dk != d || hkv == 0 || hq % hkv != 0 || t != rows.slots.len() {
+    let [t, hq, d, slots, hkv] = check_attention_inputs(OP, q, k, v)?;
+    if t != rows.slots.len() {
         return Err(KernelError::shape(
             OP,
-            format!(
-                "q {:?} for {} rows and caches {:?}: head_dim must match, kv heads divide q heads",
-                q.shape(),
-                rows.slots.len(),
-                k.shape()
-            ),
+            format!("q {:?} for {} rows", q.shape(), rows.slots.len()),
         ));
     }
     if let Some(bad) = rows.max_slot().filter(|&s| s >= slots) {
@@ -405,4 +374,29 @@ pub fn paged_attention_rows(
             scale,
         ),
     }
+}
+
+/// The checks shared by the paged attention ops: `q[t, hq, d]` and caches `k`, `v` `[slots, hkv, d]` of one float
+/// dtype, `hkv` dividing `hq`. Returns `[t, hq, d, slots, hkv]`.
+fn check_attention_inputs(op: &'static str, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<[usize; 5]> {
+    float_dtype(op, q)?;
+    same_dtype(op, k, q)?;
+    same_dtype(op, v, q)?;
+    for (what, x) in [("q", q), ("k", k), ("v", v)] {
+        rank(op, what, x, 3)?;
+    }
+    v.expect_shape(op, "v", k.shape())?;
+    let [t, hq, d] = [q.shape()[0], q.shape()[1], q.shape()[2]];
+    let [slots, hkv, dk] = [k.shape()[0], k.shape()[1], k.shape()[2]];
+    if dk != d || hkv == 0 || hq % hkv != 0 {
+        return Err(KernelError::shape(
+            op,
+            format!(
+                "q {:?} and caches {:?}: head_dim must match, kv heads divide q heads",
+                q.shape(),
+                k.shape()
+            ),
+        ));
+    }
+    Ok([t, hq, d, slots, hkv])
 }
