@@ -36,29 +36,14 @@ struct PagedRowKeys {
     __device__ int visible(int bi, int, int, int) const { return positions[bi] + 1; }
 };
 
+// One warp folds keys [key0, key1) of batch entry bi, KV head kh, into a query's running max m, sum l and
+// unnormalised output acc (lane owns channels lane + 32 j; q in registers the same way): online softmax in f32.
 template <typename T, typename Keys>
-__device__ void attention_warp(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-                               T* __restrict__ o, int batch, int tq, int tk, int hq, int hkv, int d, int causal,
-                               int offset, float scale, Keys keys) {
-    const int warps_per_block = blockDim.x / 32;
-    const long job = (long)blockIdx.x * warps_per_block + threadIdx.x / 32;
+__device__ __forceinline__ void fold_keys(const float (&qv)[8], const T* __restrict__ k, const T* __restrict__ v,
+                                          const Keys& keys, int bi, int kh, int hkv, int d, int key0, int key1,
+                                          float scale, float& m, float& l, float (&acc)[8]) {
     const int lane = threadIdx.x & 31;
-    if (job >= (long)batch * tq * hq) return;
-    const int h = job % hq;
-    const int i = (job / hq) % tq;
-    const int bi = job / ((long)hq * tq);
-    const int kh = h / (hq / hkv);
-    const int visible = keys.visible(bi, i, causal, offset);
-    const T* qrow = q + (((size_t)bi * tq + i) * hq + h) * d;
-    float qv[8], acc[8];
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-        const int c = lane + 32 * j;
-        qv[j] = c < d ? to_f32(qrow[c]) : 0.0f;
-        acc[j] = 0.0f;
-    }
-    float m = -INFINITY, l = 0.0f;
-    for (int key = 0; key < visible; ++key) {
+    for (int key = key0; key < key1; ++key) {
         const size_t row = (keys.row(bi, key) * hkv + kh) * d;
         float dot = 0.0f;
 #pragma unroll
@@ -78,12 +63,97 @@ __device__ void attention_warp(const T* __restrict__ q, const T* __restrict__ k,
         }
         m = m_new;
     }
+}
+
+// A query row (d channels) into registers, lane owning channels lane + 32 j; the accumulator zeroed.
+template <typename T>
+__device__ __forceinline__ void load_query(const T* __restrict__ qrow, int d, float (&qv)[8], float (&acc)[8]) {
+    const int lane = threadIdx.x & 31;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const int c = lane + 32 * j;
+        qv[j] = c < d ? to_f32(qrow[c]) : 0.0f;
+        acc[j] = 0.0f;
+    }
+}
+
+template <typename T, typename Keys>
+__device__ void attention_warp(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                               T* __restrict__ o, int batch, int tq, int tk, int hq, int hkv, int d, int causal,
+                               int offset, float scale, Keys keys) {
+    const int warps_per_block = blockDim.x / 32;
+    const long job = (long)blockIdx.x * warps_per_block + threadIdx.x / 32;
+    const int lane = threadIdx.x & 31;
+    if (job >= (long)batch * tq * hq) return;
+    const int h = job % hq;
+    const int i = (job / hq) % tq;
+    const int bi = job / ((long)hq * tq);
+    const int kh = h / (hq / hkv);
+    const int visible = keys.visible(bi, i, causal, offset);
+    float qv[8], acc[8];
+    load_query(q + (((size_t)bi * tq + i) * hq + h) * d, d, qv, acc);
+    float m = -INFINITY, l = 0.0f;
+    fold_keys(qv, k, v, keys, bi, kh, hkv, d, 0, visible, scale, m, l, acc);
     T* orow = o + (((size_t)bi * tq + i) * hq + h) * d;
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
         const int c = lane + 32 * j;
         if (c < d) orow[c] = from_f32<T>(acc[j] * inv);
+    }
+}
+
+// Split-K decode (flash-decoding) over the paged cache, one query row per sequence: block (row, KV head, split) of
+// hq / hkv warps, one per query head of the GQA group (they read the same K/V rows, so all but the first read hit
+// L1/L2); each folds keys [split * chunk, min((split + 1) * chunk, visible)) and writes its partial (m, l) and
+// unnormalised output; decode_combine merges the splits. Many short key ranges in parallel instead of one warp
+// walking the whole context.
+template <typename T>
+__device__ void decode_partial(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                               const PagedRowKeys keys, float* __restrict__ ml, float* __restrict__ partial, int hq,
+                               int hkv, int d, int splits, int chunk, float scale) {
+    const int split = blockIdx.x % splits;
+    const int kh = (blockIdx.x / splits) % hkv;
+    const int bi = blockIdx.x / (splits * hkv);
+    const int group = hq / hkv, warp = threadIdx.x / 32, lane = threadIdx.x & 31;
+    if (warp >= group) return;
+    const int h = kh * group + warp;
+    const int key0 = split * chunk, key1 = min(key0 + chunk, keys.visible(bi, 0, 1, 0));
+    float qv[8], acc[8];
+    load_query(q + ((size_t)bi * hq + h) * d, d, qv, acc);
+    float m = -INFINITY, l = 0.0f;
+    fold_keys(qv, k, v, keys, bi, kh, hkv, d, key0, key1, scale, m, l, acc);
+    const size_t part = ((size_t)bi * hq + h) * splits + split;
+    if (lane == 0) {
+        ml[2 * part] = m;
+        ml[2 * part + 1] = l;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const int c = lane + 32 * j;
+        if (c < d) partial[part * d + c] = acc[j];
+    }
+}
+
+// o[row, head] = sum_s partial_s e^(m_s - M) / sum_s l_s e^(m_s - M), M the largest m_s: one block per (row, head),
+// threads over channels. Splits past a row's context (l = 0) add nothing.
+template <typename T>
+__device__ void decode_combine(const float* __restrict__ ml, const float* __restrict__ partial, T* __restrict__ o,
+                               int d, int splits) {
+    const size_t rh = blockIdx.x;
+    float top = -INFINITY;
+    for (int s = 0; s < splits; ++s) top = fmaxf(top, ml[2 * (rh * splits + s)]);
+    for (int c = threadIdx.x; c < d; c += blockDim.x) {
+        float sum = 0.0f, total = 0.0f;
+        for (int s = 0; s < splits; ++s) {
+            const size_t part = rh * splits + s;
+            const float l = ml[2 * part + 1];
+            if (l <= 0.0f) continue;
+            const float w = __expf(ml[2 * part] - top);
+            total += l * w;
+            sum += partial[part * d + c] * w;
+        }
+        o[rh * d + c] = from_f32<T>(total > 0.0f ? sum / total : 0.0f);
     }
 }
 
@@ -221,6 +291,23 @@ PAGED_ATTENTION(bf16, __nv_bfloat16)
 
 PAGED_ATTENTION_ROWS(f32, float)
 PAGED_ATTENTION_ROWS(bf16, __nv_bfloat16)
+
+// The split-K decode pair for the same rows: partials [t, hq, splits] (m, l) and [t, hq, splits, d], then the merge.
+#define PAGED_DECODE_SPLIT(SUFFIX, T)                                                                              \
+    extern "C" __global__ void paged_decode_partial_##SUFFIX(const T* q, const T* k, const T* v, const int* rows,   \
+                                                             float* ml, float* partial, int t, int hq, int hkv,    \
+                                                             int d, int block_size, int splits, int chunk,         \
+                                                             float scale) {                                        \
+        const PagedRowKeys keys{rows + 3 * t, rows + 2 * t, rows + t, block_size};                                  \
+        decode_partial(q, k, v, keys, ml, partial, hq, hkv, d, splits, chunk, scale);                              \
+    }                                                                                                              \
+    extern "C" __global__ void paged_decode_combine_##SUFFIX(const float* ml, const float* partial, T* o, int d,   \
+                                                             int splits) {                                         \
+        decode_combine(ml, partial, o, d, splits);                                                                 \
+    }
+
+PAGED_DECODE_SPLIT(f32, float)
+PAGED_DECODE_SPLIT(bf16, __nv_bfloat16)
 
 #define TILED_ATTENTION(SUFFIX, T)                                                                                 \
     extern "C" __global__ void __launch_bounds__(TILE_WARPS * 32)                                                 \

@@ -370,6 +370,7 @@ pub fn paged_attention_rows(
             v,
             &rows.packed,
             rows.slots.len(),
+            rows.positions.iter().max().map_or(0, |p| p + 1),
             rows.block_size,
             scale,
         ),

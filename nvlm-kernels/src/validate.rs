@@ -638,6 +638,33 @@ pub fn check_paged_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
             },
         )?);
     }
+    // Split-K decode at a long context (positions 4,095 and 1,999 over a cache of random rows whose blocks run
+    // backwards), 8 query heads a KV head; and the one-warp fallback for a GQA group wider than a block (64 query
+    // heads on one KV head).
+    let long = 4096;
+    for (case, kv) in [
+        ("decode at 4095/1999, GQA 64/8", hkv),
+        ("decode at 4095/1999, GQA 64/1", 1),
+    ] {
+        let q = random_tensor(seed + 5, &[2, hq, d], bf)?;
+        let (k_long, v_long) = (
+            random_tensor(seed + 6, &[long, kv, d], bf)?,
+            random_tensor(seed + 7, &[long, kv, d], bf)?,
+        );
+        reports.push(check_with(
+            device,
+            "paged_rows",
+            case.into(),
+            &[q, k_long, v_long],
+            BF16_TOL,
+            |x| {
+                let blocks: Vec<usize> = (0..long / block_size).rev().collect();
+                let table = BlockTable::new(&blocks, block_size, x[0].device())?;
+                let rows = PagedRows::new(&[(&table, long - 1, 1), (&table, 1999, 1)], x[0].device())?;
+                paged_attention_rows(&x[0], &x[1], &x[2], &rows, 1.0 / (d as f32).sqrt())
+            },
+        )?);
+    }
     Ok(reports)
 }
 

@@ -404,10 +404,10 @@ impl Qwen2Model {
         let qkv = k::matmul(&h, &l.qkv, Some(&l.qkv_bias))?;
         let q = cache.write_rope_qkv(index, &qkv, step.inv_freq, [heads, kv_heads], step.rows)?;
         let scale = 1.0 / (d as f32).sqrt();
-        // One sequence: its queries over its cache (tiled for a prefill); several (a batched decode step): every row
-        // over its own sequence in one launch.
+        // A prefill chunk of one sequence: its queries over its cache (the tiled kernel); decode rows, or rows of
+        // several sequences: every row over its own sequence in one launch (split-K over the context on a GPU).
         let attn = match step.segments {
-            [one] => cache.attention(index, one.seq, &q, scale)?,
+            [one] if one.rows > 1 => cache.attention(index, one.seq, &q, scale)?,
             _ => cache.attention_rows(index, &q, step.rows, scale)?,
         };
         let attn = attn.reshape(&[q.shape()[0], heads * d])?;

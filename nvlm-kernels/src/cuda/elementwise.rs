@@ -509,13 +509,17 @@ pub(crate) fn paged_attention(
 }
 
 /// Causal attention of `q[t, hq, d]`, one row per sequence, over the paged caches; `rows` packs i32
-/// `[slots | positions | table starts | block ids]` (checked by the caller). One warp per (row, head).
+/// `[slots | positions | table starts | block ids]` (checked by the caller), `max_keys` is the longest row's context.
+/// Split-K (flash-decoding) when the GQA group fits a block: enough (row, KV head, key range) blocks to fill the GPU,
+/// then a merge; otherwise one warp per (row, head) over the whole context.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn paged_attention_rows(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     rows: &Tensor,
     t: usize,
+    max_keys: usize,
     block_size: usize,
     scale: f32,
 ) -> Result<Tensor> {
@@ -527,6 +531,41 @@ pub(crate) fn paged_attention_rows(
             OP,
             format!("the CUDA attention kernel supports head_dim <= 256, found {d}"),
         ));
+    }
+    let group = hq / hkv;
+    if group <= 32 && t > 0 {
+        let (splits, chunk) = decode_splits(t * hkv, max_keys);
+        let scalars = [t, hq, hkv, d, block_size, splits, chunk]
+            .map(|v| Scalar::I32(v as i32))
+            .into_iter()
+            .chain([Scalar::F32(scale)])
+            .collect::<Vec<_>>();
+        let mut partials = launch(
+            OP,
+            "attention",
+            &name(OP, "paged_decode_partial", q.dtype())?,
+            &[q, k, v, rows],
+            vec![
+                Output::new(DType::F32, &[t, hq, splits, 2]),
+                Output::new(DType::F32, &[t, hq, splits, d]),
+            ],
+            &scalars,
+            (t * hkv * splits) as u32,
+            (group * 32) as u32,
+        )?;
+        let partial = partials.remove(1);
+        let ml = partials.remove(0);
+        return Ok(launch(
+            OP,
+            "attention",
+            &name(OP, "paged_decode_combine", q.dtype())?,
+            &[&ml, &partial],
+            vec![Output::new(q.dtype(), q.shape())],
+            &[Scalar::I32(d as i32), Scalar::I32(splits as i32)],
+            (t * hq) as u32,
+            d.next_multiple_of(32).min(256) as u32,
+        )?
+        .remove(0));
     }
     let scalars = [t, hq, hkv, d, block_size]
         .map(|v| Scalar::I32(v as i32))
@@ -545,6 +584,16 @@ pub(crate) fn paged_attention_rows(
         block,
     )?
     .remove(0))
+}
+
+/// Key ranges per (row, KV head) for split-K decode: enough blocks for two per SM of an H200 (132 SMs), each range at
+/// least 32 keys, at most 128 ranges. Returns (ranges, keys per range).
+pub(crate) fn decode_splits(row_heads: usize, max_keys: usize) -> (usize, usize) {
+    const TARGET_BLOCKS: usize = 2 * 132;
+    const MIN_KEYS: usize = 32;
+    let wanted = TARGET_BLOCKS.div_ceil(row_heads.max(1));
+    let splits = wanted.min(max_keys / MIN_KEYS).clamp(1, 128);
+    (splits, max_keys.max(1).div_ceil(splits))
 }
 
 /// Rows of `table` at i32 `ids` (range-checked by the caller).
@@ -693,4 +742,40 @@ pub(crate) fn repetition_penalty(logits: &Tensor, ids: &Tensor, penalty: f32) ->
         BLOCK,
     )?
     .remove(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_splits;
+
+    #[test]
+    fn decode_splits_cover_the_context_and_fill_the_gpu() {
+        for (row_heads, max_keys) in [
+            (8, 1),
+            (8, 90),
+            (8, 2048),
+            (8, 32_768),
+            (256, 32_768),
+            (1024, 100),
+        ] {
+            let (splits, chunk) = decode_splits(row_heads, max_keys);
+            assert!(
+                splits * chunk >= max_keys,
+                "{row_heads} {max_keys}: keys left out"
+            );
+            assert!((1..=128).contains(&splits));
+            assert!(
+                chunk >= 32 || splits == 1,
+                "{row_heads} {max_keys}: ranges of {chunk} keys"
+            );
+            if max_keys >= 32 * 264 {
+                assert!(
+                    row_heads * splits >= 264 || splits == 128,
+                    "{row_heads} {max_keys}: too few blocks"
+                );
+            }
+        }
+        // Batch-1 decode of Qwen2-72B (8 KV heads) at 32k: 33 ranges of 993 keys, 264 blocks.
+        assert_eq!(decode_splits(8, 32_768), (33, 993));
+    }
 }

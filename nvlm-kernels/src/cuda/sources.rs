@@ -102,6 +102,10 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "paged_attention_tiled_bf16",
             "paged_attention_rows_f32",
             "paged_attention_rows_bf16",
+            "paged_decode_partial_f32",
+            "paged_decode_partial_bf16",
+            "paged_decode_combine_f32",
+            "paged_decode_combine_bf16",
         ],
     },
     KernelSource {
