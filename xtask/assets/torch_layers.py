@@ -185,6 +185,15 @@ def build(case, device, scale):
         v = torch.randn(b, kv, tk, d, **bf16).repeat_interleave(h // kv, 1)
         fn = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=case["causal"])  # noqa: E731
         return fn, None, 10
+    if kind == "attention_decode":
+        b, context = case["batch"], scaled(case["context"], scale, 16)
+        h, kv, d = case["heads"], case["kv_heads"], case["head_dim"]
+        q = torch.randn(b, h, 1, d, **bf16)
+        # As above: the KV heads repeated outside the timing (PyTorch's SDPA has no paged cache).
+        k = torch.randn(b, kv, context, d, **bf16).repeat_interleave(h // kv, 1)
+        v = torch.randn(b, kv, context, d, **bf16).repeat_interleave(h // kv, 1)
+        fn = lambda: F.scaled_dot_product_attention(q, k, v)  # noqa: E731
+        return fn, None, 20
     raise ValueError(f"unknown case kind {kind!r}")
 
 

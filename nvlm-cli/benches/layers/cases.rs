@@ -32,6 +32,15 @@ pub enum Kind {
         head_dim: usize,
         causal: bool,
     },
+    /// Decode attention alone: one query row for each of `batch` sequences of `context` cached positions in the
+    /// paged cache, `heads` query heads over `kv_heads` KV heads (against the KV bytes' memory roofline).
+    DecodeAttention {
+        batch: usize,
+        context: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+    },
 }
 
 /// One benchmark case: a stable name (the key that joins our figures with PyTorch's) and what it measures.
@@ -74,6 +83,15 @@ impl Case {
             } => json!({
                 "name": self.name, "kind": "attention", "batch": batch, "queries": queries, "keys": keys,
                 "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim, "causal": causal}),
+            Kind::DecodeAttention {
+                batch,
+                context,
+                heads,
+                kv_heads,
+                head_dim,
+            } => json!({
+                "name": self.name, "kind": "attention_decode", "batch": batch, "context": context,
+                "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim}),
         }
     }
 }
@@ -142,6 +160,18 @@ pub fn cases() -> Vec<Case> {
                 kv_heads,
                 head_dim,
                 causal: true,
+            },
+        ));
+    }
+    for (label, batch, context) in [("2k-b1", 1, 2048), ("32k-b1", 1, 32768), ("8k-b8", 8, 8192)] {
+        out.push(case(
+            &format!("attention-llm-decode-{label}"),
+            Kind::DecodeAttention {
+                batch,
+                context,
+                heads,
+                kv_heads,
+                head_dim,
             },
         ));
     }

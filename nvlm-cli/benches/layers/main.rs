@@ -76,6 +76,7 @@ fn main() -> anyhow::Result<()> {
                     vit_bench.as_ref().expect("made above").run(&case, &mut report)?;
                 }
                 Kind::Attention { .. } => attention::run(device, &case, &mut report)?,
+                Kind::DecodeAttention { .. } => attention::run_decode(device, &case, &mut report)?,
             }
             Ok(())
         })();
