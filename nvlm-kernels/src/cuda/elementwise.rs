@@ -532,8 +532,11 @@ pub(crate) fn paged_attention_rows(
             format!("the CUDA attention kernel supports head_dim <= 256, found {d}"),
         ));
     }
+    if t == 0 {
+        return Ok(Tensor::zeros(q.shape(), q.dtype(), q.device())?);
+    }
     let group = hq / hkv;
-    if group <= 32 && t > 0 {
+    if group <= 32 {
         let (splits, chunk) = decode_splits(t * hkv, max_keys);
         let scalars = [t, hq, hkv, d, block_size, splits, chunk]
             .map(|v| Scalar::I32(v as i32))
