@@ -35,6 +35,8 @@ pub use norm::{
 pub use paged::{paged_attention, paged_attention_rows, paged_write, rope_qkv_paged, BlockTable, PagedRows};
 pub use patch::{patch_embed, unfold_patches};
 pub use rope::{rope_qkv, rotary_embedding, DynamicNtk, RopeConfig};
-pub use sampling::{argmax, filtered_distribution, repetition_penalty, sample, uniform, SamplingParams};
+pub use sampling::{
+    argmax, argmax_with_value, filtered_distribution, repetition_penalty, sample, uniform, SamplingParams,
+};
 pub use shape::{concat, pixel_shuffle, split, transpose_last2};
 pub use softmax::softmax;

@@ -43,6 +43,34 @@ pub fn argmax(logits: &Tensor) -> Result<Tensor> {
     choose_per_row("argmax", logits, |_, row| argmax_row(row))
 }
 
+/// Per row of `logits[b, v]`: the largest logit and its id, `first_id` + its index (the first one on ties), as f32
+/// `[b, 2]`: what a vocabulary-parallel rank whose slice starts at `first_id` offers the others (ids below 2^24 are
+/// exact in f32). Computed where the logits are; only the pair need cross to the host.
+pub fn argmax_with_value(logits: &Tensor, first_id: usize) -> Result<Tensor> {
+    const OP: &str = "argmax_with_value";
+    float_dtype(OP, logits)?;
+    rank(OP, "logits", logits, 2)?;
+    if first_id + logits.shape()[1] > 1 << 24 {
+        return Err(KernelError::invalid(
+            OP,
+            format!("ids up to {} are not exact in f32", first_id + logits.shape()[1]),
+        ));
+    }
+    if matches!(logits.device(), Device::Cuda(_)) {
+        return crate::cuda::elementwise::argmax_pairs(logits, first_id);
+    }
+    let v = logits.shape()[1];
+    let mut out = Vec::with_capacity(2 * logits.shape()[0]);
+    for row in f32_values(logits)?.chunks(v.max(1)) {
+        let best = argmax_row(row);
+        out.extend([
+            row.get(best).copied().unwrap_or(f32::NEG_INFINITY),
+            (first_id + best) as f32,
+        ]);
+    }
+    tensor_of(out, &[logits.shape()[0], 2])
+}
+
 /// transformers' repetition penalty on one row of logits `[1, v]` (or `[v]`): a copy in which the logit of every
 /// distinct id of `context` is divided by `penalty` when positive and multiplied by it otherwise. Runs where the
 /// logits are (the ids, deduplicated here, go to the device). Ids outside the row are ignored.

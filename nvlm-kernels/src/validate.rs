@@ -4,9 +4,9 @@
 use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{
-    add, add_rms_norm, add_scaled_channels, argmax, attention, batched_matmul, cast, concat, embedding,
-    gather_rows, gelu, layer_norm, matmul, mul, paged_attention, paged_attention_rows, paged_write,
-    pixel_shuffle, qkv_qk_norm, repetition_penalty, rms_norm, rms_norm_partial_stats,
+    add, add_rms_norm, add_scaled_channels, argmax, argmax_with_value, attention, batched_matmul, cast,
+    concat, embedding, gather_rows, gelu, layer_norm, matmul, mul, paged_attention, paged_attention_rows,
+    paged_write, pixel_shuffle, qkv_qk_norm, repetition_penalty, rms_norm, rms_norm_partial_stats,
     rms_norm_with_sum_squares, rope_qkv, rope_qkv_paged, rotary_embedding, row_sum_squares, sample, scale,
     scatter_rows, silu_mul, softmax, split, transpose_last2, unfold_patches, uniform, AttentionMask,
     BlockTable, PagedRows, Result, RowSource, SamplingParams,
@@ -426,6 +426,15 @@ pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
         &[vocab],
         0.0,
         |t| argmax(&t[0]),
+    )?);
+    // A vocabulary-parallel rank's slice (TP 8: 19,008 ids from 57,024): its best (value, id) pair.
+    reports.push(check_with(
+        device,
+        "argmax_val",
+        "[3,19008] bf16 from id 57024".into(),
+        &[random_tensor(seed + 15, &[3, 19_008], bf)?],
+        0.0,
+        |t| argmax_with_value(&t[0], 57_024),
     )?);
     Ok(reports)
 }

@@ -709,6 +709,15 @@ fn argmax_and_sampling_behave() {
         vec![1, 0],
         "first index wins ties"
     );
+    assert_eq!(
+        argmax_with_value(&logits, 1000).unwrap().to_vec::<f32>().unwrap(),
+        vec![3.0, 1001.0, 5.0, 1000.0],
+        "(largest value, offset id) per row"
+    );
+    assert!(
+        argmax_with_value(&logits, 1 << 24).is_err(),
+        "ids past 2^24 are not exact in f32"
+    );
     let greedy = SamplingParams::default();
     assert_eq!(
         sample(&logits, &greedy, 0).unwrap().to_vec::<i32>().unwrap(),

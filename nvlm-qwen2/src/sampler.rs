@@ -2,7 +2,7 @@
 //! conditions.
 
 use nvlm_dist::Comm;
-use nvlm_kernels::{argmax, repetition_penalty, sample, uniform, SamplingParams};
+use nvlm_kernels::{argmax_with_value, repetition_penalty, sample, uniform, SamplingParams};
 use nvlm_tensor::Tensor;
 
 use crate::Result;
@@ -47,11 +47,12 @@ impl Sampler {
     }
 
     /// `local`, the logits of ids `first_id..first_id + len`, with the repetition penalty applied where they are
-    /// (the same op as the whole-vocabulary path, given the context ids that fall in this slice, made local).
+    /// (the same op as the whole-vocabulary path, given the context ids that fall in this slice, made local), as one
+    /// row `[1, len]`.
     fn penalized(&self, local: &Tensor, context: &[u32], first_id: usize) -> Result<Tensor> {
         let width = local.numel();
         if self.config.repetition_penalty == 1.0 {
-            return Ok(local.clone());
+            return Ok(local.reshape(&[1, width])?);
         }
         let ids: Vec<u32> = context
             .iter()
@@ -75,15 +76,8 @@ impl Sampler {
         first_id: usize,
         comm: &dyn Comm,
     ) -> Result<u32> {
-        let row = self.penalized(local, context, first_id)?.to_f32_vec()?;
-        let width = row.len();
-        let row = Tensor::from_vec(row, &[1, width])?;
-        let best = argmax(&row)?.to_vec::<i32>()?[0] as usize;
-        // Ids below 2^24 are exact in f32.
-        let pair = Tensor::from_vec(
-            vec![row.as_slice::<f32>()?[best], (first_id + best) as f32],
-            &[1, 2],
-        )?;
+        // The rank's (value, id) pair is found where its logits are; only the gathered pairs reach the host.
+        let pair = argmax_with_value(&self.penalized(local, context, first_id)?, first_id)?;
         let pairs = comm.all_gather(&pair)?.to_f32_vec()?;
         let mut winner = (f32::NEG_INFINITY, 0.0);
         for (i, pair) in pairs.chunks(2).enumerate() {

@@ -692,6 +692,27 @@ pub(crate) fn argmax(logits: &Tensor) -> Result<Tensor> {
     .remove(0))
 }
 
+/// Per row of `logits[b, v]`: (largest value, `first_id` + its index) → f32 `[b, 2]`.
+pub(crate) fn argmax_pairs(logits: &Tensor, first_id: usize) -> Result<Tensor> {
+    const OP: &str = "argmax_with_value";
+    let scalars = [
+        Scalar::I32(logits.last_dim() as i32),
+        Scalar::I32(first_id as i32),
+    ];
+    let out = vec![Output::new(DType::F32, &[logits.rows(), 2])];
+    Ok(launch(
+        OP,
+        "argmax",
+        &name(OP, "argmax_pair", logits.dtype())?,
+        &[logits],
+        out,
+        &scalars,
+        logits.rows() as u32,
+        BLOCK,
+    )?
+    .remove(0))
+}
+
 /// One token per row of `logits[b, v]` with temperature / top-k / top-p and the counter RNG (`params` checked by
 /// the caller, temperature > 0): one block of 1024 threads per row, radix selects over the row (`cuda/sample.cu`).
 pub(crate) fn sample(logits: &Tensor, params: &crate::SamplingParams, step: u64) -> Result<Tensor> {

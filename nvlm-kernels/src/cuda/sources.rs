@@ -125,7 +125,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     KernelSource {
         name: "argmax",
         source: include_str!("../../cuda/argmax.cu"),
-        functions: &["argmax_f32", "argmax_bf16"],
+        functions: &["argmax_f32", "argmax_bf16", "argmax_pair_f32", "argmax_pair_bf16"],
     },
     KernelSource {
         name: "layout",
