@@ -414,35 +414,11 @@ pub(crate) fn attention(
     const OP: &str = "attention";
     let [b, tq, hq, d] = [q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]];
     let [tk, hkv] = [k.shape()[1], k.shape()[2]];
-    if d > 256 {
-        return Err(KernelError::invalid(
-            OP,
-            format!("the CUDA attention kernel supports head_dim <= 256, found {d}"),
-        ));
-    }
-    let scalars = [
-        Scalar::I32(b as i32),
-        Scalar::I32(tq as i32),
-        Scalar::I32(tk as i32),
-        Scalar::I32(hq as i32),
-        Scalar::I32(hkv as i32),
-        Scalar::I32(d as i32),
-        Scalar::I32(i32::from(causal_offset.is_some())),
-        Scalar::I32(causal_offset.unwrap_or(0) as i32),
-        Scalar::F32(scale),
-    ];
+    head_dim_fits(OP, d)?;
     let (kernel, grid, block) = attention_kernel("attention", b, tq, hq, d);
-    Ok(launch(
-        OP,
-        "attention",
-        &name(OP, kernel, q.dtype())?,
-        &[q, k, v],
-        vec![Output::new(q.dtype(), q.shape())],
-        &scalars,
-        grid,
-        block,
-    )?
-    .remove(0))
+    let causal = usize::from(causal_offset.is_some());
+    let ints = [b, tq, tk, hq, hkv, d, causal, causal_offset.unwrap_or(0)];
+    attention_launch(OP, kernel, &[q, k, v], &ints, scale, (grid, block))
 }
 
 /// The attention kernel for `b x tq` queries of `hq` heads of `head_dim` (`base` or its tiled variant), its grid and
@@ -483,23 +459,44 @@ pub(crate) fn paged_attention(
     const OP: &str = "paged_attention";
     let [t, hq, d] = [q.shape()[0], q.shape()[1], q.shape()[2]];
     let hkv = k.shape()[1];
+    head_dim_fits(OP, d)?;
+    let (kernel, grid, block) = attention_kernel("paged_attention", 1, t, hq, d);
+    let ints = [t, hq, hkv, d, offset, block_size];
+    attention_launch(OP, kernel, &[q, k, v, table], &ints, scale, (grid, block))
+}
+
+/// The attention kernels keep a query row in registers, 8 channels a lane: head_dim at most 256.
+fn head_dim_fits(op: &'static str, d: usize) -> Result<()> {
     if d > 256 {
         return Err(KernelError::invalid(
-            OP,
+            op,
             format!("the CUDA attention kernel supports head_dim <= 256, found {d}"),
         ));
     }
-    let scalars = [t, hq, hkv, d, offset, block_size]
-        .map(|v| Scalar::I32(v as i32))
-        .into_iter()
+    Ok(())
+}
+
+/// Launches attention kernel `kernel` (`attention.cu`) on `inputs` (q first) with the i32 `ints` and then `scale`
+/// as its scalars; the output is shaped like q.
+fn attention_launch(
+    op: &'static str,
+    kernel: &str,
+    inputs: &[&Tensor],
+    ints: &[usize],
+    scale: f32,
+    (grid, block): (u32, u32),
+) -> Result<Tensor> {
+    let q = inputs[0];
+    let scalars: Vec<Scalar> = ints
+        .iter()
+        .map(|&v| Scalar::I32(v as i32))
         .chain([Scalar::F32(scale)])
-        .collect::<Vec<_>>();
-    let (kernel, grid, block) = attention_kernel("paged_attention", 1, t, hq, d);
+        .collect();
     Ok(launch(
-        OP,
+        op,
         "attention",
-        &name(OP, kernel, q.dtype())?,
-        &[q, k, v, table],
+        &name(op, kernel, q.dtype())?,
+        inputs,
         vec![Output::new(q.dtype(), q.shape())],
         &scalars,
         grid,
@@ -526,12 +523,7 @@ pub(crate) fn paged_attention_rows(
     const OP: &str = "paged_attention_rows";
     let [hq, d] = [q.shape()[1], q.shape()[2]];
     let hkv = k.shape()[1];
-    if d > 256 {
-        return Err(KernelError::invalid(
-            OP,
-            format!("the CUDA attention kernel supports head_dim <= 256, found {d}"),
-        ));
-    }
+    head_dim_fits(OP, d)?;
     if t == 0 {
         return Ok(Tensor::zeros(q.shape(), q.dtype(), q.device())?);
     }
@@ -570,23 +562,9 @@ pub(crate) fn paged_attention_rows(
         )?
         .remove(0));
     }
-    let scalars = [t, hq, hkv, d, block_size]
-        .map(|v| Scalar::I32(v as i32))
-        .into_iter()
-        .chain([Scalar::F32(scale)])
-        .collect::<Vec<_>>();
     let (kernel, grid, block) = attention_kernel("paged_attention_rows", t, 1, hq, d);
-    Ok(launch(
-        OP,
-        "attention",
-        &name(OP, kernel, q.dtype())?,
-        &[q, k, v, rows],
-        vec![Output::new(q.dtype(), q.shape())],
-        &scalars,
-        grid,
-        block,
-    )?
-    .remove(0))
+    let ints = [t, hq, hkv, d, block_size];
+    attention_launch(OP, kernel, &[q, k, v, rows], &ints, scale, (grid, block))
 }
 
 /// Key ranges per (row, KV head) for split-K decode: enough blocks for two per SM of an H200 (132 SMs), each range at
@@ -676,36 +654,38 @@ pub(crate) fn gather_rows(
 
 /// Argmax per row of `logits[b, v]` → i32 `[b]`.
 pub(crate) fn argmax(logits: &Tensor) -> Result<Tensor> {
-    const OP: &str = "argmax";
-    let scalars = [Scalar::I32(logits.last_dim() as i32)];
-    let out = vec![Output::new(DType::I32, &[logits.rows()])];
-    Ok(launch(
-        OP,
-        "argmax",
-        &name(OP, "argmax", logits.dtype())?,
-        &[logits],
-        out,
-        &scalars,
-        logits.rows() as u32,
-        BLOCK,
-    )?
-    .remove(0))
+    let out = Output::new(DType::I32, &[logits.rows()]);
+    argmax_launch("argmax", "argmax", logits, out, &[])
 }
 
 /// Per row of `logits[b, v]`: (largest value, `first_id` + its index) → f32 `[b, 2]`.
 pub(crate) fn argmax_pairs(logits: &Tensor, first_id: usize) -> Result<Tensor> {
-    const OP: &str = "argmax_with_value";
-    let scalars = [
-        Scalar::I32(logits.last_dim() as i32),
-        Scalar::I32(first_id as i32),
-    ];
-    let out = vec![Output::new(DType::F32, &[logits.rows(), 2])];
-    Ok(launch(
-        OP,
-        "argmax",
-        &name(OP, "argmax_pair", logits.dtype())?,
-        &[logits],
+    let out = Output::new(DType::F32, &[logits.rows(), 2]);
+    argmax_launch(
+        "argmax_with_value",
+        "argmax_pair",
+        logits,
         out,
+        &[Scalar::I32(first_id as i32)],
+    )
+}
+
+/// One block per row of `argmax.cu`'s `kernel` over `logits`: `(logits, out, width, extra...)`.
+fn argmax_launch(
+    op: &'static str,
+    kernel: &str,
+    logits: &Tensor,
+    out: Output,
+    extra: &[Scalar],
+) -> Result<Tensor> {
+    let mut scalars = vec![Scalar::I32(logits.last_dim() as i32)];
+    scalars.extend_from_slice(extra);
+    Ok(launch(
+        op,
+        "argmax",
+        &name(op, kernel, logits.dtype())?,
+        &[logits],
+        vec![out],
         &scalars,
         logits.rows() as u32,
         BLOCK,
