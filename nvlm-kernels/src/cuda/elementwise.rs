@@ -175,22 +175,20 @@ pub(crate) fn rope_qkv_paged(
     let grid = if n == 0 { 0 } else { grid_for(n) };
     let q_shape = [t, heads, d];
     let mut q = alloc_like(OP, qkv, qkv.dtype(), &q_shape)?;
-    let mut outputs = [
-        q.slice_mut(..),
-        k_cache.cuda_view_mut()?,
-        v_cache.cuda_view_mut()?,
-    ];
     run(
         OP,
         "rope",
         &name(OP, "rope_qkv_paged", qkv.dtype())?,
         &[qkv, positions, inv_freq, slots],
-        &mut outputs,
+        &mut [
+            q.slice_mut(..),
+            k_cache.cuda_view_mut()?,
+            v_cache.cuda_view_mut()?,
+        ],
         &scalars,
         grid,
         BLOCK,
     )?;
-    drop(outputs);
     let (buffer, _, _) = qkv.cuda_parts()?;
     Ok(Tensor::from_cuda(q, buffer.device.clone(), qkv.dtype(), &q_shape))
 }
