@@ -166,10 +166,11 @@ class Qwen2(nn.Module):
 
 
 class NvlmD(nn.Module):
-    """NVLM-D. `aux_classes` > 0 adds a training-only head that classifies each image token (the pixel-shuffled ViT
-    output) from a label map; it is not part of the model and is never written."""
+    """NVLM-D. `aux_classes` (class counts) adds one training-only head per entry that classifies each image token
+    from a label map: from the pixel-shuffled ViT output, or with `aux_on_embeddings` from the projector's output
+    (the image rows the LLM reads); they are not part of the model and are never written."""
 
-    def __init__(self, config, aux_classes=0):
+    def __init__(self, config, aux_classes=(), aux_on_embeddings=False):
         super().__init__()
         self.config = config
         vc, lc = config["vision_config"], config["llm_config"]
@@ -183,7 +184,9 @@ class NvlmD(nn.Module):
         )
         self.language_model = Qwen2(lc)
         self.image_context_id = 151654
-        self.aux_head = nn.Linear(width, aux_classes) if aux_classes else None
+        self.aux_on_embeddings = aux_on_embeddings
+        aux_width = lc["hidden_size"] if aux_on_embeddings else width
+        self.aux_heads = nn.ModuleList(nn.Linear(aux_width, n) for n in aux_classes)
 
     def image_features(self, pixels):
         """[T, 3, S, S] -> pixel-shuffled ViT output [T, tokens_per_tile, 4C]."""
@@ -209,7 +212,7 @@ def hf_state_dict(model, vision_heads):
     """The HF NVLM-D tensors: ViT attention padded with 7 zero dummy heads, no `lm_head` (tied)."""
     out = {}
     for name, t in model.state_dict().items():
-        if name.startswith("aux_head."):
+        if name.startswith("aux_heads."):
             continue
         t = t.detach().clone()
         if ".attn.qkv.weight" in name:

@@ -61,6 +61,20 @@ def label_of(kind, colour):
 
 LABELS = 1 + len(SHAPES) * len(COLOURS)
 
+# Where a shape stands among the picture's shapes: background, leftmost, middle, rightmost, the only one.
+RANKS = 5
+
+
+def rank_of(label, shapes):
+    """The `RANKS` class of a pixel of `label_of` class `label` in a picture of `shapes` (left to right): each kind
+    appears once per picture, so the class names the slot."""
+    if label == 0:
+        return 0
+    if len(shapes) == 1:
+        return 4
+    slot = [k for k, _ in shapes].index(SHAPES[(label - 1) // len(COLOURS)])
+    return 1 if slot == 0 else 3 if slot == len(shapes) - 1 else 2
+
 
 def draw_shape(draw, kind, colour, box, fill=None):
     x0, y0, x1, y1 = box
@@ -97,8 +111,9 @@ def random_shapes(rng, n):
     return [(k, rng.choice(sorted(COLOURS))) for k in kinds]
 
 
-def ask(rng, kind, shapes):
-    """A (question, answer) of `kind` about `shapes` (left to right); text-only kinds ignore them."""
+def ask(rng, kind, shapes, sides=("left", "right")):
+    """A (question, answer) of `kind` about `shapes` (left to right); text-only kinds ignore them. `sides` are the
+    sides "which shape is on the ..." may ask about."""
     if kind == "what_shape":
         return "What shape is in the image?", f"A {shapes[0][1]} {shapes[0][0]}."
     if kind == "how_many":
@@ -108,6 +123,7 @@ def ask(rng, kind, shapes):
         return f"What colour is the {target[0]}?", f"{target[1].capitalize()}."
     if kind == "which_side":
         side = rng.choice(["left", "right"])
+        side = side if side in sides else sides[0]
         target = shapes[0] if side == "left" else shapes[-1]
         return f"Which shape is on the {side}?", f"The {target[0]}."
     shape = rng.choice(SHAPES)
@@ -124,22 +140,24 @@ def kinds_for(shapes):
     return kinds
 
 
-def sample(split, index, max_turns=1, single_tile=False):
+def sample(split, index, max_turns=1, single_tile=False, kinds=None, sides=("left", "right")):
     """Sample `index` of `split`: dict(kind, question, answer, image (PIL.Image or None), shapes, history).
 
     `history` holds up to `max_turns - 1` earlier (question, answer) turns about the same image, asked before
     `question` in one conversation (training uses them; the test set has none). `single_tile` draws small square
-    pictures (training's cheap first phase)."""
+    pictures (training's cheap first phase); `kinds` replaces the question mix `KINDS` and `sides=("left",)` asks only
+    for the left shape (training's phases)."""
     rng = random.Random(SPLIT_SEEDS[split] * 1_000_003 + index)
-    kind = weighted(rng, KINDS)
+    kind = weighted(rng, kinds or KINDS)
     count = {"what_shape": (1, 1), "how_many": (1, 3), "what_colour": (1, 3), "which_side": (2, 3)}.get(kind)
     shapes = random_shapes(rng, rng.randint(*count)) if count else []
-    question, answer = ask(rng, kind, shapes)
+    question, answer = ask(rng, kind, shapes, sides)
     image, labels = render(rng, shapes, single_tile, with_labels=True) if shapes else (None, None)
     history = []
     if shapes and max_turns > 1:
         # Earlier turns about the same picture; the image goes with the first of them.
-        history = [ask(rng, rng.choice(kinds_for(shapes)), shapes) for _ in range(rng.randint(0, max_turns - 1))]
+        history = [ask(rng, rng.choice(kinds_for(shapes)), shapes, sides)
+                   for _ in range(rng.randint(0, max_turns - 1))]
     return {"kind": kind, "question": question, "answer": answer, "image": image, "labels": labels,
             "shapes": shapes, "history": history}
 

@@ -1,6 +1,6 @@
 """Trains the embedded demo NVLM-D on the synthetic shapes task and writes it in the HF NVLM-D layout.
 
-    python3 scripts/demo_model/train.py            # about 50 minutes on 2 CPU cores
+    python3 scripts/demo_model/train.py            # about 72 minutes on 2 CPU cores
     python3 scripts/demo_model/train.py --steps 20 --out /tmp/demo   # a quick smoke run
 
 Writes `assets/demo-model/` (config.json, model.safetensors in bf16, training-log.jsonl) and the held-out test set
@@ -33,7 +33,11 @@ ROOT = Path(__file__).resolve().parents[2]
 TOKENIZER = ROOT / "nvlm-cli" / "assets" / "tokenizer.json"
 
 VISION = dict(hidden_size=64, num_attention_heads=4, num_hidden_layers=3, intermediate_size=256, patch_size=28)
-LLM = dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=3, intermediate_size=192)
+# Training asks the two questions that pick one shape among several ("which shape is on the left/right?", "what colour
+# is the square?"), the slowest kinds to learn, twice as often as the test set does.
+TRAIN_KINDS = [(k, 2 * w if k in ("which_side", "what_colour") else w) for k, w in task.KINDS]
+
+LLM = dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=4, intermediate_size=192)
 
 
 def nvlm_config():
@@ -145,9 +149,19 @@ def conversation(item, num_tiles, encoder):
     return ids, labels[1:] + [-100]
 
 
+def token_targets(item):
+    """The auxiliary heads' targets of every image token, `[T, tokens_per_tile, 2]`: what covers the token (background
+    or a shape and colour, `task.label_of`) and where that shape stands among the picture's shapes (`task.rank_of`).
+    The place is the picture's, on every tile: a tile that cannot tell learns how unsure it is, so that only the
+    whole-picture view (the thumbnail, or the only tile) marks a shape as surely leftmost or rightmost."""
+    classes = preprocess.token_labels(item["labels"], VISION["patch_size"])
+    ranks = np.vectorize(lambda c: task.rank_of(c, item["shapes"]), otypes=[classes.dtype])(classes)
+    return np.stack([classes, ranks], axis=-1)
+
+
 def batch(items, encoder):
-    """(ids, labels, pixel values, image-token classes) of a batch, right-padded."""
-    seqs, labels, pixels, token_classes = [], [], [], []
+    """(ids, labels, pixel values, image-token targets) of a batch, right-padded."""
+    seqs, labels, pixels, targets = [], [], [], []
     for item in items:
         px = prepare(item)
         s, l = conversation(item, 0 if px is None else px.shape[0], encoder)
@@ -155,7 +169,7 @@ def batch(items, encoder):
         labels.append(l)
         if px is not None:
             pixels.append(px)
-            token_classes.append(preprocess.token_labels(item["labels"], VISION["patch_size"]))
+            targets.append(token_targets(item))
     length = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), length), preprocess.EOS_ID, dtype=torch.long)
     lab = torch.full((len(seqs), length), -100, dtype=torch.long)
@@ -163,39 +177,55 @@ def batch(items, encoder):
         ids[i, : len(s)] = torch.tensor(s)
         lab[i, : len(l)] = torch.tensor(l)
     px = torch.from_numpy(np.concatenate(pixels)) if pixels else None
-    classes = torch.from_numpy(np.concatenate(token_classes)) if token_classes else None
+    classes = torch.from_numpy(np.concatenate(targets)) if targets else None
     return ids, lab, px, classes
 
 
 class Batches(torch.utils.data.Dataset):
     """Training batch `step` (a pure function of the step), built in a worker process while the model trains."""
 
-    def __init__(self, steps, batch_size, encoder, single_tile_steps):
-        self.steps, self.batch_size, self.encoder = steps, batch_size, encoder
-        self.single_tile_steps = single_tile_steps
+    def __init__(self, steps, batch_size, encoder, phases):
+        self.steps, self.batch_size, self.encoder, self.phases = steps, batch_size, encoder, phases
 
     def __len__(self):
         return self.steps
 
     def __getitem__(self, step):
         torch.set_num_threads(1)
-        single = step < self.single_tile_steps
-        items = [task.sample("train", step * self.batch_size + i, max_turns=4, single_tile=single)
+        p = self.phases
+        single = step < p.single_tile
+        # After the ViT's own phase: "which shape is on the left" alone, then left and right, then the full mix.
+        which_side_only = p.vit_only <= step < p.which_side
+        kinds = [("which_side", 1)] if which_side_only else TRAIN_KINDS
+        sides = ("left",) if p.vit_only <= step < p.left_only else ("left", "right")
+        # The which-side phase asks one question a picture: earlier turns would mix the other kinds back in.
+        turns = 1 if which_side_only else 4
+        items = [task.sample("train", step * self.batch_size + i, max_turns=turns, single_tile=single, kinds=kinds,
+                             sides=sides)
                  for i in range(self.batch_size)]
         return batch(items, self.encoder)
 
 
-def loss_of(model, ids, labels, pixels, token_classes=None, aux_weight=1.0):
-    """Cross-entropy of the answers, plus (with `token_classes`) the auxiliary per-image-token classification of
-    which shape and colour covers each token: dense supervision that teaches the small ViT shapes and positions far
-    sooner than the answers alone (the head is dropped from the written model)."""
+def loss_of(model, ids, labels, pixels, token_targets=None, aux_weight=1.0, answers=True):
+    """Cross-entropy of the answers (unless `answers` is false: the ViT's own phase), plus (with `token_targets`) the
+    auxiliary per-image-token classifications (which shape and colour covers each token; which of the picture's shapes
+    it is, from the left): dense supervision that teaches the small ViT shapes and their order far sooner than the
+    answers alone (the heads are dropped from the written model). The ViT learns from those targets only: the LLM
+    reads its features detached, so the answers train the projector and the LLM on features that change only as the
+    ViT learns what the targets ask (measured: with the answers also training the ViT, the LLM never found "which
+    shape is on the left/right"; see README)."""
     features = model.image_features(pixels) if pixels is not None else None
-    hidden = model.language_model.hidden(model.embeds(ids, pixels, features))
-    sel = labels != -100
-    loss = F.cross_entropy(model.language_model.logits(hidden[sel]), labels[sel])
-    if token_classes is not None and model.aux_head is not None:
-        aux = model.aux_head(features)
-        loss = loss + aux_weight * F.cross_entropy(aux.reshape(-1, aux.shape[-1]), token_classes.reshape(-1))
+    loss = torch.zeros(())
+    if answers:
+        llm_features = features.detach() if features is not None else None
+        hidden = model.language_model.hidden(model.embeds(ids, pixels, llm_features))
+        sel = labels != -100
+        loss = F.cross_entropy(model.language_model.logits(hidden[sel]), labels[sel])
+    if token_targets is not None:
+        aux_input = model.mlp1(features) if model.aux_on_embeddings else features
+        for k, head in enumerate(model.aux_heads):
+            aux = head(aux_input)
+            loss = loss + aux_weight * F.cross_entropy(aux.reshape(-1, aux.shape[-1]), token_targets[..., k].reshape(-1))
     return loss
 
 
@@ -252,9 +282,19 @@ def write_test_set(records, folder):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=4000)
-    ap.add_argument("--single-tile-fraction", type=float, default=0.4,
+    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--single-tile-fraction", type=float, default=0.3525,
                     help="the first part of training uses small one-tile pictures (cheaper, and learned faster)")
+    ap.add_argument("--vit-only-fraction", type=float, default=0.16667,
+                    help="the first part trains only the ViT, on the auxiliary targets (the LLM then starts on "
+                         "features that already say what is where)")
+    ap.add_argument("--left-only-fraction", type=float, default=0.2025,
+                    help="until here (after the ViT's phase) the questions ask only for the left shape")
+    ap.add_argument("--which-side-fraction", type=float, default=0.3225,
+                    help="until here the questions are only which shape is on the left or right: among the other "
+                         "questions the small model does not find that selection from a cold start")
+    ap.add_argument("--aux-on-embeddings", action="store_true",
+                    help="the auxiliary heads read the projector's output (the LLM's image rows), not the ViT's")
     ap.add_argument("--batch", type=int, default=12)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=20261130)
@@ -271,7 +311,7 @@ def main():
     torch.use_deterministic_algorithms(True)
 
     config = nvlm_config()
-    model = nvlm_torch.NvlmD(config, aux_classes=task.LABELS)
+    model = nvlm_torch.NvlmD(config, aux_classes=(task.LABELS, task.RANKS), aux_on_embeddings=args.aux_on_embeddings)
     vc = config["vision_config"]
     tokens_per_tile = (vc["image_size"] // vc["patch_size"]) ** 2 // 4
     encoder = Encoder(tokens_per_tile)
@@ -292,13 +332,15 @@ def main():
     model_dir.mkdir(parents=True, exist_ok=True)
     log = open(model_dir / "training-log.jsonl.tmp", "w")
     start, running = time.time(), None
-    single_tile_steps = int(args.single_tile_fraction * args.steps)
-    loader = torch.utils.data.DataLoader(Batches(args.steps, args.batch, encoder, single_tile_steps), batch_size=None,
+    phases = argparse.Namespace(**{k: int(getattr(args, f"{k}_fraction") * args.steps)
+                                   for k in ("vit_only", "left_only", "which_side", "single_tile")})
+    batches = Batches(args.steps, args.batch, encoder, phases)
+    loader = torch.utils.data.DataLoader(batches, batch_size=None,
                                          shuffle=False, num_workers=1, prefetch_factor=4)
-    for step, (ids, labels, pixels, token_classes) in enumerate(loader):
+    for step, (ids, labels, pixels, targets) in enumerate(loader):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        loss = loss_of(model, ids, labels, pixels, token_classes)
+        loss = loss_of(model, ids, labels, pixels, targets, answers=step >= phases.vit_only)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
