@@ -1,89 +1,33 @@
-//! Embedding gather and row scatter (image rows overwriting text embeddings at `<|vision_pad|>` positions), and the
-//! two in one pass ([`gather_rows`]), which is what the LLM's input uses.
+//! The embedding gather, and the LLM's input in one pass ([`gather_rows`]: token rows with the image rows spliced in
+//! at the `<|vision_pad|>` positions).
 
 use nvlm_tensor::{DType, Device, Tensor};
 
-use crate::check::{float_dtype, index_dtype, rank, same_device, same_dtype};
+use crate::check::{float_dtype, index_dtype, rank, same_device};
 use crate::cpu::{f32_values, from_f32, index_values};
 use crate::{KernelError, Result};
 
 /// Rows of `table[vocab, d]` at `ids[n]` → `[n, d]` in the table's dtype; an id outside the vocabulary is an error.
+/// Ids on a GPU are read back to be checked: callers that hold the ids on the host (the model) use [`gather_rows`].
 pub fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
     const OP: &str = "embedding";
     index_dtype(OP, ids)?;
     rank(OP, "ids", ids, 1)?;
     rank(OP, "table", table, 2)?;
     let dtype = float_dtype(OP, table)?;
-    let (vocab, d) = (table.shape()[0], table.shape()[1]);
-    match same_device(OP, &[ids, table])? {
-        Device::Cpu => {
-            let ids = index_values(ids)?;
-            let tv = f32_values(table)?;
-            let mut out = Vec::with_capacity(ids.len() * d);
-            for &id in &ids {
-                if id < 0 || id as usize >= vocab {
-                    return Err(KernelError::invalid(
-                        OP,
-                        format!("token id {id} outside a vocabulary of {vocab}"),
-                    ));
-                }
-                out.extend_from_slice(&tv[id as usize * d..(id as usize + 1) * d]);
-            }
-            from_f32(out, dtype, &[ids.len(), d])
-        }
-        Device::Cuda(_) => {
-            let host = index_values(&ids.to_device(Device::Cpu)?)?;
-            if let Some(&bad) = host.iter().find(|&&id| id < 0 || id as usize >= vocab) {
-                return Err(KernelError::invalid(
-                    OP,
-                    format!("token id {bad} outside a vocabulary of {vocab}"),
-                ));
-            }
-            let ids32 = Tensor::from_vec(host.iter().map(|&v| v as i32).collect::<Vec<_>>(), &[host.len()])?
-                .to_device(ids.device())?;
-            crate::cuda::elementwise::embedding(&ids32, table)
-        }
-    }
-}
-
-/// A copy of `x[n, d]` whose rows at `positions[m]` are replaced, in order, by `rows[m, d]`.
-pub fn scatter_rows(x: &Tensor, positions: &Tensor, rows: &Tensor) -> Result<Tensor> {
-    const OP: &str = "scatter_rows";
-    let dtype = float_dtype(OP, x)?;
-    same_dtype(OP, rows, x)?;
-    index_dtype(OP, positions)?;
-    rank(OP, "x", x, 2)?;
-    rank(OP, "positions", positions, 1)?;
-    let (n, d) = (x.shape()[0], x.shape()[1]);
-    rows.expect_shape(OP, "rows", &[positions.numel(), d])?;
-    match same_device(OP, &[x, positions, rows])? {
-        Device::Cpu => {
-            let mut out = f32_values(x)?.into_owned();
-            let rv = f32_values(rows)?;
-            for (i, &p) in index_values(positions)?.iter().enumerate() {
-                if p < 0 || p as usize >= n {
-                    return Err(KernelError::invalid(
-                        OP,
-                        format!("row {p} outside a tensor of {n} rows"),
-                    ));
-                }
-                out[p as usize * d..(p as usize + 1) * d].copy_from_slice(&rv[i * d..(i + 1) * d]);
-            }
-            from_f32(out, dtype, x.shape())
-        }
-        Device::Cuda(_) => {
-            let host = index_values(&positions.to_device(Device::Cpu)?)?;
-            if let Some(&bad) = host.iter().find(|&&p| p < 0 || p as usize >= n) {
-                return Err(KernelError::invalid(
-                    OP,
-                    format!("row {bad} outside a tensor of {n} rows"),
-                ));
-            }
-            let pos32 = Tensor::from_vec(host.iter().map(|&v| v as i32).collect::<Vec<_>>(), &[host.len()])?
-                .to_device(x.device())?;
-            crate::cuda::elementwise::scatter_rows(x, &pos32, rows)
-        }
-    }
+    same_device(OP, &[ids, table])?;
+    let vocab = table.shape()[0];
+    let sources = index_values(&ids.to_device(Device::Cpu)?)?
+        .into_iter()
+        .map(|id| match usize::try_from(id) {
+            Ok(row) if row < vocab => Ok(RowSource::Table(row)),
+            _ => Err(KernelError::invalid(
+                OP,
+                format!("token id {id} outside a vocabulary of {vocab}"),
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    gather_rows(&sources, table, None, dtype)
 }
 
 /// Where one row of [`gather_rows`]'s output comes from.

@@ -80,8 +80,29 @@ impl BlockTable {
 
     /// The cache slot of position `p` (checked beforehand).
     fn slot(&self, p: usize) -> usize {
-        self.blocks[p / self.block_size] * self.block_size + p % self.block_size
+        slot_of(&self.blocks, self.block_size, p)
     }
+}
+
+/// The cache slot of position `p` of a sequence whose blocks are `blocks`.
+fn slot_of(blocks: &[usize], block_size: usize, p: usize) -> usize {
+    blocks[p / block_size] * block_size + p % block_size
+}
+
+/// The cache rows `[slots, kv_heads, head_dim]` at `slots`, in order, as `[1, n, kv_heads, head_dim]` in `dtype`
+/// (the CPU references of the paged attention ops run plain attention over them).
+fn gather_cache_rows(
+    cache: &[f32],
+    shape: [usize; 2],
+    slots: impl ExactSizeIterator<Item = usize>,
+    dtype: nvlm_tensor::DType,
+) -> Result<Tensor> {
+    let (n, width) = (slots.len(), shape[0] * shape[1]);
+    let mut out = Vec::with_capacity(n * width);
+    for slot in slots {
+        out.extend_from_slice(&cache[slot * width..(slot + 1) * width]);
+    }
+    from_f32(out, dtype, &[1, n, shape[0], shape[1]])
 }
 
 /// Where one step's token rows live in the paged cache, for rows of several sequences (each through its own block
@@ -283,14 +304,13 @@ pub fn paged_attention(
     table.check(OP, slots, keys)?;
     match same_device(OP, &[q, k, v, &table.on_device])? {
         Device::Cpu => {
-            let row = hkv * d;
-            let gather = |cache: &Tensor| -> Result<Tensor> {
-                let values = f32_values(cache)?;
-                let mut out = Vec::with_capacity(keys * row);
-                for slot in (0..keys).map(|p| table.slot(p)) {
-                    out.extend_from_slice(&values[slot * row..(slot + 1) * row]);
-                }
-                from_f32(out, q.dtype(), &[1, keys, hkv, d])
+            let gather = |cache: &Tensor| {
+                gather_cache_rows(
+                    &f32_values(cache)?,
+                    [hkv, d],
+                    (0..keys).map(|p| table.slot(p)),
+                    q.dtype(),
+                )
             };
             let out = attention(
                 &q.reshape(&[1, t, hq, d])?,
@@ -340,18 +360,12 @@ pub fn paged_attention_rows(
     match same_device(OP, &[q, k, v, &rows.packed])? {
         Device::Cpu => {
             let (kv, vv) = (f32_values(k)?, f32_values(v)?);
-            let width = hkv * d;
             let mut out = Vec::with_capacity(t * hq * d);
             for (i, (&position, &(first, count))) in rows.positions.iter().zip(&rows.tables).enumerate() {
                 let table = &rows.blocks[first..first + count];
-                let keys = position + 1;
-                let gather = |cache: &[f32]| -> Result<Tensor> {
-                    let mut g = Vec::with_capacity(keys * width);
-                    for p in 0..keys {
-                        let slot = table[p / rows.block_size] * rows.block_size + p % rows.block_size;
-                        g.extend_from_slice(&cache[slot * width..(slot + 1) * width]);
-                    }
-                    from_f32(g, q.dtype(), &[1, keys, hkv, d])
+                let gather = |cache: &[f32]| {
+                    let slots = (0..position + 1).map(|p| slot_of(table, rows.block_size, p));
+                    gather_cache_rows(cache, [hkv, d], slots, q.dtype())
                 };
                 let row = attention(
                     &q.narrow0(i, 1)?.reshape(&[1, 1, hq, d])?,

@@ -8,8 +8,8 @@ use crate::{
     concat, embedding, gather_rows, gelu, layer_norm, matmul, mul, paged_attention, paged_attention_rows,
     paged_write, pixel_shuffle, qkv_qk_norm, repetition_penalty, rms_norm, rms_norm_partial_stats,
     rms_norm_with_sum_squares, rope_qkv, rope_qkv_paged, rotary_embedding, row_sum_squares, sample, scale,
-    scatter_rows, silu_mul, softmax, split, transpose_last2, unfold_patches, uniform, AttentionMask,
-    BlockTable, PagedRows, Result, RowSource, SamplingParams,
+    silu_mul, softmax, split, transpose_last2, unfold_patches, uniform, AttentionMask, BlockTable, PagedRows,
+    Result, RowSource, SamplingParams,
 };
 
 /// The outcome of one device-vs-reference comparison.
@@ -229,7 +229,7 @@ fn check_with(
     compare(op, case, &got, &want, tolerance)
 }
 
-/// Elementwise ops, norms, softmax, RoPE, attention, embedding, scatter and argmax in bf16.
+/// Elementwise ops, norms, softmax, RoPE, attention, embedding, the LLM's input gather and argmax in bf16.
 pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
     let bf = DType::BF16;
     let (x, y) = (
@@ -393,17 +393,6 @@ pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
         &[ids, table],
         0.0,
         |t| embedding(&t[0], &t[1]),
-    )?);
-    let base = random_tensor(seed + 10, &[40, 64], bf)?;
-    let rows = random_tensor(seed + 11, &[3, 64], bf)?;
-    let at = Tensor::from_vec(vec![39i32, 0, 17], &[3])?;
-    reports.push(check_with(
-        device,
-        "scatter",
-        "3 rows of [40,64] bf16".into(),
-        &[base, at, rows],
-        0.0,
-        |t| scatter_rows(&t[0], &t[1], &t[2]),
     )?);
     // The LLM's input: token rows with image rows spliced in (and a vocabulary-parallel zero row).
     let table = random_tensor(seed + 13, &[1000, 256], bf)?;

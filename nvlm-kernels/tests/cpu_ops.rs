@@ -676,7 +676,7 @@ fn gather_rows_splices_table_rows_image_rows_and_zeros() {
 }
 
 #[test]
-fn embedding_gathers_and_scatter_overwrites() {
+fn embedding_gathers_rows_and_checks_ids() {
     let mut r = rng(11);
     let (table, tv) = random(&mut r, &[10, 3], DType::BF16);
     let y = embedding(&ids(vec![9, 0, 9, 4]), &table).unwrap();
@@ -687,18 +687,6 @@ fn embedding_gathers_and_scatter_overwrites() {
     }
     assert!(embedding(&ids(vec![10]), &table).is_err());
     assert!(embedding(&ids(vec![-1]), &table).is_err());
-    let (x, xv) = random(&mut r, &[5, 2], DType::F32);
-    let (rows, rv) = random(&mut r, &[2, 2], DType::F32);
-    let y = scatter_rows(&x, &ids(vec![3, 1]), &rows)
-        .unwrap()
-        .to_f64_vec()
-        .unwrap();
-    let mut want = xv.clone();
-    want[6..8].copy_from_slice(&rv[0..2]);
-    want[2..4].copy_from_slice(&rv[2..4]);
-    assert_eq!(y, want);
-    assert!(scatter_rows(&x, &ids(vec![5, 1]), &rows).is_err());
-    assert!(scatter_rows(&x, &ids(vec![1]), &rows).is_err());
 }
 
 #[test]

@@ -116,24 +116,6 @@ impl PagedKvCache {
         Ok(())
     }
 
-    /// Writes `k`, `v` (`[t, kv_heads, head_dim]`, the cache's dtype and device) of `layer` at positions
-    /// `len..len + t` of `id` (reserved beforehand). The sequence length advances with [`PagedKvCache::advance`]
-    /// once every layer is written.
-    pub fn write(&mut self, layer: usize, id: SequenceId, key: &Tensor, value: &Tensor) -> Result<()> {
-        let seq = self
-            .sequences
-            .get(id.0)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| Qwen2Error::Cache("unknown sequence".into()))?;
-        let keys = self
-            .keys
-            .get_mut(layer)
-            .ok_or_else(|| Qwen2Error::Cache(format!("no layer {layer}")))?;
-        k::paged_write(keys, key, &seq.table, seq.len)?;
-        k::paged_write(&mut self.values[layer], value, &seq.table, seq.len)?;
-        Ok(())
-    }
-
     /// Where one step's rows live: for each `(sequence, rows)`, in order, positions `len..len + rows` (reserved
     /// beforehand). Built once per step and shared by every layer's [`PagedKvCache::write_rope_qkv`] and
     /// [`PagedKvCache::attention_rows`].
@@ -189,7 +171,7 @@ impl PagedKvCache {
     }
 
     /// Causal attention of `q[t, heads, head_dim]`, the queries of positions `len..len + t` of `id` (written with
-    /// [`PagedKvCache::write`], not yet advanced), over that sequence's keys and values of `layer`.
+    /// [`PagedKvCache::write_rope_qkv`], not yet advanced), over that sequence's keys and values of `layer`.
     pub fn attention(&self, layer: usize, id: SequenceId, q: &Tensor, scale: f32) -> Result<Tensor> {
         let seq = self.sequence(id)?;
         let (keys, values) = self

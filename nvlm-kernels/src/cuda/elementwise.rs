@@ -575,49 +575,6 @@ pub(crate) fn decode_splits(row_heads: usize, max_keys: usize) -> (usize, usize)
     (splits, max_keys.max(1).div_ceil(splits))
 }
 
-/// Rows of `table` at i32 `ids` (range-checked by the caller).
-pub(crate) fn embedding(ids: &Tensor, table: &Tensor) -> Result<Tensor> {
-    const OP: &str = "embedding";
-    let (n, d) = (ids.numel(), table.shape()[1]);
-    let scalars = [Scalar::I32(n as i32), Scalar::I32(d as i32)];
-    let grid = if n * d == 0 { 0 } else { grid_for(n * d) };
-    Ok(launch(
-        OP,
-        "embedding",
-        &name(OP, "embedding", table.dtype())?,
-        &[ids, table],
-        vec![Output::new(table.dtype(), &[n, d])],
-        &scalars,
-        grid,
-        BLOCK,
-    )?
-    .remove(0))
-}
-
-/// A copy of `x` with rows at i32 `positions` replaced by `rows`.
-pub(crate) fn scatter_rows(x: &Tensor, positions: &Tensor, rows_: &Tensor) -> Result<Tensor> {
-    const OP: &str = "scatter_rows";
-    let (m, d) = (positions.numel(), x.shape()[1]);
-    let out = Output {
-        dtype: x.dtype(),
-        shape: x.shape().to_vec(),
-        init_from: Some(x.clone()),
-    };
-    let scalars = [Scalar::I32(m as i32), Scalar::I32(d as i32)];
-    let grid = if m * d == 0 { 0 } else { grid_for(m * d) };
-    Ok(launch(
-        OP,
-        "embedding",
-        &name(OP, "scatter_rows", x.dtype())?,
-        &[positions, rows_],
-        vec![out],
-        &scalars,
-        grid,
-        BLOCK,
-    )?
-    .remove(0))
-}
-
 /// `[n, d]` rows in `dtype`, row `i` from i32 `sources[i]` (`embedding.cu`'s encoding): `table`'s rows, zeros,
 /// or rows of `extra` (`dtype`, on the table's device); checked by the caller.
 pub(crate) fn gather_rows(

@@ -112,10 +112,6 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         name: "embedding",
         source: include_str!("../../cuda/embedding.cu"),
         functions: &[
-            "embedding_f32",
-            "embedding_bf16",
-            "scatter_rows_f32",
-            "scatter_rows_bf16",
             "gather_rows_f32_f32",
             "gather_rows_f32_bf16",
             "gather_rows_bf16_f32",
