@@ -111,15 +111,16 @@ def random_shapes(rng, n):
     return [(k, rng.choice(sorted(COLOURS))) for k in kinds]
 
 
-def ask(rng, kind, shapes, sides=("left", "right")):
+def ask(rng, kind, shapes, sides=("left", "right"), colour_of=SHAPES):
     """A (question, answer) of `kind` about `shapes` (left to right); text-only kinds ignore them. `sides` are the
-    sides "which shape is on the ..." may ask about."""
+    sides "which shape is on the ..." may ask about, `colour_of` the shapes "what colour is the ..." may ask about
+    (when the picture has one)."""
     if kind == "what_shape":
         return "What shape is in the image?", f"A {shapes[0][1]} {shapes[0][0]}."
     if kind == "how_many":
         return "How many shapes are there?", f"{len(shapes)}."
     if kind == "what_colour":
-        target = rng.choice(shapes)
+        target = rng.choice([s for s in shapes if s[0] in colour_of] or shapes)
         return f"What colour is the {target[0]}?", f"{target[1].capitalize()}."
     if kind == "which_side":
         side = rng.choice(["left", "right"])
@@ -140,23 +141,25 @@ def kinds_for(shapes):
     return kinds
 
 
-def sample(split, index, max_turns=1, single_tile=False, kinds=None, sides=("left", "right")):
+def sample(split, index, max_turns=1, single_tile=False, kinds=None, sides=("left", "right"), colour_of=SHAPES):
     """Sample `index` of `split`: dict(kind, question, answer, image (PIL.Image or None), shapes, history).
 
     `history` holds up to `max_turns - 1` earlier (question, answer) turns about the same image, asked before
     `question` in one conversation (training uses them; the test set has none). `single_tile` draws small square
-    pictures (training's cheap first phase); `kinds` replaces the question mix `KINDS` and `sides=("left",)` asks only
-    for the left shape (training's phases)."""
+    pictures (training's cheap first phase); `kinds` replaces the question mix `KINDS`, `sides=("left",)` asks only
+    for the left shape and `colour_of` names the shapes whose colour may be asked (training's phases)."""
     rng = random.Random(SPLIT_SEEDS[split] * 1_000_003 + index)
     kind = weighted(rng, kinds or KINDS)
     count = {"what_shape": (1, 1), "how_many": (1, 3), "what_colour": (1, 3), "which_side": (2, 3)}.get(kind)
     shapes = random_shapes(rng, rng.randint(*count)) if count else []
-    question, answer = ask(rng, kind, shapes, sides)
+    if kind == "what_colour" and shapes and not any(k in colour_of for k, _ in shapes):
+        shapes[0] = (rng.choice(colour_of), shapes[0][1])  # the asked-about kind, where it was missing
+    question, answer = ask(rng, kind, shapes, sides, colour_of)
     image, labels = render(rng, shapes, single_tile, with_labels=True) if shapes else (None, None)
     history = []
     if shapes and max_turns > 1:
         # Earlier turns about the same picture; the image goes with the first of them.
-        history = [ask(rng, rng.choice(kinds_for(shapes)), shapes, sides)
+        history = [ask(rng, rng.choice(kinds_for(shapes)), shapes, sides, colour_of)
                    for _ in range(rng.randint(0, max_turns - 1))]
     return {"kind": kind, "question": question, "answer": answer, "image": image, "labels": labels,
             "shapes": shapes, "history": history}
