@@ -11,8 +11,9 @@ loss, the auxiliary losses and the greedy accuracy on 60 one-tile validation ite
   global    joint, plus the picture's colour of each shape kind (5-way each: absent or the colour), on every token
 Options: `--undetach N` (the answers train the ViT from step N), `--one-kind N` (the LLM's first N steps ask only the
 square's colour), `--name-first` (answers "The square is yellow.").
-Measured (2 cores, 4-6 minutes each, logs in `session17-logs.md`): every variant stays near 0.7 for 800 LLM steps,
-which is what answering the colour of a random shape of the picture scores: the LLM does not pick the shape by name.
+Measured (2 cores, 4-6 minutes each, logs in `session17-logs.md`): every variant stays near 0.7 for 800 LLM steps (also
+with `--stage 1000`), which is what answering the colour of a random shape of the picture scores: the LLM does not
+pick the shape by its name.
 """
 
 import argparse
