@@ -10,13 +10,14 @@ loss, the auxiliary losses and the greedy accuracy on 60 one-tile validation ite
   factored  its shape (4-way), its colour (5-way) and its place
   global    joint, plus the picture's colour of each shape kind (5-way each: absent or the colour), on every token
 Options: `--undetach N` (the answers train the ViT from step N), `--one-kind N` (the LLM's first N steps ask only the
-square's colour), `--name-first` (answers "The square is yellow.").
-Measured (2 cores, 4-6 minutes each, logs in `session17-logs.md`): every variant stays near 0.7 for 800 LLM steps (also
-with `--stage 1000`), which is what answering the colour of a random shape of the picture scores: the LLM does not
-pick the shape by its name.
+square's colour), `--name-first` (answers "The square is yellow."), `--llm JSON` (other LLM sizes).
+Measured (2 cores, 4-6 minutes each, logs in `session17-logs.md`): every variant stays near 0.7 for 800 LLM steps
+(also with `--stage 1000`, or with two 32-wide LLM heads), which is what answering the colour of a random shape of
+the picture scores: the LLM does not pick the shape by its name.
 """
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -80,6 +81,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--one-kind", type=int, default=0,
                     help="the LLM's first steps ask only the colour of the square")
+    ap.add_argument("--llm", default=None, help='LLM sizes to change, as JSON: \'{"num_attention_heads": 2}\'')
     ap.add_argument("--name-first", action="store_true",
                     help='answers name the shape before its colour ("The square is yellow.")')
     ap.add_argument("--undetach", type=int, default=None,
@@ -88,6 +90,7 @@ def main():
     torch.manual_seed(1)
     torch.set_num_threads(args.threads)
     config = train.nvlm_config()
+    config["llm_config"].update(json.loads(args.llm or "{}"))
     classes = {"joint": (task.LABELS, task.RANKS),
                "factored": (1 + len(task.SHAPES), 1 + len(task.COLOURS), task.RANKS),
                "global": (task.LABELS, task.RANKS) + (1 + len(task.COLOURS),) * len(task.SHAPES)}[args.targets]
