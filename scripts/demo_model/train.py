@@ -272,12 +272,11 @@ def by_kind(records):
     return {k: f"{ok}/{n}" for k, (ok, n) in sorted(counts.items())}
 
 
-def evaluate(model, encoder, split, count, max_new_tokens=16):
-    """Greedy answers for the first `count` items of `split`; returns (accuracy, records)."""
+def answer_items(model, encoder, items, max_new_tokens=16):
+    """Greedy answers to `items` (each asked alone, as the test set asks); returns (accuracy, records)."""
     records, correct = [], 0
     model.eval()
-    for index in range(count):
-        item = task.sample(split, index)
+    for item in items:
         px = prepare(item)
         n = 0 if px is None else px.shape[0]
         ids = encoder.prompt_ids(item["question"], n)
@@ -287,7 +286,12 @@ def evaluate(model, encoder, split, count, max_new_tokens=16):
         correct += text == item["answer"]
         records.append(dict(item=item, tiles=n, prompt_ids=ids, new_ids=new, text=text))
     model.train()
-    return correct / count, records
+    return correct / len(items), records
+
+
+def evaluate(model, encoder, split, count, max_new_tokens=16):
+    """Greedy answers for the first `count` items of `split`; returns (accuracy, records)."""
+    return answer_items(model, encoder, [task.sample(split, index) for index in range(count)], max_new_tokens)
 
 
 def digest(ids):

@@ -62,15 +62,8 @@ def name_first(item):
 
 
 def accuracy(model, encoder, rewrite):
-    ok = 0
-    model.eval()
-    for i in range(60):
-        item = rewrite(task.sample("validation", i, single_tile=True, kinds=WHAT_COLOUR))
-        px = torch.from_numpy(train.prepare(item))
-        ids = encoder.prompt_ids(item["question"], px.shape[0])
-        ok += encoder.decode(nvlm_torch.greedy(model, ids, px, 8, preprocess.EOS_ID)) == item["answer"]
-    model.train()
-    return ok / 60
+    items = [rewrite(task.sample("validation", i, single_tile=True, kinds=WHAT_COLOUR)) for i in range(60)]
+    return train.answer_items(model, encoder, items, max_new_tokens=8)[0]
 
 
 def main():

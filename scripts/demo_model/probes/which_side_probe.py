@@ -25,7 +25,6 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import nvlm_torch  # noqa: E402
-import preprocess  # noqa: E402
 import task  # noqa: E402
 import train  # noqa: E402
 
@@ -41,15 +40,8 @@ def one_hot_code(features, targets):
 
 
 def accuracy(model, encoder):
-    ok = 0
-    model.eval()
-    for i in range(60):
-        item = task.sample("validation", i, single_tile=True, kinds=WHICH_SIDE)
-        px = torch.from_numpy(train.prepare(item))
-        ids = encoder.prompt_ids(item["question"], px.shape[0])
-        ok += encoder.decode(nvlm_torch.greedy(model, ids, px, 8, preprocess.EOS_ID)) == item["answer"]
-    model.train()
-    return ok / 60
+    items = [task.sample("validation", i, single_tile=True, kinds=WHICH_SIDE) for i in range(60)]
+    return train.answer_items(model, encoder, items, max_new_tokens=8)[0]
 
 
 def main():
