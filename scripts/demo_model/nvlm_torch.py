@@ -111,7 +111,9 @@ class Qwen2Attention(nn.Module):
         self.v_proj = nn.Linear(h, kv * self.d)
         self.o_proj = nn.Linear(heads * self.d, h, bias=False)
 
-    def forward(self, x, cos, sin):
+    def forward(self, x, cos, sin, probe=None):
+        """With `probe` = (rows, positions) (LongTensors [m]), also returns the attention probabilities of the
+        queries at (rows[i], positions[i]): [m, heads, n] (training's attention supervision)."""
         b, n, _ = x.shape
         q = self.q_proj(x).view(b, n, self.heads, self.d).transpose(1, 2)
         k = self.k_proj(x).view(b, n, self.kv, self.d).transpose(1, 2)
@@ -120,7 +122,13 @@ class Qwen2Attention(nn.Module):
         groups = self.heads // self.kv
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.o_proj(o.transpose(1, 2).reshape(b, n, self.heads * self.d))
+        out = self.o_proj(o.transpose(1, 2).reshape(b, n, self.heads * self.d))
+        if probe is None:
+            return out
+        rows, positions = probe
+        scores = torch.einsum("mhd,mhnd->mhn", q[rows, :, positions], k[rows]) / self.d**0.5
+        future = torch.arange(n) > positions[:, None, None]
+        return out, scores.masked_fill(future, float("-inf")).softmax(-1)
 
 
 class Qwen2Layer(nn.Module):
@@ -136,10 +144,13 @@ class Qwen2Layer(nn.Module):
         self.mlp.up_proj = nn.Linear(h, f, bias=False)
         self.mlp.down_proj = nn.Linear(f, h, bias=False)
 
-    def forward(self, x, cos, sin):
-        x = x + self.self_attn(self.input_layernorm(x), cos, sin)
+    def forward(self, x, cos, sin, probe=None):
+        attn = self.self_attn(self.input_layernorm(x), cos, sin, probe)
+        attn, probs = attn if probe is not None else (attn, None)
+        x = x + attn
         h = self.post_attention_layernorm(x)
-        return x + self.mlp.down_proj(F.silu(self.mlp.gate_proj(h)) * self.mlp.up_proj(h))
+        x = x + self.mlp.down_proj(F.silu(self.mlp.gate_proj(h)) * self.mlp.up_proj(h))
+        return x if probe is None else (x, probs)
 
 
 class Qwen2(nn.Module):
@@ -154,12 +165,17 @@ class Qwen2(nn.Module):
         self.model.norm = RMSNorm(cfg["hidden_size"], cfg["rms_norm_eps"])
         self.rope = Rope(cfg["hidden_size"] // cfg["num_attention_heads"], cfg["rope_theta"])
 
-    def hidden(self, embeds):
+    def hidden(self, embeds, probe=None):
+        """Final-norm hidden states; with `probe` = (layer, rows, positions) also the attention probabilities of
+        those queries in that layer ([m, heads, n], see `Qwen2Attention.forward`)."""
         cos, sin = self.rope.cos_sin(embeds.shape[1])
-        x = embeds
-        for layer in self.model.layers:
-            x = layer(x, cos, sin)
-        return self.model.norm(x)
+        x, probs = embeds, None
+        for i, layer in enumerate(self.model.layers):
+            if probe is not None and i == probe[0]:
+                x, probs = layer(x, cos, sin, probe[1:])
+            else:
+                x = layer(x, cos, sin)
+        return self.model.norm(x) if probe is None else (self.model.norm(x), probs)
 
     def logits(self, hidden):
         return hidden @ self.model.embed_tokens.weight.T

@@ -191,8 +191,9 @@ def batch(items, encoder):
 class Batches(torch.utils.data.Dataset):
     """Training batch `step` (a pure function of the step), built in a worker process while the model trains."""
 
-    def __init__(self, steps, batch_size, encoder, phases, kinds):
+    def __init__(self, steps, batch_size, encoder, phases, kinds, attention=False):
         self.steps, self.batch_size, self.encoder, self.phases, self.kinds = steps, batch_size, encoder, phases, kinds
+        self.attention = attention
 
     def __len__(self):
         return self.steps
@@ -210,7 +211,9 @@ class Batches(torch.utils.data.Dataset):
         items = [task.sample("train", step * self.batch_size + i, max_turns=turns, single_tile=single, kinds=kinds,
                              sides=sides)
                  for i in range(self.batch_size)]
-        return batch(items, self.encoder)
+        ids, labels, pixels, targets = batch(items, self.encoder)
+        where = attention_targets(items, self.encoder, ids, labels, targets) if self.attention else None
+        return ids, labels, pixels, targets, where
 
 
 def answer_ends(labels):
@@ -219,39 +222,99 @@ def answer_ends(labels):
     return ((labels != -100) * (positions + 1)).amax(1)
 
 
-def answer_loss(model, embeds, labels, length_group=0):
+def attention_targets(items, encoder, ids, labels, classes):
+    """Where "what colour is the <shape>?" should look: for each conversation whose last question asks it, the row,
+    the position that predicts the answer's first token, and a mask `[length]` of the image rows the asked shape
+    covers (in every tile). Returns (rows, positions, masks) or None when the batch has no such question."""
+    rows, positions, masks = [], [], []
+    ends, tile = answer_ends(labels), 0
+    for b, item in enumerate(items):
+        if item["image"] is None:
+            continue
+        image_positions = (ids[b] == preprocess.IMAGE_CONTEXT_ID).nonzero()[:, 0]
+        tiles = len(image_positions) // encoder.tokens_per_tile
+        covered = classes[tile : tile + tiles, :, 0].reshape(-1)
+        tile += tiles
+        if item["kind"] != "what_colour":
+            continue
+        asked = task.SHAPES.index(item["question"].rstrip("?").split()[-1])
+        of_asked = (covered > 0) & ((covered - 1) // len(task.COLOURS) == asked)
+        if not of_asked.any():
+            continue  # too small to cover an image token's centre
+        mask = torch.zeros(ids.shape[1], dtype=torch.bool)
+        mask[image_positions[of_asked]] = True
+        rows.append(b)
+        positions.append(int(ends[b]) - len(encoder.answer_ids(item["answer"])))
+        masks.append(mask)
+    if not rows:
+        return None
+    return torch.tensor(rows), torch.tensor(positions), torch.stack(masks)
+
+
+def attention_mass(probs, masks, head=0):
+    """The attention mass `[m]` that `head` puts on the masked rows (`probs` [m, heads, n] from `Qwen2.hidden`)."""
+    return (probs[:, head] * masks).sum(-1)
+
+
+def attention_loss(mass):
+    """-log of the attention mass on the rows that hold the answer, averaged."""
+    return -torch.log(mass.clamp_min(1e-6)).mean()
+
+
+def answer_loss(model, embeds, labels, length_group=0, attend=None):
     """Cross-entropy of the learned tokens. With `length_group`, the conversations run in groups of that many of
     similar length, each padded only to its longest: right padding never reaches a real token (causal attention), so
     this is the padded batch's loss for about 13% less time a step (its rounding differs: not the committed model's
-    path)."""
-    if not length_group:
-        hidden = model.language_model.hidden(embeds)
-        sel = labels != -100
-        return F.cross_entropy(model.language_model.logits(hidden[sel]), labels[sel])
-    ends = answer_ends(labels)
-    hidden, targets = [], []
-    for group in torch.argsort(ends, stable=True).split(length_group):
-        n = int(ends[group].max())
-        learned = labels[group, :n] != -100
-        hidden.append(model.language_model.hidden(embeds[group, :n])[learned])
-        targets.append(labels[group, :n][learned])
-    return F.cross_entropy(model.language_model.logits(torch.cat(hidden)), torch.cat(targets))
+    path). With `attend` = (layer, rows, positions, masks) (`attention_targets`) it returns (loss, attention loss of
+    head 0 of that layer)."""
+    lm = model.language_model
+    groups = torch.argsort(answer_ends(labels), stable=True).split(length_group) if length_group else [None]
+    hidden, targets, masses = [], [], []
+    for group in groups:
+        if group is None:
+            e, lab = embeds, labels
+        else:
+            n = int(answer_ends(labels)[group].max())
+            e, lab = embeds[group, :n], labels[group, :n]
+        probe = None
+        if attend is not None:
+            layer, rows, positions, mask = attend
+            local = torch.arange(len(labels)) if group is None else group
+            inside = (rows[:, None] == local[None, :])
+            keep = inside.any(1)
+            if keep.any():
+                probe = (layer, inside[keep].float().argmax(1), positions[keep])
+        if probe is None:
+            h = lm.hidden(e)
+        else:
+            h, probs = lm.hidden(e, probe)
+            masses.append(attention_mass(probs, mask[keep, : e.shape[1]]))
+        learned = lab != -100
+        hidden.append(h[learned])
+        targets.append(lab[learned])
+    loss = F.cross_entropy(lm.logits(torch.cat(hidden)), torch.cat(targets))
+    if attend is None:
+        return loss
+    return loss, attention_loss(torch.cat(masses)) if masses else torch.zeros(())
 
 
 def loss_of(model, ids, labels, pixels, token_targets=None, aux_weight=1.0, answers=True, detach=True,
-            length_group=0):
+            length_group=0, attend=None, attention_weight=0.0):
     """Cross-entropy of the answers (unless `answers` is false: the ViT's own phase), plus (with `token_targets`) the
     auxiliary per-image-token classifications (which shape and colour covers each token; which of the picture's shapes
     it is, from the left): dense supervision that teaches the small ViT shapes and their order far sooner than the
     answers alone (the heads are dropped from the written model). With `detach` the ViT learns from those targets
     only: the LLM reads its features detached, so the answers train the projector and the LLM on features that change
     only as the ViT learns what the targets ask (measured: with the answers also training the ViT from the start, the
-    LLM never found "which shape is on the left/right"; see README). Without it the answers train the ViT too."""
+    LLM never found "which shape is on the left/right"; see README). Without it the answers train the ViT too.
+    `attend` (see `answer_loss`) adds `attention_weight` times the attention loss."""
     features = model.image_features(pixels) if pixels is not None else None
     loss = torch.zeros(())
     if answers:
         llm_features = features.detach() if features is not None and detach else features
-        loss = answer_loss(model, model.embeds(ids, pixels, llm_features), labels, length_group)
+        loss = answer_loss(model, model.embeds(ids, pixels, llm_features), labels, length_group, attend)
+        if attend is not None:
+            loss = loss[0] + attention_weight * loss[1]
     if token_targets is not None:
         aux_input = model.mlp1(features) if model.aux_on_embeddings else features
         for k, head in enumerate(model.aux_heads):
@@ -335,6 +398,10 @@ def main():
     ap.add_argument("--length-group", type=int, default=0,
                     help="run the LLM on groups of this many conversations of similar length (`answer_loss`; 0: "
                          "the whole batch padded, the committed model's path)")
+    ap.add_argument("--attention-weight", type=float, default=0.0,
+                    help="weight of a loss that teaches one head (head 0 of --attention-layer) to look, from where the "
+                         "answer to 'what colour is the <shape>?' starts, at the image rows of that shape")
+    ap.add_argument("--attention-layer", type=int, default=2)
     ap.add_argument("--aux-on-embeddings", action="store_true",
                     help="the auxiliary heads read the projector's output (the LLM's image rows), not the ViT's")
     ap.add_argument("--batch", type=int, default=12)
@@ -376,14 +443,17 @@ def main():
     start, running = time.time(), None
     phases = argparse.Namespace(**{k: int(getattr(args, f"{k}_fraction") * args.steps)
                                    for k in ("vit_only", "left_only", "which_side", "single_tile", "undetach")})
-    batches = Batches(args.steps, args.batch, encoder, phases, train_kinds(args.which_side_weight, args.colour_weight))
+    batches = Batches(args.steps, args.batch, encoder, phases, train_kinds(args.which_side_weight, args.colour_weight),
+                      attention=args.attention_weight > 0)
     loader = torch.utils.data.DataLoader(batches, batch_size=None,
                                          shuffle=False, num_workers=1, prefetch_factor=4)
-    for step, (ids, labels, pixels, targets) in enumerate(loader):
+    for step, (ids, labels, pixels, targets, where) in enumerate(loader):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
+        attend = None if where is None else (args.attention_layer, *where)
         loss = loss_of(model, ids, labels, pixels, targets, answers=step >= phases.vit_only,
-                       detach=step < phases.undetach, length_group=args.length_group)
+                       detach=step < phases.undetach, length_group=args.length_group, attend=attend,
+                       attention_weight=args.attention_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
