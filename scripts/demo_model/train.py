@@ -402,6 +402,8 @@ def main():
                     help="weight of a loss that teaches one head (head 0 of --attention-layer) to look, from where the "
                          "answer to 'what colour is the <shape>?' starts, at the image rows of that shape")
     ap.add_argument("--attention-layer", type=int, default=2)
+    ap.add_argument("--llm-layers", type=int, default=LLM["num_hidden_layers"],
+                    help="Qwen2 decoder layers (each adds ~53k parameters; the vocabulary matrix is the file's size)")
     ap.add_argument("--aux-on-embeddings", action="store_true",
                     help="the auxiliary heads read the projector's output (the LLM's image rows), not the ViT's")
     ap.add_argument("--batch", type=int, default=12)
@@ -419,6 +421,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
 
+    LLM["num_hidden_layers"] = args.llm_layers
     config = nvlm_config()
     model = nvlm_torch.NvlmD(config, aux_classes=(task.LABELS, task.RANKS), aux_on_embeddings=args.aux_on_embeddings)
     vc = config["vision_config"]
