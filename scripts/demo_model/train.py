@@ -191,7 +191,7 @@ def batch(items, encoder):
 class Batches(torch.utils.data.Dataset):
     """Training batch `step` (a pure function of the step), built in a worker process while the model trains."""
 
-    def __init__(self, steps, batch_size, encoder, phases, kinds, attention=False):
+    def __init__(self, steps, batch_size, encoder, phases, kinds, attention=()):
         self.steps, self.batch_size, self.encoder, self.phases, self.kinds = steps, batch_size, encoder, phases, kinds
         self.attention = attention
 
@@ -212,7 +212,9 @@ class Batches(torch.utils.data.Dataset):
                              sides=sides)
                  for i in range(self.batch_size)]
         ids, labels, pixels, targets = batch(items, self.encoder)
-        where = attention_targets(items, self.encoder, ids, labels, targets) if self.attention else None
+        where = None
+        if self.attention:
+            where = attention_targets(items, self.encoder, ids, labels, targets, self.attention)
         return ids, labels, pixels, targets, where
 
 
@@ -222,9 +224,20 @@ def answer_ends(labels):
     return ((labels != -100) * (positions + 1)).amax(1)
 
 
-def attention_targets(items, encoder, ids, labels, classes):
-    """Where "what colour is the <shape>?" should look: for each conversation whose last question asks it, the row,
-    the position that predicts the answer's first token, and a mask `[length]` of the image rows the asked shape
+def looked_at(item):
+    """The shape kind whose image rows answer the item's (last) question, or None: the named shape of "what colour is
+    the <shape>?", the shape on the asked side of "which shape is on the left/right?"."""
+    words = item["question"].rstrip("?").split()
+    if item["kind"] == "what_colour":
+        return words[-1]
+    if item["kind"] == "which_side":
+        return item["shapes"][0 if words[-1] == "left" else -1][0]
+    return None
+
+
+def attention_targets(items, encoder, ids, labels, classes, kinds=("what_colour",)):
+    """Where a question of `kinds` should look (`looked_at`): for each conversation whose last question is one, the
+    row, the position that predicts the answer's first token, and a mask `[length]` of the image rows that shape
     covers (in every tile). Returns (rows, positions, masks) or None when the batch has no such question."""
     rows, positions, masks = [], [], []
     ends, tile = answer_ends(labels), 0
@@ -235,9 +248,9 @@ def attention_targets(items, encoder, ids, labels, classes):
         tiles = len(image_positions) // encoder.tokens_per_tile
         covered = classes[tile : tile + tiles, :, 0].reshape(-1)
         tile += tiles
-        if item["kind"] != "what_colour":
+        if item["kind"] not in kinds:
             continue
-        asked = task.SHAPES.index(item["question"].rstrip("?").split()[-1])
+        asked = task.SHAPES.index(looked_at(item))
         of_asked = (covered > 0) & ((covered - 1) // len(task.COLOURS) == asked)
         if not of_asked.any():
             continue  # too small to cover an image token's centre
@@ -400,8 +413,10 @@ def main():
                          "the whole batch padded, the committed model's path)")
     ap.add_argument("--attention-weight", type=float, default=0.0,
                     help="weight of a loss that teaches one head (head 0 of --attention-layer) to look, from where the "
-                         "answer to 'what colour is the <shape>?' starts, at the image rows of that shape")
+                         "answer to a question of --attention-kinds starts, at the image rows of the shape it asks about")
     ap.add_argument("--attention-layer", type=int, default=2)
+    ap.add_argument("--attention-kinds", default="what_colour",
+                    help="comma-separated question kinds the attention loss teaches (what_colour, which_side)")
     ap.add_argument("--llm-layers", type=int, default=LLM["num_hidden_layers"],
                     help="Qwen2 decoder layers (each adds ~53k parameters; the vocabulary matrix is the file's size)")
     ap.add_argument("--aux-on-embeddings", action="store_true",
@@ -447,7 +462,7 @@ def main():
     phases = argparse.Namespace(**{k: int(getattr(args, f"{k}_fraction") * args.steps)
                                    for k in ("vit_only", "left_only", "which_side", "single_tile", "undetach")})
     batches = Batches(args.steps, args.batch, encoder, phases, train_kinds(args.which_side_weight, args.colour_weight),
-                      attention=args.attention_weight > 0)
+                      attention=tuple(args.attention_kinds.split(",")) if args.attention_weight > 0 else ())
     loader = torch.utils.data.DataLoader(batches, batch_size=None,
                                          shuffle=False, num_workers=1, prefetch_factor=4)
     for step, (ids, labels, pixels, targets, where) in enumerate(loader):
