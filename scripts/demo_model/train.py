@@ -204,10 +204,11 @@ class Batches(torch.utils.data.Dataset):
         single = step < p.single_tile
         # After the ViT's own phase: "which shape is on the left" alone, then left and right, then the full mix.
         which_side_only = p.vit_only <= step < p.which_side
-        kinds = [("which_side", 1)] if which_side_only else self.kinds
+        colour_only = p.which_side <= step < p.colour_only
+        kinds = [("which_side", 1)] if which_side_only else [("what_colour", 1)] if colour_only else self.kinds
         sides = ("left",) if p.vit_only <= step < p.left_only else ("left", "right")
-        # The which-side phase asks one question a picture: earlier turns would mix the other kinds back in.
-        turns = 1 if which_side_only else 4
+        # These phases ask one question a picture: earlier turns would mix the other kinds back in.
+        turns = 1 if which_side_only or colour_only else 4
         items = [task.sample("train", step * self.batch_size + i, max_turns=turns, single_tile=single, kinds=kinds,
                              sides=sides)
                  for i in range(self.batch_size)]
@@ -404,6 +405,9 @@ def main():
     ap.add_argument("--which-side-fraction", type=float, default=0.3225,
                     help="until here the questions are only which shape is on the left or right: among the other "
                          "questions the small model does not find that selection from a cold start")
+    ap.add_argument("--colour-only-fraction", type=float, default=None,
+                    help="after the which-side phase, until here the questions are only 'what colour is the "
+                         "<shape>?' (default: no such phase)")
     ap.add_argument("--undetach-fraction", type=float, default=1.0,
                     help="from here on the answers train the ViT too (before, the LLM reads its features detached)")
     ap.add_argument("--which-side-weight", type=float, default=2, help="how much more often than the test set")
@@ -461,6 +465,8 @@ def main():
     start, running = time.time(), None
     phases = argparse.Namespace(**{k: int(getattr(args, f"{k}_fraction") * args.steps)
                                    for k in ("vit_only", "left_only", "which_side", "single_tile", "undetach")})
+    phases.colour_only = phases.which_side if args.colour_only_fraction is None else int(
+        args.colour_only_fraction * args.steps)
     batches = Batches(args.steps, args.batch, encoder, phases, train_kinds(args.which_side_weight, args.colour_weight),
                       attention=tuple(args.attention_kinds.split(",")) if args.attention_weight > 0 else ())
     loader = torch.utils.data.DataLoader(batches, batch_size=None,
