@@ -47,8 +47,8 @@ def train_kinds(which_side_weight, colour_weight):
 LLM = dict(hidden_size=64, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=4, intermediate_size=192)
 
 
-def nvlm_config():
-    """The HF NVLM-D config.json structure (as the real release) with the demo's sizes."""
+def nvlm_config(llm_layers=LLM["num_hidden_layers"]):
+    """The HF NVLM-D config.json structure (as the real release) with the demo's sizes (`llm_layers` Qwen2 layers)."""
     return {
         "architectures": ["NVLM_D"],
         "auto_map": {
@@ -88,6 +88,7 @@ def nvlm_config():
             "use_cache": True,
             "vocab_size": 152064,
             **LLM,
+            "num_hidden_layers": llm_layers,
         },
         "vision_config": {
             "architectures": ["InternVisionModel"],
@@ -276,39 +277,32 @@ def attention_loss(mass):
 
 
 def answer_loss(model, embeds, labels, length_group=0, attend=None):
-    """Cross-entropy of the learned tokens. With `length_group`, the conversations run in groups of that many of
-    similar length, each padded only to its longest: right padding never reaches a real token (causal attention), so
-    this is the padded batch's loss for about 13% less time a step (its rounding differs: not the committed model's
-    path). With `attend` = (layer, rows, positions, masks) (`attention_targets`) it returns (loss, attention loss of
-    head 0 of that layer)."""
+    """(cross-entropy of the learned tokens, attention loss). With `length_group`, the conversations run in groups of
+    that many of similar length, each padded only to its longest: right padding never reaches a real token (causal
+    attention), so this is the padded batch's loss for about 13% less time a step (its rounding differs: not the
+    committed model's path). With `attend` = (layer, rows, positions, masks) (`attention_targets`) the second value is
+    `attention_loss` of head 0 of that layer; without it, zero."""
     lm = model.language_model
-    groups = torch.argsort(answer_ends(labels), stable=True).split(length_group) if length_group else [None]
+    ends = answer_ends(labels)
+    groups = torch.argsort(ends, stable=True).split(length_group) if length_group else [torch.arange(len(labels))]
     hidden, targets, masses = [], [], []
     for group in groups:
-        if group is None:
-            e, lab = embeds, labels
-        else:
-            n = int(answer_ends(labels)[group].max())
-            e, lab = embeds[group, :n], labels[group, :n]
-        probe = None
+        n = int(ends[group].max()) if length_group else labels.shape[1]
+        e, lab = (embeds[group, :n], labels[group, :n]) if length_group else (embeds, labels)
+        probed = None
         if attend is not None:
-            layer, rows, positions, mask = attend
-            local = torch.arange(len(labels)) if group is None else group
-            inside = (rows[:, None] == local[None, :])
-            keep = inside.any(1)
-            if keep.any():
-                probe = (layer, inside[keep].float().argmax(1), positions[keep])
-        if probe is None:
+            layer, rows, positions, masks = attend
+            inside = rows[:, None] == group[None, :]
+            probed = inside.any(1)
+        if probed is None or not probed.any():
             h = lm.hidden(e)
         else:
-            h, probs = lm.hidden(e, probe)
-            masses.append(attention_mass(probs, mask[keep, : e.shape[1]]))
+            h, probs = lm.hidden(e, (layer, inside[probed].float().argmax(1), positions[probed]))
+            masses.append(attention_mass(probs, masks[probed, :n]))
         learned = lab != -100
         hidden.append(h[learned])
         targets.append(lab[learned])
     loss = F.cross_entropy(lm.logits(torch.cat(hidden)), torch.cat(targets))
-    if attend is None:
-        return loss
     return loss, attention_loss(torch.cat(masses)) if masses else torch.zeros(())
 
 
@@ -326,9 +320,8 @@ def loss_of(model, ids, labels, pixels, token_targets=None, aux_weight=1.0, answ
     loss = torch.zeros(())
     if answers:
         llm_features = features.detach() if features is not None and detach else features
-        loss = answer_loss(model, model.embeds(ids, pixels, llm_features), labels, length_group, attend)
-        if attend is not None:
-            loss = loss[0] + attention_weight * loss[1]
+        answer, attention = answer_loss(model, model.embeds(ids, pixels, llm_features), labels, length_group, attend)
+        loss = answer + attention_weight * attention
     if token_targets is not None:
         aux_input = model.mlp1(features) if model.aux_on_embeddings else features
         for k, head in enumerate(model.aux_heads):
@@ -364,6 +357,13 @@ def answer_items(model, encoder, items, max_new_tokens=16):
         records.append(dict(item=item, tiles=n, prompt_ids=ids, new_ids=new, text=text))
     model.train()
     return correct / len(items), records
+
+
+def probe_accuracy(model, encoder, kinds, single_tile=True, rewrite=lambda item: item, count=60):
+    """The probes' measure: greedy accuracy on the first `count` validation items of `kinds` (one question each,
+    `rewrite` applied to each item)."""
+    items = [rewrite(task.sample("validation", i, single_tile=single_tile, kinds=kinds)) for i in range(count)]
+    return answer_items(model, encoder, items, max_new_tokens=8)[0]
 
 
 def evaluate(model, encoder, split, count, max_new_tokens=16):
@@ -416,8 +416,9 @@ def main():
                     help="run the LLM on groups of this many conversations of similar length (`answer_loss`; 0: "
                          "the whole batch padded, the committed model's path)")
     ap.add_argument("--attention-weight", type=float, default=0.0,
-                    help="weight of a loss that teaches one head (head 0 of --attention-layer) to look, from where the "
-                         "answer to a question of --attention-kinds starts, at the image rows of the shape it asks about")
+                    help="weight of a loss that teaches one head (head 0 of --attention-layer) to look, from where "
+                         "the answer to a question of --attention-kinds starts, at the image rows of the shape it asks "
+                         "about")
     ap.add_argument("--attention-layer", type=int, default=2)
     ap.add_argument("--attention-kinds", default="what_colour",
                     help="comma-separated question kinds the attention loss teaches (what_colour, which_side)")
@@ -440,8 +441,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
 
-    LLM["num_hidden_layers"] = args.llm_layers
-    config = nvlm_config()
+    config = nvlm_config(args.llm_layers)
     model = nvlm_torch.NvlmD(config, aux_classes=(task.LABELS, task.RANKS), aux_on_embeddings=args.aux_on_embeddings)
     vc = config["vision_config"]
     tokens_per_tile = (vc["image_size"] // vc["patch_size"]) ** 2 // 4

@@ -70,11 +70,6 @@ def name_first(item):
     return {**item, "answer": f"The {shape} is {item['answer'].rstrip('.').lower()}."}
 
 
-def accuracy(model, encoder, rewrite, single_tile=True):
-    items = [rewrite(task.sample("validation", i, single_tile=single_tile, kinds=WHAT_COLOUR)) for i in range(60)]
-    return train.answer_items(model, encoder, items, max_new_tokens=8)[0]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--targets", choices=("joint", "factored", "global"), default="factored")
@@ -89,7 +84,7 @@ def main():
     ap.add_argument("--undetach", type=int, default=None,
                     help="from this step on, the answers train the ViT too (its features no longer detached)")
     ap.add_argument("--oracle", action="store_true",
-                    help="the LLM reads a one-hot code of each token's true (class, place) instead of the ViT's features")
+                    help="the LLM reads a one-hot code of each token's true (class, place), not the ViT's features")
     ap.add_argument("--attention", type=float, default=0.0,
                     help="weight of a loss on one head's attention from the answer position to the asked shape's rows")
     ap.add_argument("--attention-layer", type=int, default=2)
@@ -150,9 +145,13 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if (step + 1) % 100 == 0:
-            acc = accuracy(model, encoder, rewrite, not args.multi_tile) if step >= args.stage else 0.0
-            print(step + 1, "answer", round(answer.item(), 3), "attn", round(attn.item(), 3), "aux", [round(a.item(), 3) for a in aux],
-                  "accuracy", round(acc, 3), "forced", round(sum(forced_window[-100:]) / max(1, len(forced_window[-100:])), 3), f"{time.time() - start:.0f}s", flush=True)
+            acc = 0.0
+            if step >= args.stage:
+                acc = train.probe_accuracy(model, encoder, WHAT_COLOUR, not args.multi_tile, rewrite)
+            window = forced_window[-100:]
+            print(step + 1, "answer", round(answer.item(), 3), "attn", round(attn.item(), 3),
+                  "aux", [round(a.item(), 3) for a in aux], "accuracy", round(acc, 3),
+                  "forced", round(sum(window) / max(1, len(window)), 3), f"{time.time() - start:.0f}s", flush=True)
 
 
 if __name__ == "__main__":

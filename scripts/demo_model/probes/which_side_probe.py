@@ -39,11 +39,6 @@ def one_hot_code(features, targets):
     return code
 
 
-def accuracy(model, encoder):
-    items = [task.sample("validation", i, single_tile=True, kinds=WHICH_SIDE) for i in range(60)]
-    return train.answer_items(model, encoder, items, max_new_tokens=8)[0]
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mode", choices=("real", "staged", "oracle"), default="staged")
@@ -83,7 +78,8 @@ def main():
         opt.step()
         if (step + 1) % 100 == 0:
             print(step + 1, "answer", round(answer.item(), 3), "aux", [round(a.item(), 3) for a in aux],
-                  "accuracy", round(accuracy(model, encoder), 3), f"{time.time() - start:.0f}s", flush=True)
+                  "accuracy", round(train.probe_accuracy(model, encoder, WHICH_SIDE), 3),
+                  f"{time.time() - start:.0f}s", flush=True)
 
 
 if __name__ == "__main__":
