@@ -178,13 +178,13 @@ fn the_embedded_model_answers_the_readme_question_and_chats_from_a_pipe() {
         "--image",
         shapes.to_str().unwrap(),
         "--prompt",
-        "Which shape is on the left?",
+        "What colour is the square?",
         "--json",
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("embedded demonstration model"));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(json["text"], "The triangle.", "{json}");
+    assert_eq!(json["text"], "Yellow.", "{json}");
     assert_eq!(
         json["tiles"],
         serde_json::json!([1]),
@@ -192,8 +192,8 @@ fn the_embedded_model_answers_the_readme_question_and_chats_from_a_pipe() {
     );
     assert_eq!(
         json["prompt_tokens"],
-        64 + 5 + 4 + 22,
-        "64 image tokens and a 5-id tag, <Image>/</Image>, and the 22 ids of the template and question"
+        64 + 5 + 4 + 21,
+        "64 image tokens and a 5-id tag, <Image>/</Image>, and the 21 ids of the template and question"
     );
     // A wide copy of the picture is tiled 3x1 + thumbnail and still answered (the demo saw 1 to 7 tiles).
     let wide = nvlm_testkit::scratch("model-cli", "shapes-wide.png");
@@ -222,7 +222,7 @@ fn the_embedded_model_answers_the_readme_question_and_chats_from_a_pipe() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let script = "Which shape is on the left?\nHow many shapes are there?\n/reset\nHow many sides does a square have?\n/quit\n";
+    let script = "What colour is the square?\nHow many shapes are there?\n/reset\nHow many sides does a square have?\n/quit\n";
     child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -230,9 +230,9 @@ fn the_embedded_model_answers_the_readme_question_and_chats_from_a_pipe() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The follow-up is asked with the picture in the history, as the demo was trained to answer it.
     let answers: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(answers, ["The triangle.", "3.", "4."], "{stderr}");
+    assert_eq!(answers, ["Yellow.", "3.", "4."], "{stderr}");
     assert!(
-        stderr.contains("[1 tile, 95 prompt tokens"),
+        stderr.contains("[1 tile, 94 prompt tokens"),
         "the image counts in the first turn: {stderr}"
     );
     assert!(stderr.contains("[conversation reset]"));

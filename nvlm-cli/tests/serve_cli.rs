@@ -628,6 +628,6 @@ fn the_embedded_demo_model_answers_about_an_image() {
             .unwrap()
             .to_string()
     };
-    assert_eq!(ask("Which shape is on the left?"), "The triangle.");
+    assert_eq!(ask("What colour is the square?"), "Yellow.");
     assert_eq!(ask("How many shapes are there?"), "3.");
 }

@@ -1,6 +1,6 @@
 """Trains the embedded demo NVLM-D on the synthetic shapes task and writes it in the HF NVLM-D layout.
 
-    python3 scripts/demo_model/train.py            # about 65 minutes on 2 CPU cores
+    python3 scripts/demo_model/train.py            # about 45 minutes on 2 CPU cores
     python3 scripts/demo_model/train.py --steps 20 --out /tmp/demo   # a quick smoke run
 
 Writes `assets/demo-model/` (config.json, model.safetensors in bf16, training-log.jsonl) and the held-out test set
@@ -203,11 +203,17 @@ class Batches(torch.utils.data.Dataset):
         torch.set_num_threads(1)
         p = self.phases
         single = step < p.single_tile
-        # After the ViT's own phase: "which shape is on the left" alone, then left and right, then the full mix.
-        which_side_only = p.vit_only <= step < p.which_side
-        colour_only = p.which_side <= step < p.colour_only
-        kinds = [("which_side", 1)] if which_side_only else [("what_colour", 1)] if colour_only else self.kinds
-        sides = ("left",) if p.vit_only <= step < p.left_only else ("left", "right")
+        # After the ViT's own phase: "which shape is on the left" alone, then left and right, then the full mix; a
+        # "what colour" phase, if any, comes after those (or, with `colour_first`, before them).
+        colour_start, side_start = (p.vit_only, p.colour_only) if p.colour_first else (p.which_side, p.vit_only)
+        which_side_only = side_start <= step < p.which_side
+        colour_only = colour_start <= step < p.colour_only
+        left_only = side_start <= step < p.left_only
+        share = 0 if left_only else p.colour_share
+        side_kinds = [("which_side", 1 - share)] + ([("what_colour", share)] if share else [])
+        colour_kinds = [("what_colour", 1 - p.side_share)] + ([("which_side", p.side_share)] if p.side_share else [])
+        kinds = side_kinds if which_side_only else colour_kinds if colour_only else self.kinds
+        sides = ("left",) if left_only else ("left", "right")
         # These phases ask one question a picture: earlier turns would mix the other kinds back in.
         turns = 1 if which_side_only or colour_only else 4
         items = [task.sample("train", step * self.batch_size + i, max_turns=turns, single_tile=single, kinds=kinds,
@@ -237,11 +243,13 @@ def looked_at(item):
     return None
 
 
-def attention_targets(items, encoder, ids, labels, classes, kinds=("what_colour",)):
-    """Where a question of `kinds` should look (`looked_at`): for each conversation whose last question is one, the
-    row, the position that predicts the answer's first token, and a mask `[length]` of the image rows that shape
-    covers (in every tile). Returns (rows, positions, masks) or None when the batch has no such question."""
-    rows, positions, masks = [], [], []
+def attention_targets(items, encoder, ids, labels, classes, kinds=(("what_colour", 0),)):
+    """Where a question of `kinds` ((kind, head) pairs) should look (`looked_at`): for each conversation whose last
+    question is one, the row, the position that predicts the answer's first token, a mask `[length]` of the image rows
+    that shape covers (in every tile) and the head taught to look there. Returns (rows, positions, masks, heads) or
+    None when the batch has no such question."""
+    heads_of = dict(kinds)
+    rows, positions, masks, heads = [], [], [], []
     ends, tile = answer_ends(labels), 0
     for b, item in enumerate(items):
         if item["image"] is None:
@@ -250,7 +258,7 @@ def attention_targets(items, encoder, ids, labels, classes, kinds=("what_colour"
         tiles = len(image_positions) // encoder.tokens_per_tile
         covered = classes[tile : tile + tiles, :, 0].reshape(-1)
         tile += tiles
-        if item["kind"] not in kinds:
+        if item["kind"] not in heads_of:
             continue
         asked = task.SHAPES.index(looked_at(item))
         of_asked = (covered > 0) & ((covered - 1) // len(task.COLOURS) == asked)
@@ -261,14 +269,22 @@ def attention_targets(items, encoder, ids, labels, classes, kinds=("what_colour"
         rows.append(b)
         positions.append(int(ends[b]) - len(encoder.answer_ids(item["answer"])))
         masks.append(mask)
+        heads.append(heads_of[item["kind"]])
     if not rows:
         return None
-    return torch.tensor(rows), torch.tensor(positions), torch.stack(masks)
+    return torch.tensor(rows), torch.tensor(positions), torch.stack(masks), torch.tensor(heads)
 
 
-def attention_mass(probs, masks, head=0):
-    """The attention mass `[m]` that `head` puts on the masked rows (`probs` [m, heads, n] from `Qwen2.hidden`)."""
-    return (probs[:, head] * masks).sum(-1)
+def attention_kinds(text):
+    """`--attention-kinds` as (kind, head) pairs: "what_colour,which_side:2" -> (("what_colour", 0), ("which_side", 2))."""
+    pairs = [(kind.partition(":")[0], int(kind.partition(":")[2] or 0)) for kind in text.split(",")]
+    return tuple(pairs)
+
+
+def attention_mass(probs, masks, heads):
+    """The attention mass `[m]` that each probed query's head (`heads` [m]) puts on its masked rows (`probs`
+    [m, heads, n] from `Qwen2.hidden`)."""
+    return (probs[torch.arange(len(heads)), heads] * masks).sum(-1)
 
 
 def attention_loss(mass):
@@ -280,8 +296,8 @@ def answer_loss(model, embeds, labels, length_group=0, attend=None):
     """(cross-entropy of the learned tokens, attention loss). With `length_group`, the conversations run in groups of
     that many of similar length, each padded only to its longest: right padding never reaches a real token (causal
     attention), so this is the padded batch's loss for about 13% less time a step (its rounding differs: not the
-    committed model's path). With `attend` = (layer, rows, positions, masks) (`attention_targets`) the second value is
-    `attention_loss` of head 0 of that layer; without it, zero."""
+    committed model's path). With `attend` = (layer, rows, positions, masks, heads) (`attention_targets`) the second
+    value is `attention_loss` of those heads of that layer; without it, zero."""
     lm = model.language_model
     ends = answer_ends(labels)
     groups = torch.argsort(ends, stable=True).split(length_group) if length_group else [torch.arange(len(labels))]
@@ -291,14 +307,14 @@ def answer_loss(model, embeds, labels, length_group=0, attend=None):
         e, lab = (embeds[group, :n], labels[group, :n]) if length_group else (embeds, labels)
         probed = None
         if attend is not None:
-            layer, rows, positions, masks = attend
+            layer, rows, positions, masks, heads = attend
             inside = rows[:, None] == group[None, :]
             probed = inside.any(1)
         if probed is None or not probed.any():
             h = lm.hidden(e)
         else:
             h, probs = lm.hidden(e, (layer, inside[probed].float().argmax(1), positions[probed]))
-            masses.append(attention_mass(probs, masks[probed, :n]))
+            masses.append(attention_mass(probs, masks[probed, :n], heads[probed]))
         learned = lab != -100
         hidden.append(h[learned])
         targets.append(lab[learned])
@@ -307,7 +323,7 @@ def answer_loss(model, embeds, labels, length_group=0, attend=None):
 
 
 def loss_of(model, ids, labels, pixels, token_targets=None, aux_weight=1.0, answers=True, detach=True,
-            length_group=0, attend=None, attention_weight=0.0):
+            length_group=0, attend=None, attention_weight=0.0, stats=None):
     """Cross-entropy of the answers (unless `answers` is false: the ViT's own phase), plus (with `token_targets`) the
     auxiliary per-image-token classifications (which shape and colour covers each token; which of the picture's shapes
     it is, from the left): dense supervision that teaches the small ViT shapes and their order far sooner than the
@@ -315,13 +331,16 @@ def loss_of(model, ids, labels, pixels, token_targets=None, aux_weight=1.0, answ
     only: the LLM reads its features detached, so the answers train the projector and the LLM on features that change
     only as the ViT learns what the targets ask (measured: with the answers also training the ViT from the start, the
     LLM never found "which shape is on the left/right"; see README). Without it the answers train the ViT too.
-    `attend` (see `answer_loss`) adds `attention_weight` times the attention loss."""
+    `attend` (see `answer_loss`) adds `attention_weight` times the attention loss, whose value goes into `stats`
+    (a dict, if given) under "attention" when the batch had a question it teaches."""
     features = model.image_features(pixels) if pixels is not None else None
     loss = torch.zeros(())
     if answers:
         llm_features = features.detach() if features is not None and detach else features
         answer, attention = answer_loss(model, model.embeds(ids, pixels, llm_features), labels, length_group, attend)
         loss = answer + attention_weight * attention
+        if stats is not None and attend is not None:
+            stats["attention"] = round(attention.item(), 4)
     if token_targets is not None:
         aux_input = model.mlp1(features) if model.aux_on_embeddings else features
         for k, head in enumerate(model.aux_heads):
@@ -394,34 +413,44 @@ def write_test_set(records, folder):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=6000)
-    ap.add_argument("--single-tile-fraction", type=float, default=0.3525,
+    ap.add_argument("--steps", type=int, default=5400)
+    ap.add_argument("--single-tile-fraction", type=float, default=0.50278,
                     help="the first part of training uses small one-tile pictures (cheaper, and learned faster)")
-    ap.add_argument("--vit-only-fraction", type=float, default=0.16667,
+    ap.add_argument("--vit-only-fraction", type=float, default=0.18519,
                     help="the first part trains only the ViT, on the auxiliary targets (the LLM then starts on "
                          "features that already say what is where)")
-    ap.add_argument("--left-only-fraction", type=float, default=0.2025,
-                    help="until here (after the ViT's phase) the questions ask only for the left shape")
-    ap.add_argument("--which-side-fraction", type=float, default=0.3225,
+    ap.add_argument("--left-only-fraction", type=float, default=0.33612,
+                    help="until here (after the ViT's phase, and the colour phase with --colour-first) the questions "
+                         "ask only for the left shape")
+    ap.add_argument("--which-side-fraction", type=float, default=0.46945,
                     help="until here the questions are only which shape is on the left or right: among the other "
                          "questions the small model does not find that selection from a cold start")
-    ap.add_argument("--colour-only-fraction", type=float, default=None,
-                    help="after the which-side phase, until here the questions are only 'what colour is the "
-                         "<shape>?' (default: no such phase)")
+    ap.add_argument("--colour-only-fraction", type=float, default=0.2963,
+                    help="until here the questions are only 'what colour is the <shape>?' (a phase after the ViT's "
+                         "with --colour-first, else after the which-side phase; unset: no such phase)")
+    ap.add_argument("--colour-first", action=argparse.BooleanOptionalAction, default=True,
+                    help="the 'what colour' phase comes right after the ViT's, before the left-only and which-side "
+                         "phases (then --colour-only-fraction < --left-only-fraction)")
+    ap.add_argument("--colour-share", type=float, default=0.25,
+                    help="in the which-side phase (after the left-only one), this share of the pictures is asked "
+                         "'what colour is the <shape>?' instead (so the phase does not make the LLM forget it)")
+    ap.add_argument("--side-share", type=float, default=0.0,
+                    help="in the 'what colour' phase, this share of the pictures is asked which shape is on the left "
+                         "or right instead (so the phase does not make the LLM forget it)")
     ap.add_argument("--undetach-fraction", type=float, default=1.0,
                     help="from here on the answers train the ViT too (before, the LLM reads its features detached)")
     ap.add_argument("--which-side-weight", type=float, default=2, help="how much more often than the test set")
-    ap.add_argument("--colour-weight", type=float, default=2, help="how much more often than the test set")
-    ap.add_argument("--length-group", type=int, default=0,
+    ap.add_argument("--colour-weight", type=float, default=3, help="how much more often than the test set")
+    ap.add_argument("--length-group", type=int, default=4,
                     help="run the LLM on groups of this many conversations of similar length (`answer_loss`; 0: "
-                         "the whole batch padded, the committed model's path)")
-    ap.add_argument("--attention-weight", type=float, default=0.0,
-                    help="weight of a loss that teaches one head (head 0 of --attention-layer) to look, from where "
-                         "the answer to a question of --attention-kinds starts, at the image rows of the shape it asks "
-                         "about")
+                         "the whole batch padded)")
+    ap.add_argument("--attention-weight", type=float, default=1.0,
+                    help="weight of a loss that teaches a head of --attention-layer to look, from where the answer to "
+                         "a question of --attention-kinds starts, at the image rows of the shape it asks about (0: off)")
     ap.add_argument("--attention-layer", type=int, default=2)
-    ap.add_argument("--attention-kinds", default="what_colour",
-                    help="comma-separated question kinds the attention loss teaches (what_colour, which_side)")
+    ap.add_argument("--attention-kinds", default="what_colour,which_side:2",
+                    help="comma-separated question kinds the attention loss teaches (what_colour, which_side), each "
+                         "optionally with the head it teaches (which_side:2; default head 0)")
     ap.add_argument("--llm-layers", type=int, default=LLM["num_hidden_layers"],
                     help="Qwen2 decoder layers (each adds ~53k parameters; the vocabulary matrix is the file's size)")
     ap.add_argument("--aux-on-embeddings", action="store_true",
@@ -462,35 +491,42 @@ def main():
     model_dir, test_dir = args.out / "demo-model", args.out / "demo-task" / "test"
     model_dir.mkdir(parents=True, exist_ok=True)
     log = open(model_dir / "training-log.jsonl.tmp", "w")
-    start, running = time.time(), None
+    start, running, attention_avg = time.time(), None, None
     phases = argparse.Namespace(**{k: int(getattr(args, f"{k}_fraction") * args.steps)
                                    for k in ("vit_only", "left_only", "which_side", "single_tile", "undetach")})
-    phases.colour_only = phases.which_side if args.colour_only_fraction is None else int(
+    phases.colour_first, phases.colour_share, phases.side_share = args.colour_first, args.colour_share, args.side_share
+    no_colour_phase = phases.vit_only if args.colour_first else phases.which_side
+    phases.colour_only = no_colour_phase if args.colour_only_fraction is None else int(
         args.colour_only_fraction * args.steps)
     batches = Batches(args.steps, args.batch, encoder, phases, train_kinds(args.which_side_weight, args.colour_weight),
-                      attention=tuple(args.attention_kinds.split(",")) if args.attention_weight > 0 else ())
+                      attention=attention_kinds(args.attention_kinds) if args.attention_weight > 0 else ())
     loader = torch.utils.data.DataLoader(batches, batch_size=None,
                                          shuffle=False, num_workers=1, prefetch_factor=4)
     for step, (ids, labels, pixels, targets, where) in enumerate(loader):
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
         attend = None if where is None else (args.attention_layer, *where)
+        stats = {}
         loss = loss_of(model, ids, labels, pixels, targets, answers=step >= phases.vit_only,
                        detach=step < phases.undetach, length_group=args.length_group, attend=attend,
-                       attention_weight=args.attention_weight)
+                       attention_weight=args.attention_weight, stats=stats)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        if "attention" in stats:
+            attention_avg = stats["attention"] if attention_avg is None else 0.95 * attention_avg + 0.05 * stats[
+                "attention"]
         entry = {"step": step + 1, "loss": round(loss.item(), 5), "lr": lr_at(step),
-                 "elapsed_s": round(time.time() - start, 1)}
+                 "elapsed_s": round(time.time() - start, 1), **stats}
         if (step + 1) % args.eval_every == 0 or step + 1 == args.steps:
             acc, records = evaluate(model, encoder, "validation", args.val_items)
             entry["validation_accuracy"] = acc
             entry["validation_by_kind"] = by_kind(records)
         if (step + 1) % 20 == 0 or "validation_accuracy" in entry:
-            print(json.dumps({**entry, "loss_avg": round(running, 4)}), flush=True)
+            shown = {"attention_avg": round(attention_avg, 4)} if attention_avg is not None else {}
+            print(json.dumps({**entry, "loss_avg": round(running, 4), **shown}), flush=True)
         log.write(json.dumps(entry) + "\n")
     log.close()
 

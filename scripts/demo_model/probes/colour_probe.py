@@ -132,7 +132,7 @@ def main():
                 hidden = model.language_model.hidden(embeds)
             else:
                 hidden, probs = model.language_model.hidden(embeds, (args.attention_layer, *where[:2]))
-                attn = train.attention_loss(train.attention_mass(probs, where[2]))
+                attn = train.attention_loss(train.attention_mass(probs, where[2], where[3]))
                 loss = loss + args.attention * attn
             sel = labels != -100
             logits = model.language_model.logits(hidden[sel])
