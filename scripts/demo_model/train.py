@@ -295,9 +295,9 @@ def attention_loss(mass):
 def answer_loss(model, embeds, labels, length_group=0, attend=None):
     """(cross-entropy of the learned tokens, attention loss). With `length_group`, the conversations run in groups of
     that many of similar length, each padded only to its longest: right padding never reaches a real token (causal
-    attention), so this is the padded batch's loss for about 13% less time a step (its rounding differs: not the
-    committed model's path). With `attend` = (layer, rows, positions, masks, heads) (`attention_targets`) the second
-    value is `attention_loss` of those heads of that layer; without it, zero."""
+    attention), so this is the padded batch's loss (up to rounding) for about 13% less time a step. With `attend` =
+    (layer, rows, positions, masks, heads) (`attention_targets`) the second value is `attention_loss` of those heads of
+    that layer; without it, zero."""
     lm = model.language_model
     ends = answer_ends(labels)
     groups = torch.argsort(ends, stable=True).split(length_group) if length_group else [torch.arange(len(labels))]
