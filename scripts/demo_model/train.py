@@ -426,8 +426,9 @@ def main():
                     help="until here the questions are only which shape is on the left or right: among the other "
                          "questions the small model does not find that selection from a cold start")
     ap.add_argument("--colour-only-fraction", type=float, default=0.2963,
-                    help="until here the questions are only 'what colour is the <shape>?' (a phase after the ViT's "
-                         "with --colour-first, else after the which-side phase; unset: no such phase)")
+                    help="until here the questions are only 'what colour is the <shape>?': a phase right after the "
+                         "ViT's with --colour-first, else after the which-side phase (then a value at or below "
+                         "--which-side-fraction means no such phase)")
     ap.add_argument("--colour-first", action=argparse.BooleanOptionalAction, default=True,
                     help="the 'what colour' phase comes right after the ViT's, before the left-only and which-side "
                          "phases (then --colour-only-fraction < --left-only-fraction)")
@@ -493,11 +494,9 @@ def main():
     log = open(model_dir / "training-log.jsonl.tmp", "w")
     start, running, attention_avg = time.time(), None, None
     phases = argparse.Namespace(**{k: int(getattr(args, f"{k}_fraction") * args.steps)
-                                   for k in ("vit_only", "left_only", "which_side", "single_tile", "undetach")})
+                                   for k in ("vit_only", "colour_only", "left_only", "which_side", "single_tile",
+                                             "undetach")})
     phases.colour_first, phases.colour_share, phases.side_share = args.colour_first, args.colour_share, args.side_share
-    no_colour_phase = phases.vit_only if args.colour_first else phases.which_side
-    phases.colour_only = no_colour_phase if args.colour_only_fraction is None else int(
-        args.colour_only_fraction * args.steps)
     batches = Batches(args.steps, args.batch, encoder, phases, train_kinds(args.which_side_weight, args.colour_weight),
                       attention=attention_kinds(args.attention_kinds) if args.attention_weight > 0 else ())
     loader = torch.utils.data.DataLoader(batches, batch_size=None,
