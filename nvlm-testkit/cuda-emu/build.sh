@@ -1,0 +1,16 @@
+#!/bin/sh
+# Builds the CUDA emulator into $1 (default: target/cuda-emu of the workspace): libcuda.so, libnvrtc.so and
+# libcublasLt.so (with the sonames cudarc looks for) and the device-language headers the emulated NVRTC includes.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+out=${1:-$here/../../target/cuda-emu}
+cxx=${CXX:-c++}
+mkdir -p "$out/include"
+$cxx -std=c++17 -O2 -fPIC -shared -Wall -Wextra "$here/fibers.cpp" "$here/driver.cpp" -o "$out/libcuda.so"
+$cxx -std=c++17 -O2 -fPIC -shared -Wall -Wextra "$here/nvrtc.cpp" -ldl -o "$out/libnvrtc.so"
+$cxx -std=c++17 -O3 -fPIC -shared -Wall -Wextra "$here/cublaslt.cpp" -o "$out/libcublasLt.so"
+cp "$here/emu_api.h" "$here/emu_kernel.h" "$out/"
+cp "$here/include/cuda_bf16.h" "$out/include/"
+ln -sf libcuda.so "$out/libcuda.so.1"
+ln -sf libnvrtc.so "$out/libnvrtc.so.13"
+ln -sf libcublasLt.so "$out/libcublasLt.so.13"

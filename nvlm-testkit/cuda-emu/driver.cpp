@@ -1,0 +1,426 @@
+// An emulated CUDA driver (libcuda.so) for machines without a GPU: one device whose memory is host memory, kernel
+// modules that are host shared objects built by the emulated NVRTC, and launches that run every block's threads
+// as fibers (fibers.h). Streams and events exist but every call completes before it returns. Device allocations
+// end at a guard page, so a kernel that writes past its buffer stops the process with a message naming it.
+// Only the entry points cudarc calls for NVLM-D are here; anything else is a missing symbol, loudly.
+
+#include <dlfcn.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+
+#include "fibers.h"
+
+typedef int CUresult;
+typedef int CUdevice;
+typedef unsigned long long CUdeviceptr;
+typedef void* CUcontext;
+typedef void* CUstream;
+typedef void* CUevent;
+typedef void* CUmemoryPool;
+
+enum : CUresult {
+    CUDA_SUCCESS = 0,
+    CUDA_ERROR_INVALID_VALUE = 1,
+    CUDA_ERROR_OUT_OF_MEMORY = 2,
+    CUDA_ERROR_INVALID_DEVICE = 101,
+    CUDA_ERROR_INVALID_IMAGE = 200,
+    CUDA_ERROR_NOT_FOUND = 500,
+    CUDA_ERROR_LAUNCH_FAILED = 719,
+};
+
+namespace {
+
+std::mutex g_lock;  // one launch or copy at a time: the fibers' scheduler is global
+
+struct Allocation {
+    void* base;
+    std::size_t mapped;
+};
+std::map<std::uintptr_t, Allocation> g_allocations;
+std::size_t g_allocated = 0;
+constexpr std::size_t kTotalMemory = std::size_t(16) << 30;
+
+struct Module {
+    void* handle;
+    std::string path;
+};
+struct Function {
+    void (*entry)(void**);
+    std::string name;
+};
+
+const char* g_running_kernel = nullptr;
+EmuDim3 g_running_block{};
+
+void on_segv(int sig, siginfo_t* info, void*) {
+    char msg[512];
+    if (g_running_kernel) {
+        snprintf(msg, sizeof msg,
+                 "cuda-emu: kernel %s, block (%u,%u,%u): invalid memory access at %p (past the end of a device "
+                 "buffer, or not device memory)\n",
+                 g_running_kernel, g_running_block.x, g_running_block.y, g_running_block.z, info->si_addr);
+    } else {
+        snprintf(msg, sizeof msg, "cuda-emu: signal %d at %p outside any kernel\n", sig, info->si_addr);
+    }
+    ssize_t ignored = write(2, msg, strlen(msg));
+    (void)ignored;
+    _exit(134);
+}
+
+void install_handler() {
+    static bool done = false;
+    if (done) return;
+    done = true;
+    static char altstack[64 * 1024];
+    stack_t ss{};
+    ss.ss_sp = altstack;
+    ss.ss_size = sizeof altstack;
+    sigaltstack(&ss, nullptr);
+    struct sigaction sa {};
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigaction(SIGSEGV, &sa, nullptr);
+    sigaction(SIGBUS, &sa, nullptr);
+}
+
+CUresult alloc(CUdeviceptr* out, std::size_t bytes) {
+    if (!out) return CUDA_ERROR_INVALID_VALUE;
+    const std::size_t page = 4096;
+    const std::size_t rounded = ((bytes ? bytes : 1) + 255) / 256 * 256;
+    const std::size_t data_pages = (rounded + page - 1) / page;
+    const std::size_t mapped = (data_pages + 1) * page;
+    std::lock_guard<std::mutex> guard(g_lock);
+    if (g_allocated + rounded > kTotalMemory) return CUDA_ERROR_OUT_OF_MEMORY;
+    void* base = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+    char* guard_page = static_cast<char*>(base) + data_pages * page;
+    mprotect(guard_page, page, PROT_NONE);
+    // The buffer ends at the guard page (256-byte aligned, as cudaMalloc's are); fresh memory is filled with a
+    // pattern, not zeros, so a kernel that reads what nobody wrote shows it.
+    char* ptr = guard_page - rounded;
+    memset(ptr, 0x7f, rounded);
+    g_allocations[reinterpret_cast<std::uintptr_t>(ptr)] = Allocation{base, mapped};
+    g_allocated += rounded;
+    *out = reinterpret_cast<CUdeviceptr>(ptr);
+    return CUDA_SUCCESS;
+}
+
+CUresult release(CUdeviceptr ptr) {
+    std::lock_guard<std::mutex> guard(g_lock);
+    auto it = g_allocations.find(static_cast<std::uintptr_t>(ptr));
+    if (it == g_allocations.end()) return ptr == 0 ? CUDA_SUCCESS : CUDA_ERROR_INVALID_VALUE;
+    const std::uintptr_t end = reinterpret_cast<std::uintptr_t>(it->second.base) + it->second.mapped - 4096;
+    g_allocated -= end - it->first;
+    munmap(it->second.base, it->second.mapped);
+    g_allocations.erase(it);
+    return CUDA_SUCCESS;
+}
+
+int g_dummy_object;  // contexts, streams, events, pools: distinct non-null handles, no state
+void* handle() { return new int(0); }
+
+}  // namespace
+
+extern "C" {
+
+CUresult cuInit(unsigned) {
+    install_handler();
+    return CUDA_SUCCESS;
+}
+CUresult cuDriverGetVersion(int* v) {
+    *v = 13000;
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetCount(int* n) {
+    *n = 1;
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGet(CUdevice* d, int ordinal) {
+    if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
+    *d = 0;
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetName(char* name, int len, CUdevice) {
+    snprintf(name, (std::size_t)len, "NVLM CUDA emulator (CPU)");
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceTotalMem_v2(std::size_t* bytes, CUdevice) {
+    *bytes = kTotalMemory;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemGetInfo_v2(std::size_t* free_bytes, std::size_t* total) {
+    std::lock_guard<std::mutex> guard(g_lock);
+    *free_bytes = kTotalMemory - g_allocated;
+    *total = kTotalMemory;
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetAttribute(int* value, int attribute, CUdevice) {
+    switch (attribute) {
+        case 1: *value = 1024; break;    // max threads per block
+        case 2: case 3: *value = 1024; break;
+        case 4: *value = 65535; break;
+        case 5: *value = 2147483647; break;  // max grid x
+        case 6: case 7: *value = 65535; break;
+        case 8: *value = 48 * 1024; break;   // shared memory per block
+        case 10: *value = 32; break;         // warp size
+        case 16: *value = 132; break;        // SMs, as an H100/H200
+        case 75: *value = 9; break;          // compute capability 9.0
+        case 76: *value = 0; break;
+        case 97: *value = 227 * 1024; break; // opt-in shared memory per block
+        default: *value = 1; break;          // "supported" for every feature flag (memory pools included)
+    }
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetUuid(void* uuid, CUdevice) {
+    memset(uuid, 0, 16);
+    return CUDA_SUCCESS;
+}
+CUresult cuDeviceGetUuid_v2(void* uuid, CUdevice d) { return cuDeviceGetUuid(uuid, d); }
+
+CUresult cuDevicePrimaryCtxRetain(CUcontext* ctx, CUdevice) {
+    *ctx = &g_dummy_object;
+    return CUDA_SUCCESS;
+}
+CUresult cuDevicePrimaryCtxRelease_v2(CUdevice) { return CUDA_SUCCESS; }
+CUresult cuCtxSetCurrent(CUcontext) { return CUDA_SUCCESS; }
+CUresult cuCtxGetCurrent(CUcontext* ctx) {
+    *ctx = &g_dummy_object;
+    return CUDA_SUCCESS;
+}
+CUresult cuCtxPushCurrent_v2(CUcontext) { return CUDA_SUCCESS; }
+CUresult cuCtxPopCurrent_v2(CUcontext* ctx) {
+    if (ctx) *ctx = &g_dummy_object;
+    return CUDA_SUCCESS;
+}
+CUresult cuCtxGetDevice(CUdevice* d) {
+    *d = 0;
+    return CUDA_SUCCESS;
+}
+CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+CUresult cuCtxSetFlags(unsigned) { return CUDA_SUCCESS; }
+
+CUresult cuStreamCreate(CUstream* s, unsigned) {
+    *s = handle();
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamCreateWithPriority(CUstream* s, unsigned, int) {
+    *s = handle();
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamDestroy_v2(CUstream s) {
+    delete static_cast<int*>(s);
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
+CUresult cuStreamQuery(CUstream) { return CUDA_SUCCESS; }
+CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned) { return CUDA_SUCCESS; }
+CUresult cuStreamIsCapturing(CUstream, int* status) {
+    *status = 0;
+    return CUDA_SUCCESS;
+}
+CUresult cuStreamGetPriority(CUstream, int* p) {
+    *p = 0;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuEventCreate(CUevent* e, unsigned) {
+    *e = handle();
+    return CUDA_SUCCESS;
+}
+CUresult cuEventDestroy_v2(CUevent e) {
+    delete static_cast<int*>(e);
+    return CUDA_SUCCESS;
+}
+CUresult cuEventRecord(CUevent, CUstream) { return CUDA_SUCCESS; }
+CUresult cuEventRecordWithFlags(CUevent, CUstream, unsigned) { return CUDA_SUCCESS; }
+CUresult cuEventSynchronize(CUevent) { return CUDA_SUCCESS; }
+CUresult cuEventQuery(CUevent) { return CUDA_SUCCESS; }
+CUresult cuEventElapsedTime(float* ms, CUevent, CUevent) {
+    *ms = 0.0f;
+    return CUDA_SUCCESS;
+}
+CUresult cuEventElapsedTime_v2(float* ms, CUevent a, CUevent b) { return cuEventElapsedTime(ms, a, b); }
+
+CUresult cuDeviceGetDefaultMemPool(CUmemoryPool* pool, CUdevice) {
+    *pool = &g_dummy_object;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemPoolSetAttribute(CUmemoryPool, int, void*) { return CUDA_SUCCESS; }
+CUresult cuMemPoolTrimTo(CUmemoryPool, std::size_t) { return CUDA_SUCCESS; }
+
+CUresult cuMemAlloc_v2(CUdeviceptr* p, std::size_t bytes) { return alloc(p, bytes); }
+CUresult cuMemAllocAsync(CUdeviceptr* p, std::size_t bytes, CUstream) { return alloc(p, bytes); }
+CUresult cuMemFree_v2(CUdeviceptr p) { return release(p); }
+CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return release(p); }
+CUresult cuMemAllocHost_v2(void** p, std::size_t bytes) {
+    *p = malloc(bytes ? bytes : 1);
+    return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
+}
+CUresult cuMemHostAlloc(void** p, std::size_t bytes, unsigned) { return cuMemAllocHost_v2(p, bytes); }
+CUresult cuMemFreeHost(void* p) {
+    free(p);
+    return CUDA_SUCCESS;
+}
+
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, std::size_t n) {
+    if (n) memcpy(reinterpret_cast<void*>(dst), src, n);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, std::size_t n, CUstream) {
+    return cuMemcpyHtoD_v2(dst, src, n);
+}
+CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, std::size_t n) {
+    if (n) memcpy(dst, reinterpret_cast<const void*>(src), n);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, std::size_t n, CUstream) { return cuMemcpyDtoH_v2(dst, src, n); }
+CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, std::size_t n) {
+    if (n) memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, std::size_t n, CUstream) {
+    return cuMemcpyDtoD_v2(dst, src, n);
+}
+CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, std::size_t n, CUstream) { return cuMemcpyDtoD_v2(dst, src, n); }
+CUresult cuMemcpyPeerAsync(CUdeviceptr dst, CUcontext, CUdeviceptr src, CUcontext, std::size_t n, CUstream) {
+    return cuMemcpyDtoD_v2(dst, src, n);
+}
+CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, std::size_t n) {
+    if (n) memset(reinterpret_cast<void*>(dst), v, n);
+    return CUDA_SUCCESS;
+}
+CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, std::size_t n, CUstream) { return cuMemsetD8_v2(dst, v, n); }
+CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned v, std::size_t n, CUstream) {
+    auto* p = reinterpret_cast<unsigned*>(dst);
+    for (std::size_t i = 0; i < n; ++i) p[i] = v;
+    return CUDA_SUCCESS;
+}
+CUresult cuMemsetD16Async(CUdeviceptr dst, unsigned short v, std::size_t n, CUstream) {
+    auto* p = reinterpret_cast<unsigned short*>(dst);
+    for (std::size_t i = 0; i < n; ++i) p[i] = v;
+    return CUDA_SUCCESS;
+}
+
+// A module image from the emulated NVRTC: "NVLMEMU1", the shared object's byte length (u64), the shared object.
+CUresult cuModuleLoadData(void** module, const void* image) {
+    static const char kMagic[8] = {'N', 'V', 'L', 'M', 'E', 'M', 'U', '1'};
+    if (!image || memcmp(image, kMagic, 8) != 0) {
+        fprintf(stderr, "cuda-emu: cuModuleLoadData was given a real cubin; the emulator loads only its own NVRTC's "
+                        "output (clear NVLM_KERNEL_CACHE?)\n");
+        return CUDA_ERROR_INVALID_IMAGE;
+    }
+    std::uint64_t len = 0;
+    memcpy(&len, static_cast<const char*>(image) + 8, 8);
+    char path[] = "/tmp/cuda-emu-module-XXXXXX";
+    const int fd = mkstemp(path);
+    if (fd < 0) return CUDA_ERROR_INVALID_IMAGE;
+    const char* bytes = static_cast<const char*>(image) + 16;
+    std::uint64_t written = 0;
+    while (written < len) {
+        const ssize_t w = write(fd, bytes + written, len - written);
+        if (w <= 0) break;
+        written += (std::uint64_t)w;
+    }
+    close(fd);
+    void* so = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    unlink(path);
+    if (!so) {
+        fprintf(stderr, "cuda-emu: loading a module: %s\n", dlerror());
+        return CUDA_ERROR_INVALID_IMAGE;
+    }
+    auto bind = reinterpret_cast<void (*)(const EmuApi*)>(dlsym(so, "__emu_bind"));
+    if (!bind) return CUDA_ERROR_INVALID_IMAGE;
+    bind(emu::kernel_api());
+    *module = new Module{so, path};
+    return CUDA_SUCCESS;
+}
+CUresult cuModuleLoadDataEx(void** module, const void* image, unsigned, void*, void**) {
+    return cuModuleLoadData(module, image);
+}
+CUresult cuModuleUnload(void* module) {
+    delete static_cast<Module*>(module);  // the code stays mapped: functions may still be referenced
+    return CUDA_SUCCESS;
+}
+CUresult cuModuleGetFunction(void** function, void* module, const char* name) {
+    auto* m = static_cast<Module*>(module);
+    const std::string symbol = std::string("__emu_launch_") + name;
+    void* entry = dlsym(m->handle, symbol.c_str());
+    if (!entry) return CUDA_ERROR_NOT_FOUND;
+    *function = new Function{reinterpret_cast<void (*)(void**)>(entry), name};
+    return CUDA_SUCCESS;
+}
+CUresult cuFuncGetAttribute(int* value, int attribute, void*) {
+    *value = attribute == 0 ? 1024 : 0;  // CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK
+    return CUDA_SUCCESS;
+}
+CUresult cuFuncSetAttribute(void*, int, int) { return CUDA_SUCCESS; }
+CUresult cuFuncSetCacheConfig(void*, int) { return CUDA_SUCCESS; }
+
+CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
+                        unsigned shared_bytes, CUstream, void** params, void** extra) {
+    auto* f = static_cast<Function*>(function);
+    if (!f || extra) return CUDA_ERROR_INVALID_VALUE;
+    if (shared_bytes > 0) {
+        fprintf(stderr, "cuda-emu: %s: dynamic shared memory is not emulated\n", f->name.c_str());
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    if (gx == 0 || gy == 0 || gz == 0 || (std::size_t)bx * by * bz == 0 || (std::size_t)bx * by * bz > 1024 ||
+        gy > 65535 || gz > 65535) {
+        fprintf(stderr, "cuda-emu: %s: invalid launch grid (%u,%u,%u) block (%u,%u,%u)\n", f->name.c_str(), gx, gy,
+                gz, bx, by, bz);
+        return CUDA_ERROR_INVALID_VALUE;
+    }
+    std::lock_guard<std::mutex> guard(g_lock);
+    g_running_kernel = f->name.c_str();
+    const EmuDim3 grid{gx, gy, gz}, block{bx, by, bz};
+    for (unsigned z = 0; z < gz; ++z)
+        for (unsigned y = 0; y < gy; ++y)
+            for (unsigned x = 0; x < gx; ++x) {
+                g_running_block = EmuDim3{x, y, z};
+                const std::string why = emu::run_block(f->entry, params, grid, block, g_running_block);
+                if (!why.empty()) {
+                    fprintf(stderr, "cuda-emu: kernel %s, block (%u,%u,%u): %s\n", f->name.c_str(), x, y, z,
+                            why.c_str());
+                    g_running_kernel = nullptr;
+                    return CUDA_ERROR_LAUNCH_FAILED;
+                }
+            }
+    g_running_kernel = nullptr;
+    return CUDA_SUCCESS;
+}
+
+CUresult cuGetErrorString(CUresult error, const char** text) {
+    switch (error) {
+        case CUDA_SUCCESS: *text = "no error"; break;
+        case CUDA_ERROR_INVALID_VALUE: *text = "invalid argument"; break;
+        case CUDA_ERROR_OUT_OF_MEMORY: *text = "out of memory"; break;
+        case CUDA_ERROR_INVALID_IMAGE: *text = "device kernel image is invalid"; break;
+        case CUDA_ERROR_NOT_FOUND: *text = "named symbol not found"; break;
+        case CUDA_ERROR_LAUNCH_FAILED: *text = "unspecified launch failure"; break;
+        default: *text = "unknown error"; break;
+    }
+    return CUDA_SUCCESS;
+}
+CUresult cuGetErrorName(CUresult error, const char** text) {
+    switch (error) {
+        case CUDA_SUCCESS: *text = "CUDA_SUCCESS"; break;
+        case CUDA_ERROR_INVALID_VALUE: *text = "CUDA_ERROR_INVALID_VALUE"; break;
+        case CUDA_ERROR_OUT_OF_MEMORY: *text = "CUDA_ERROR_OUT_OF_MEMORY"; break;
+        case CUDA_ERROR_INVALID_IMAGE: *text = "CUDA_ERROR_INVALID_IMAGE"; break;
+        case CUDA_ERROR_NOT_FOUND: *text = "CUDA_ERROR_NOT_FOUND"; break;
+        case CUDA_ERROR_LAUNCH_FAILED: *text = "CUDA_ERROR_LAUNCH_FAILED"; break;
+        default: *text = "CUDA_ERROR_UNKNOWN"; break;
+    }
+    return CUDA_SUCCESS;
+}
+
+}  // extern "C"

@@ -1,0 +1,20 @@
+// The contract between the emulated driver (libcuda.so) and one emulated kernel module: the driver fills this table
+// when it loads a module, and the module's kernels read their thread coordinates and call the block's barriers
+// through it. Shared by driver.cpp and emu_kernel.h only.
+#pragma once
+
+struct EmuDim3 {
+    unsigned x, y, z;
+};
+
+struct EmuApi {
+    const EmuDim3* thread_idx;
+    const EmuDim3* block_idx;
+    const EmuDim3* block_dim;
+    const EmuDim3* grid_dim;
+    // __syncthreads(): every live thread of the block arrives before any leaves.
+    void (*sync_block)();
+    // One warp-wide exchange: each live lane offers `value` and gets the value offered by lane `source` (its own
+    // when `source` is outside the warp or has exited).
+    unsigned long long (*warp_exchange)(unsigned long long value, int source);
+};

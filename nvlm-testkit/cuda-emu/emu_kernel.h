@@ -1,0 +1,131 @@
+// CUDA C++ on the host: what NVLM-D's kernels use of CUDA's device language, for compiling them with g++ and running
+// them block by block under the emulated driver (each thread of a block a fiber; barriers and warp shuffles are
+// scheduling points). Included first into every kernel module by the emulated NVRTC. Not a general CUDA emulator:
+// what a kernel needs beyond this fails to compile, which is the point.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <utility>
+#include <type_traits>
+
+#include "emu_api.h"
+
+static EmuApi __emu;
+extern "C" void __emu_bind(const EmuApi* api) { __emu = *api; }
+
+template <typename... A, std::size_t... I>
+static void __emu_call(void (*f)(A...), void** params, std::index_sequence<I...>) {
+    f(*static_cast<std::remove_reference_t<A>*>(params[I])...);
+}
+// Calls a kernel with its parameters given as cuLaunchKernel's array of pointers.
+template <typename... A>
+static void __emu_invoke(void (*f)(A...), void** params) {
+    __emu_call(f, params, std::index_sequence_for<A...>{});
+}
+
+#define __global__ __attribute__((visibility("default"), used))
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __restrict__ __restrict
+#define __shared__ static
+#define __launch_bounds__(...)
+#define __noinline__ __attribute__((noinline))
+
+#define threadIdx (*__emu.thread_idx)
+#define blockIdx (*__emu.block_idx)
+#define blockDim (*__emu.block_dim)
+#define gridDim (*__emu.grid_dim)
+#define warpSize 32
+
+static inline void __syncthreads() { __emu.sync_block(); }
+
+template <typename T>
+static inline T __emu_shfl(T v, int source) {
+    static_assert(sizeof(T) <= 8, "shuffle of a type wider than 8 bytes");
+    unsigned long long bits = 0;
+    std::memcpy(&bits, &v, sizeof(T));
+    bits = __emu.warp_exchange(bits, source);
+    T out;
+    std::memcpy(&out, &bits, sizeof(T));
+    return out;
+}
+template <typename T>
+static inline T __shfl_xor_sync(unsigned, T v, int lane_mask, int width = 32) {
+    const int lane = (int)(threadIdx.x & 31);
+    return __emu_shfl(v, (lane & ~(width - 1)) | ((lane ^ lane_mask) & (width - 1)));
+}
+template <typename T>
+static inline T __shfl_sync(unsigned, T v, int src, int width = 32) {
+    const int lane = (int)(threadIdx.x & 31);
+    return __emu_shfl(v, (lane & ~(width - 1)) | (src & (width - 1)));
+}
+template <typename T>
+static inline T __shfl_down_sync(unsigned, T v, unsigned delta, int width = 32) {
+    const int lane = (int)(threadIdx.x & 31);
+    const int within = (lane & (width - 1)) + (int)delta;
+    return __emu_shfl(v, within < width ? lane + (int)delta : lane);
+}
+static inline void __syncwarp(unsigned = 0xffffffffu) { (void)__emu_shfl(0, 0); }
+
+// One OS thread runs every fiber, so read-modify-write is atomic by construction.
+template <typename T>
+static inline T atomicAdd(T* address, T value) {
+    const T old = *address;
+    *address = old + value;
+    return old;
+}
+template <typename T>
+static inline T atomicMax(T* address, T value) {
+    const T old = *address;
+    *address = old > value ? old : value;
+    return old;
+}
+
+static inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+static inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
+static inline unsigned __float_as_uint(float f) { unsigned u; std::memcpy(&u, &f, 4); return u; }
+static inline float __uint_as_float(unsigned u) { float f; std::memcpy(&f, &u, 4); return f; }
+// glibc declares __expf and __logf itself, so the device spellings are macros onto the emulator's own.
+static inline float __emu_expf(float x) { return std::exp(x); }
+static inline float __emu_logf(float x) { return std::log(x); }
+#define __expf __emu_expf
+#define __logf __emu_logf
+static inline float __fdividef(float a, float b) { return a / b; }
+static inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
+static inline int __popc(unsigned x) { return __builtin_popcount(x); }
+static inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+static inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
+static inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
+using std::max;
+using std::min;
+static inline int max(int a, int b) { return a > b ? a : b; }
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+static inline long long max(long long a, long long b) { return a > b ? a : b; }
+static inline long long min(long long a, long long b) { return a < b ? a : b; }
+
+// bf16 as CUDA stores it: the high 16 bits of an f32, rounded to nearest even.
+struct __nv_bfloat16 {
+    unsigned short __x;
+};
+static inline float __bfloat162float(__nv_bfloat16 h) {
+    const unsigned bits = (unsigned)h.__x << 16;
+    return __uint_as_float(bits);
+}
+static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
+    unsigned bits = __float_as_uint(f);
+    __nv_bfloat16 h;
+    if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu)) {
+        h.__x = (unsigned short)((bits >> 16) | 0x0040u);  // NaN stays NaN (quiet)
+        return h;
+    }
+    bits += 0x7fffu + ((bits >> 16) & 1u);
+    h.__x = (unsigned short)(bits >> 16);
+    return h;
+}
+static inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }

@@ -1,0 +1,222 @@
+// The block scheduler behind fibers.h. Each fiber runs until it waits at a barrier or finishes; a barrier opens
+// when every live thread of its scope (block, or warp for exchanges) waits at it. Threads that have returned no
+// longer count, as on the GPU.
+
+#include "fibers.h"
+
+#include <sys/mman.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+#if !defined(__x86_64__)
+#error "the CUDA emulator's fibers are written for x86-64"
+#endif
+
+extern "C" void emu_switch_context(void** save_sp, void* load_sp);
+asm(R"(
+    .text
+    .globl emu_switch_context
+    .type emu_switch_context,@function
+emu_switch_context:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+    .size emu_switch_context, .-emu_switch_context
+)");
+
+namespace emu {
+namespace {
+
+constexpr std::size_t kStackBytes = 256 * 1024;
+constexpr std::size_t kGuardBytes = 4096;
+
+enum class State { Runnable, AtBlockBarrier, AtWarpBarrier, Done };
+
+struct Fiber {
+    void* sp = nullptr;
+    char* stack = nullptr;  // lowest usable byte; a guard page lies below it
+    State state = State::Runnable;
+    EmuDim3 thread_idx{};
+    int lane = 0, warp = 0;
+    unsigned long long offered = 0;
+    int source = 0;
+};
+
+struct Block {
+    std::vector<Fiber> fibers;
+    std::size_t count = 0;
+    Fiber* current = nullptr;
+    void* scheduler_sp = nullptr;
+    void (*entry)(void**) = nullptr;
+    void** params = nullptr;
+    EmuDim3 grid_dim{}, block_dim{}, block_idx{};
+    EmuDim3 thread_idx{};
+    // Results of the last warp exchange, per thread, read when the thread resumes.
+    std::vector<unsigned long long> received;
+};
+
+Block g;
+
+void yield_to_scheduler() { emu_switch_context(&g.current->sp, g.scheduler_sp); }
+
+void sync_block() {
+    g.current->state = State::AtBlockBarrier;
+    yield_to_scheduler();
+}
+
+unsigned long long warp_exchange(unsigned long long value, int source) {
+    Fiber* me = g.current;
+    me->offered = value;
+    me->source = source;
+    me->state = State::AtWarpBarrier;
+    yield_to_scheduler();
+    return g.received[me - g.fibers.data()];
+}
+
+[[noreturn]] void fiber_main() {
+    g.entry(g.params);
+    g.current->state = State::Done;
+    yield_to_scheduler();
+    std::abort();  // a finished fiber is never resumed
+}
+
+char* new_stack() {
+    void* base = mmap(nullptr, kStackBytes + kGuardBytes, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (base == MAP_FAILED) {
+        std::perror("cuda-emu: fiber stack");
+        std::abort();
+    }
+    mprotect(base, kGuardBytes, PROT_NONE);
+    return static_cast<char*>(base) + kGuardBytes;
+}
+
+void prepare(Fiber& f) {
+    auto top = reinterpret_cast<std::uintptr_t>(f.stack + kStackBytes) & ~std::uintptr_t(15);
+    auto* slot = reinterpret_cast<void**>(top);
+    *--slot = nullptr;                                   // fiber_main's (never used) return address
+    *--slot = reinterpret_cast<void*>(&fiber_main);      // where emu_switch_context's ret goes
+    for (int i = 0; i < 6; ++i) *--slot = nullptr;       // rbp rbx r12 r13 r14 r15
+    f.sp = slot;
+    f.state = State::Runnable;
+}
+
+void resume(Fiber& f) {
+    g.current = &f;
+    g.thread_idx = f.thread_idx;
+    emu_switch_context(&g.scheduler_sp, f.sp);
+    g.current = nullptr;
+}
+
+// Opens the warp barrier of every warp whose live lanes all wait there. Returns whether any opened.
+bool open_warp_barriers() {
+    bool opened = false;
+    const std::size_t n = g.count;
+    for (std::size_t w0 = 0; w0 < n; w0 += 32) {
+        const std::size_t w1 = std::min(n, w0 + 32);
+        bool all = true, any = false;
+        for (std::size_t i = w0; i < w1; ++i) {
+            const State s = g.fibers[i].state;
+            if (s == State::Done) continue;
+            if (s != State::AtWarpBarrier) { all = false; break; }
+            any = true;
+        }
+        if (!all || !any) continue;
+        for (std::size_t i = w0; i < w1; ++i) {
+            Fiber& f = g.fibers[i];
+            if (f.state != State::AtWarpBarrier) continue;
+            const std::size_t src = w0 + (std::size_t)f.source;
+            const bool valid = f.source >= 0 && f.source < 32 && src < w1 && g.fibers[src].state == State::AtWarpBarrier;
+            g.received[i] = valid ? g.fibers[src].offered : f.offered;
+        }
+        for (std::size_t i = w0; i < w1; ++i)
+            if (g.fibers[i].state == State::AtWarpBarrier) g.fibers[i].state = State::Runnable;
+        opened = true;
+    }
+    return opened;
+}
+
+bool open_block_barrier() {
+    bool any = false;
+    for (std::size_t i = 0; i < g.count; ++i) {
+        const State s = g.fibers[i].state;
+        if (s == State::Done) continue;
+        if (s != State::AtBlockBarrier) return false;
+        any = true;
+    }
+    if (!any) return false;
+    for (std::size_t i = 0; i < g.count; ++i)
+        if (g.fibers[i].state == State::AtBlockBarrier) g.fibers[i].state = State::Runnable;
+    return true;
+}
+
+EmuApi g_api = {&g.thread_idx, &g.block_idx, &g.block_dim, &g.grid_dim, &sync_block, &warp_exchange};
+
+}  // namespace
+
+const EmuApi* kernel_api() { return &g_api; }
+
+std::string run_block(void (*entry)(void**), void** params, EmuDim3 grid_dim, EmuDim3 block_dim, EmuDim3 block_idx) {
+    const std::size_t n = (std::size_t)block_dim.x * block_dim.y * block_dim.z;
+    if (n == 0 || n > 1024) return "block of " + std::to_string(n) + " threads (1..1024 allowed)";
+    while (g.fibers.size() < n) {
+        g.fibers.emplace_back();
+        g.fibers.back().stack = new_stack();
+    }
+    g.received.assign(n, 0);
+    g.count = n;
+    g.entry = entry;
+    g.params = params;
+    g.grid_dim = grid_dim;
+    g.block_dim = block_dim;
+    g.block_idx = block_idx;
+    for (std::size_t i = 0; i < n; ++i) {
+        Fiber& f = g.fibers[i];
+        prepare(f);
+        f.thread_idx = EmuDim3{(unsigned)(i % block_dim.x), (unsigned)((i / block_dim.x) % block_dim.y),
+                               (unsigned)(i / ((std::size_t)block_dim.x * block_dim.y))};
+        f.lane = (int)(i % 32);
+        f.warp = (int)(i / 32);
+    }
+    for (;;) {
+        bool ran = false;
+        for (std::size_t i = 0; i < n; ++i) {
+            Fiber& f = g.fibers[i];
+            // Run each thread up to its next barrier (warp exchanges open as soon as the warp is there).
+            while (f.state == State::Runnable) {
+                resume(f);
+                ran = true;
+                if (f.state == State::AtWarpBarrier) break;
+            }
+        }
+        bool done = true;
+        for (std::size_t i = 0; i < n; ++i) done = done && g.fibers[i].state == State::Done;
+        if (done) return {};
+        const bool opened = open_warp_barriers() | open_block_barrier();
+        if (!opened && !ran) {
+            std::size_t at_block = 0, at_warp = 0;
+            for (std::size_t i = 0; i < n; ++i) {
+                at_block += g.fibers[i].state == State::AtBlockBarrier;
+                at_warp += g.fibers[i].state == State::AtWarpBarrier;
+            }
+            return "deadlock: " + std::to_string(at_block) + " threads wait at __syncthreads, " +
+                   std::to_string(at_warp) + " at a warp shuffle, the rest have returned";
+        }
+    }
+}
+
+}  // namespace emu
