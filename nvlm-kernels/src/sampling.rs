@@ -171,39 +171,58 @@ pub fn sample(logits: &Tensor, params: &SamplingParams, step: u64) -> Result<Ten
     })
 }
 
-/// The candidate tokens and their (unnormalised) weights after temperature, top-k and top-p, most likely first.
-pub fn filtered_distribution(row: &[f32], params: &SamplingParams) -> Vec<(usize, f32)> {
+/// One in 2^40: the unit of the sampling weights (the CUDA kernel's `FIXED_ONE`).
+const FIXED_ONE: f32 = 1_099_511_627_776.0;
+
+/// The weight of logit `x` at temperature `1 / inv_t`, relative to the row's largest logit `max`, in 2^-40 fixed
+/// point: `exp((x - max) * inv_t)` in f32, truncated. The CUDA kernel computes exactly this, and both sum weights as
+/// integers, so the sums do not depend on order and the two devices draw the same token (f32 running sums over a
+/// 152k vocabulary drift by about 1% of the total, which moves nearly every draw).
+fn fixed_weight(x: f32, max: f32, inv_t: f32) -> u64 {
+    (((x - max) * inv_t).exp() * FIXED_ONE) as u64
+}
+
+/// The candidate tokens and their weights (2^-40 fixed point, relative to the largest logit) after temperature,
+/// top-k and top-p, most likely first: top-k keeps the `top_k` largest logits, top-p the shortest prefix whose
+/// weight reaches `top_p` of the total (as transformers' warpers, in that order).
+pub fn filtered_distribution(row: &[f32], params: &SamplingParams) -> Vec<(usize, u64)> {
     let mut order: Vec<usize> = (0..row.len()).collect();
     order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
     if params.top_k > 0 {
         order.truncate(params.top_k);
     }
-    let max = row[order[0]] / params.temperature;
-    let weights: Vec<f32> = order
-        .iter()
-        .map(|&i| (row[i] / params.temperature - max).exp())
-        .collect();
-    let total: f32 = weights.iter().sum();
-    let mut kept = Vec::with_capacity(order.len());
-    let mut cumulative = 0f32;
-    for (&i, &w) in order.iter().zip(&weights) {
-        if cumulative >= params.top_p * total && !kept.is_empty() {
-            break;
-        }
+    let Some(&first) = order.first() else {
+        return Vec::new();
+    };
+    let (max, inv_t) = (row[first], 1.0 / params.temperature);
+    let weighted = order.iter().map(|&i| (i, fixed_weight(row[i], max, inv_t)));
+    if params.top_p >= 1.0 {
+        return weighted.collect();
+    }
+    let weighted: Vec<(usize, u64)> = weighted.collect();
+    let total: u64 = weighted.iter().map(|&(_, w)| w).sum();
+    let need = (params.top_p as f64 * total as f64).ceil();
+    let target = if need >= 1.0 { need as u64 - 1 } else { 0 };
+    let mut cumulative = 0u64;
+    let mut kept = Vec::with_capacity(weighted.len());
+    for (i, w) in weighted {
         kept.push((i, w));
         cumulative += w;
+        if cumulative > target {
+            break;
+        }
     }
     kept
 }
 
 fn sample_row(row: &[f32], params: &SamplingParams, u: f32) -> usize {
     let kept = filtered_distribution(row, params);
-    let total: f32 = kept.iter().map(|(_, w)| w).sum();
-    let target = u * total;
-    let mut cumulative = 0f32;
+    let total: u64 = kept.iter().map(|&(_, w)| w).sum();
+    let target = ((u as f64 * total as f64) as u64).min(total.saturating_sub(1));
+    let mut cumulative = 0u64;
     for &(i, w) in &kept {
         cumulative += w;
-        if target < cumulative {
+        if cumulative > target {
             return i;
         }
     }
