@@ -2,7 +2,7 @@
 //! fixture (prompt ids and tiles from the HF reference run), `--dump`, the embedded demo model answering the README's
 //! question, piped chat.
 
-use nvlm_testkit::{fixtures, scratch};
+use nvlm_testkit::{fixtures, scratch, ReferenceActivations as Reference};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -14,40 +14,6 @@ fn nvlm(args: &[&str]) -> Output {
         .expect("running nvlm")
 }
 
-/// `(prompt ids, generated ids, raw bytes of a tensor)` from the reference activations.
-struct Reference(safetensors::tensor::SafeTensors<'static>);
-
-impl Reference {
-    fn open() -> Reference {
-        let bytes = std::fs::read(fixtures().join("model/reference/activations.safetensors")).unwrap();
-        Reference(safetensors::SafeTensors::deserialize(Box::leak(bytes.into_boxed_slice())).unwrap())
-    }
-    fn ids(&self, name: &str) -> Vec<u64> {
-        self.0
-            .tensor(name)
-            .unwrap()
-            .data()
-            .chunks(8)
-            .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as u64)
-            .collect()
-    }
-    /// The ids of `name` written as a JSON list to scratch file `file` (what `--input-ids` reads).
-    fn ids_file(&self, name: &str, file: &str) -> PathBuf {
-        let path = scratch("model-cli", file);
-        std::fs::write(&path, serde_json::to_string(&self.ids(name)).unwrap()).unwrap();
-        path
-    }
-    fn f32s(&self, name: &str) -> Vec<f32> {
-        self.0
-            .tensor(name)
-            .unwrap()
-            .data()
-            .chunks(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect()
-    }
-}
-
 fn model_args() -> Vec<String> {
     nvlm_testkit::tiny_model_args()
 }
@@ -55,13 +21,9 @@ fn model_args() -> Vec<String> {
 #[test]
 fn generate_reproduces_the_reference_greedy_ids_from_ids_and_tiles() {
     let reference = Reference::open();
-    let ids = reference.ids_file("f32.image.input_ids", "image-ids.json");
+    let ids = reference.ids_file("f32.image.input_ids", "model-cli", "image-ids.json");
     // Tiles as `preprocess --out` writes them.
-    let tiles = scratch("model-cli", "tiles.safetensors");
-    let data = reference.0.tensor("input.tiles_u8").unwrap().data().to_vec();
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![3, 448, 448, 3], &data).unwrap();
-    safetensors::tensor::serialize_to_file([("tiles", view)], None, &tiles).unwrap();
+    let tiles = reference.tiles_file("model-cli", "tiles.safetensors");
     // Whole, and split over 2 and 4 tensor-parallel ranks (threads on the CPU): the same reference ids.
     for tp in ["1", "2", "4"] {
         let mut args = vec!["generate".to_string()];
@@ -111,7 +73,7 @@ fn generate_reproduces_the_reference_greedy_ids_from_ids_and_tiles() {
 #[test]
 fn dump_holds_hidden_states_and_logits_of_every_position() {
     let reference = Reference::open();
-    let ids = reference.ids_file("f32.text.input_ids", "text-ids.json");
+    let ids = reference.ids_file("f32.text.input_ids", "model-cli", "text-ids.json");
     let prompt = reference.ids("f32.text.input_ids");
     let dump = scratch("model-cli", "dump.safetensors");
     let mut args = vec!["generate".to_string()];
@@ -274,7 +236,7 @@ fn model_errors_are_clear() {
 #[test]
 fn generate_runs_straight_from_a_megatron_checkpoint() {
     let reference = Reference::open();
-    let ids = reference.ids_file("f32.text.input_ids", "megatron-ids.json");
+    let ids = reference.ids_file("f32.text.input_ids", "model-cli", "megatron-ids.json");
     let out = nvlm(&[
         "generate",
         "--model",

@@ -9,6 +9,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -59,6 +60,21 @@ struct Function {
 };
 
 const char* g_running_kernel = nullptr;
+
+// $NVLM_CUDA_EMU_PROFILE=1: launches and host seconds per kernel, printed to stderr at exit.
+struct KernelTime {
+    unsigned long long launches = 0;
+    double seconds = 0;
+};
+std::map<std::string, KernelTime>* g_profile = nullptr;
+struct ProfileReport {
+    ~ProfileReport() {
+        if (!g_profile) return;
+        fprintf(stderr, "cuda-emu profile (host seconds per kernel):\n");
+        for (const auto& [name, t] : *g_profile)
+            fprintf(stderr, "  %-40s %8llu launches %10.3f s\n", name.c_str(), t.launches, t.seconds);
+    }
+} g_profile_report;
 EmuDim3 g_running_block{};
 
 void on_segv(int sig, siginfo_t* info, void*) {
@@ -125,7 +141,8 @@ CUresult release(CUdeviceptr ptr) {
     return CUDA_SUCCESS;
 }
 
-int g_dummy_object;  // contexts, streams, events, pools: distinct non-null handles, no state
+int g_dummy_object;  // memory pools: a non-null handle, no state
+int g_contexts[8];   // one primary context per device
 void* handle() { return new int(0); }
 
 }  // namespace
@@ -140,13 +157,19 @@ CUresult cuDriverGetVersion(int* v) {
     *v = 13000;
     return CUDA_SUCCESS;
 }
+// $NVLM_CUDA_EMU_DEVICES devices (default 1, at most 8), all sharing the host's memory.
+int device_count() {
+    const char* v = getenv("NVLM_CUDA_EMU_DEVICES");
+    const int n = v ? atoi(v) : 1;
+    return n < 1 ? 1 : (n > 8 ? 8 : n);
+}
 CUresult cuDeviceGetCount(int* n) {
-    *n = 1;
+    *n = device_count();
     return CUDA_SUCCESS;
 }
 CUresult cuDeviceGet(CUdevice* d, int ordinal) {
-    if (ordinal != 0) return CUDA_ERROR_INVALID_DEVICE;
-    *d = 0;
+    if (ordinal < 0 || ordinal >= device_count()) return CUDA_ERROR_INVALID_DEVICE;
+    *d = ordinal;
     return CUDA_SUCCESS;
 }
 CUresult cuDeviceGetName(char* name, int len, CUdevice) {
@@ -186,23 +209,28 @@ CUresult cuDeviceGetUuid(void* uuid, CUdevice) {
 }
 CUresult cuDeviceGetUuid_v2(void* uuid, CUdevice d) { return cuDeviceGetUuid(uuid, d); }
 
-CUresult cuDevicePrimaryCtxRetain(CUcontext* ctx, CUdevice) {
-    *ctx = &g_dummy_object;
+CUresult cuDevicePrimaryCtxRetain(CUcontext* ctx, CUdevice d) {
+    if (d < 0 || d >= device_count()) return CUDA_ERROR_INVALID_DEVICE;
+    *ctx = &g_contexts[d];
     return CUDA_SUCCESS;
 }
 CUresult cuDevicePrimaryCtxRelease_v2(CUdevice) { return CUDA_SUCCESS; }
-CUresult cuCtxSetCurrent(CUcontext) { return CUDA_SUCCESS; }
-CUresult cuCtxGetCurrent(CUcontext* ctx) {
-    *ctx = &g_dummy_object;
+thread_local CUcontext t_current = nullptr;
+CUresult cuCtxSetCurrent(CUcontext ctx) {
+    t_current = ctx;
     return CUDA_SUCCESS;
 }
-CUresult cuCtxPushCurrent_v2(CUcontext) { return CUDA_SUCCESS; }
+CUresult cuCtxGetCurrent(CUcontext* ctx) {
+    *ctx = t_current;
+    return CUDA_SUCCESS;
+}
+CUresult cuCtxPushCurrent_v2(CUcontext ctx) { return cuCtxSetCurrent(ctx); }
 CUresult cuCtxPopCurrent_v2(CUcontext* ctx) {
-    if (ctx) *ctx = &g_dummy_object;
+    if (ctx) *ctx = t_current;
     return CUDA_SUCCESS;
 }
 CUresult cuCtxGetDevice(CUdevice* d) {
-    *d = 0;
+    *d = t_current ? (int)(static_cast<int*>(t_current) - g_contexts) : 0;
     return CUDA_SUCCESS;
 }
 CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
@@ -380,6 +408,19 @@ CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, u
         return CUDA_ERROR_INVALID_VALUE;
     }
     std::lock_guard<std::mutex> guard(g_lock);
+    static const bool profile = getenv("NVLM_CUDA_EMU_PROFILE") != nullptr;
+    if (profile && !g_profile) g_profile = new std::map<std::string, KernelTime>();
+    const auto started = std::chrono::steady_clock::now();
+    struct Record {
+        const std::string& name;
+        std::chrono::steady_clock::time_point started;
+        ~Record() {
+            if (!g_profile) return;
+            KernelTime& t = (*g_profile)[name];
+            ++t.launches;
+            t.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        }
+    } record{f->name, started};
     g_running_kernel = f->name.c_str();
     const EmuDim3 grid{gx, gy, gz}, block{bx, by, bz};
     for (unsigned z = 0; z < gz; ++z)

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+mod reference;
+pub use reference::ReferenceActivations;
+
 /// `../shared/fixtures` beside the workspace root, or `$NVLM_FIXTURES`; panics with a clear message when missing.
 pub fn fixtures() -> PathBuf {
     let dir = std::env::var_os("NVLM_FIXTURES")
