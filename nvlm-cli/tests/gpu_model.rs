@@ -60,12 +60,30 @@ fn the_fixture_model_on_cuda_matches_the_bf16_reference() {
     let tiles = reference.tiles_file(SUITE, "tiles.safetensors");
     let tp_sizes: &[&str] = if devices >= 2 { &["1", "2"] } else { &["1"] };
     for tp in tp_sizes {
-        let mut a = args(&["generate", "--device", "cuda", "--tp", tp, "--json", "--max-new-tokens", "12"]);
+        let mut a = args(&[
+            "generate",
+            "--device",
+            "cuda",
+            "--tp",
+            tp,
+            "--json",
+            "--max-new-tokens",
+            "12",
+        ]);
         a.extend(tiny_model_args());
-        a.extend(args(&["--input-ids", ids.to_str().unwrap(), "--tiles", tiles.to_str().unwrap()]));
+        a.extend(args(&[
+            "--input-ids",
+            ids.to_str().unwrap(),
+            "--tiles",
+            tiles.to_str().unwrap(),
+        ]));
         let got = token_ids(&nvlm(&a));
         // The reference's f32 and bf16 runs agree on these ids (no near-tie), so a bf16 device must too.
-        assert_eq!(got, reference.ids("bf16.image.generated_ids"), "--tp {tp} on cuda");
+        assert_eq!(
+            got,
+            reference.ids("bf16.image.generated_ids"),
+            "--tp {tp} on cuda"
+        );
         println!("GPU-MODEL image prompt, --tp {tp}: the reference's 12 greedy ids");
     }
 
@@ -73,7 +91,15 @@ fn the_fixture_model_on_cuda_matches_the_bf16_reference() {
     let text = reference.ids_file("bf16.text.input_ids", SUITE, "text-ids.json");
     let prompt = reference.ids("bf16.text.input_ids");
     let dump = scratch(SUITE, "dump.safetensors");
-    let mut a = args(&["generate", "--device", "cuda", "--json", "--max-new-tokens", "2", "--dump"]);
+    let mut a = args(&[
+        "generate",
+        "--device",
+        "cuda",
+        "--json",
+        "--max-new-tokens",
+        "2",
+        "--dump",
+    ]);
     a.push(dump.to_str().unwrap().into());
     a.extend(tiny_model_args());
     a.extend(args(&["--input-ids", text.to_str().unwrap()]));

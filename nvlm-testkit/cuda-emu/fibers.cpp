@@ -122,32 +122,47 @@ void resume(Fiber& f) {
     g.current = nullptr;
 }
 
-// Opens the warp barrier of every warp whose live lanes all wait there. Returns whether any opened.
-bool open_warp_barriers() {
-    bool opened = false;
-    const std::size_t n = g.count;
-    for (std::size_t w0 = 0; w0 < n; w0 += 32) {
-        const std::size_t w1 = std::min(n, w0 + 32);
-        bool all = true, any = false;
-        for (std::size_t i = w0; i < w1; ++i) {
-            const State s = g.fibers[i].state;
-            if (s == State::Done) continue;
-            if (s != State::AtWarpBarrier) { all = false; break; }
-            any = true;
-        }
-        if (!all || !any) continue;
+// Completes the exchange of warp [w0, w1) when every live lane waits at it: each lane receives its source lane's
+// value (its own when the source is outside the warp or has returned). Returns whether it did.
+bool exchange_if_ready(std::size_t w0, std::size_t w1) {
+    bool any = false;
+    for (std::size_t i = w0; i < w1; ++i) {
+        const State s = g.fibers[i].state;
+        if (s == State::Done) continue;
+        if (s != State::AtWarpBarrier) return false;
+        any = true;
+    }
+    if (!any) return false;
+    for (std::size_t i = w0; i < w1; ++i) {
+        Fiber& f = g.fibers[i];
+        if (f.state != State::AtWarpBarrier) continue;
+        const std::size_t src = w0 + (std::size_t)f.source;
+        const bool valid = f.source >= 0 && f.source < 32 && src < w1 && g.fibers[src].state == State::AtWarpBarrier;
+        g.received[i] = valid ? g.fibers[src].offered : f.offered;
+    }
+    for (std::size_t i = w0; i < w1; ++i)
+        if (g.fibers[i].state == State::AtWarpBarrier) g.fibers[i].state = State::Runnable;
+    return true;
+}
+
+// Runs warp [w0, w1) until each of its live lanes waits at __syncthreads or has returned, completing its warp
+// exchanges as they fill. Returns false when the lanes are stuck (some at an exchange, others at __syncthreads).
+bool run_warp(std::size_t w0, std::size_t w1) {
+    for (;;) {
+        bool ran = false;
         for (std::size_t i = w0; i < w1; ++i) {
             Fiber& f = g.fibers[i];
-            if (f.state != State::AtWarpBarrier) continue;
-            const std::size_t src = w0 + (std::size_t)f.source;
-            const bool valid = f.source >= 0 && f.source < 32 && src < w1 && g.fibers[src].state == State::AtWarpBarrier;
-            g.received[i] = valid ? g.fibers[src].offered : f.offered;
+            if (f.state != State::Runnable) continue;
+            resume(f);  // until its next exchange, __syncthreads or return
+            ran = true;
         }
-        for (std::size_t i = w0; i < w1; ++i)
-            if (g.fibers[i].state == State::AtWarpBarrier) g.fibers[i].state = State::Runnable;
-        opened = true;
+        if (exchange_if_ready(w0, w1)) continue;
+        if (!ran) {
+            for (std::size_t i = w0; i < w1; ++i)
+                if (g.fibers[i].state == State::AtWarpBarrier) return false;
+            return true;
+        }
     }
-    return opened;
 }
 
 bool open_block_barrier() {
@@ -192,30 +207,18 @@ std::string run_block(void (*entry)(void**), void** params, EmuDim3 grid_dim, Em
         f.lane = (int)(i % 32);
         f.warp = (int)(i / 32);
     }
+    // Warp by warp up to the next __syncthreads, then open it; until every thread has returned.
     for (;;) {
-        bool ran = false;
-        for (std::size_t i = 0; i < n; ++i) {
-            Fiber& f = g.fibers[i];
-            // Run each thread up to its next barrier (warp exchanges open as soon as the warp is there).
-            while (f.state == State::Runnable) {
-                resume(f);
-                ran = true;
-                if (f.state == State::AtWarpBarrier) break;
+        for (std::size_t w0 = 0; w0 < n; w0 += 32) {
+            if (!run_warp(w0, std::min(n, w0 + 32))) {
+                return "deadlock: in warp " + std::to_string(w0 / 32) +
+                       ", some threads wait at a warp shuffle while others wait at __syncthreads or have returned";
             }
         }
         bool done = true;
         for (std::size_t i = 0; i < n; ++i) done = done && g.fibers[i].state == State::Done;
         if (done) return {};
-        const bool opened = open_warp_barriers() | open_block_barrier();
-        if (!opened && !ran) {
-            std::size_t at_block = 0, at_warp = 0;
-            for (std::size_t i = 0; i < n; ++i) {
-                at_block += g.fibers[i].state == State::AtBlockBarrier;
-                at_warp += g.fibers[i].state == State::AtWarpBarrier;
-            }
-            return "deadlock: " + std::to_string(at_block) + " threads wait at __syncthreads, " +
-                   std::to_string(at_warp) + " at a warp shuffle, the rest have returned";
-        }
+        if (!open_block_barrier()) return "deadlock: a barrier that no thread can pass";
     }
 }
 

@@ -43,7 +43,10 @@ impl ReferenceActivations {
 
     /// The values of float tensor `name` (stored as f32, or bf16 for the `bf16.*` run) as f32.
     pub fn f32s(&self, name: &str) -> Vec<f32> {
-        let view = self.0.tensor(name).unwrap_or_else(|e| panic!("reference tensor {name}: {e}"));
+        let view = self
+            .0
+            .tensor(name)
+            .unwrap_or_else(|e| panic!("reference tensor {name}: {e}"));
         match view.dtype() {
             safetensors::Dtype::F32 => view
                 .data()

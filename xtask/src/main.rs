@@ -1,11 +1,14 @@
 //! `cargo xtask`: the project's automation.
 //!
-//! - `cargo xtask test`: format check, clippy (`-D warnings`), the CUDA compile check set-up, `cargo test --workspace`.
+//! - `cargo xtask test`: format check, clippy (`-D warnings`), the CUDA compile check set-up, `cargo test --workspace`,
+//!   then the GPU tests on the CUDA emulator.
+//! - `cargo xtask cuda-emu`: the GPU tests on the CUDA emulator alone.
 //! - `cargo xtask bench`: the benchmarks (plain harness).
 //! - `cargo xtask gpu-bundle [--out DIR]`: release GPU test and bench binaries plus `run.sh`, for a GPU machine.
 
 mod bundle;
 mod convert;
+mod cuda_emu;
 mod nvrtc;
 mod run;
 
@@ -14,7 +17,9 @@ use anyhow::{bail, Result};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test                 fmt check, clippy -D warnings, cargo test --workspace, CUDA kernels compiled for sm_90a
+  test                 fmt check, clippy -D warnings, cargo test --workspace, CUDA kernels compiled for sm_90a,
+                       then the GPU tests on the CUDA emulator (the kernels' own source run on the CPU)
+  cuda-emu             only the GPU tests on the CUDA emulator (nvlm-testkit/cuda-emu)
   bench                run the benchmarks (CPU matmul; GPU rows when a GPU is present)
   convert-checkpoint --input DIR (--list | --output DIR ...)
                        list a checkpoint's tensors, or convert Megatron NVLM-D to HF safetensors (see --help)
@@ -35,6 +40,15 @@ fn dispatch(args: Vec<String>) -> Result<()> {
     let root = run::workspace_root()?;
     match args.first().map(String::as_str) {
         Some("test") => test(&root),
+        Some("cuda-emu") => {
+            let mut counts = run::TestCounts::default();
+            let outcome = cuda_emu::test(&root, &mut counts);
+            println!(
+                "\ntests: {} passed, {} failed, {} skipped",
+                counts.passed, counts.failed, counts.ignored
+            );
+            outcome
+        }
         Some("bench") => run::cargo(
             &root,
             &[
@@ -109,6 +123,10 @@ fn test(root: &std::path::Path) -> Result<()> {
             &env,
             &mut counts,
         )
+    })
+    .and_then(|()| {
+        run::step("GPU tests on the CUDA emulator: every kernel's source, cuBLASLt and NCCL calls, the model on cuda");
+        cuda_emu::test(root, &mut counts)
     });
     // A plain closing line that CI reads: totals over every test binary.
     println!(

@@ -1,0 +1,153 @@
+//! The CUDA emulator itself (`nvlm-testkit/cuda-emu`, run by `cargo xtask cuda-emu`): it must give CUDA's answers
+//! for what our kernels rely on (warp shuffles, block barriers, threads that return early) and must stop the
+//! mistakes a GPU would punish (a barrier some threads never reach, a write past the end of a buffer) instead of
+//! passing them. Skipped on anything but the emulator.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::nvrtc::Ptx;
+use nvlm_kernels::cuda::{nvrtc, sources::COMMON_HEADER};
+use nvlm_tensor::{cuda_available, CudaDevice};
+
+const SOURCE: &str = r#"
+extern "C" __global__ void lanes(float* out) {
+    const int t = threadIdx.x, lane = t & 31;
+    out[4 * t + 0] = block_sum((float)t);
+    out[4 * t + 1] = __shfl_xor_sync(0xffffffffu, (float)lane, 5);
+    out[4 * t + 2] = __shfl_sync(0xffffffffu, (float)(t * 10), 31);
+    out[4 * t + 3] = __shfl_down_sync(0xffffffffu, (float)lane, 3);
+}
+extern "C" __global__ void early_return(float* out) {
+    if (threadIdx.x >= 40) return;  // returned threads no longer count at __syncthreads
+    __shared__ float s[64];
+    s[threadIdx.x] = threadIdx.x;
+    __syncthreads();
+    out[threadIdx.x] = s[39 - threadIdx.x];
+}
+extern "C" __global__ void stuck(float* out) {
+    if (threadIdx.x < 16) __syncthreads();
+    else out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+extern "C" __global__ void past_the_end(float* out, int n) {
+    for (int i = threadIdx.x; i <= n + 4096; i += blockDim.x) out[i] = 1.0f;
+}
+"#;
+
+/// The emulated device, or `None` (printed) on a real GPU or none.
+fn emulator() -> Option<Arc<CudaDevice>> {
+    if !cuda_available() {
+        println!("skipped: no CUDA device (emulated or real)");
+        return None;
+    }
+    let device = CudaDevice::get(0).unwrap();
+    let name = device.context().name().unwrap();
+    if !name.contains("emulator") {
+        println!("skipped: {name} is a real GPU");
+        return None;
+    }
+    Some(device)
+}
+
+fn function(device: &Arc<CudaDevice>, name: &str) -> CudaFunction {
+    let program = format!("{COMMON_HEADER}\n{SOURCE}");
+    let cubin = nvrtc::compile("emulator_check", &program, "sm_90a", false)
+        .unwrap()
+        .cubin;
+    let module = device.context().load_module(Ptx::from_binary(cubin)).unwrap();
+    module.load_function(name).unwrap()
+}
+
+fn config(threads: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+#[test]
+fn shuffles_barriers_and_early_returns_give_cuda_results() {
+    let Some(device) = emulator() else { return };
+    let stream = device.stream();
+    let threads = 96usize;
+    let mut out = stream.alloc_zeros::<f32>(4 * threads).unwrap();
+    let lanes = function(&device, "lanes");
+    let mut launch = stream.launch_builder(&lanes);
+    launch.arg(&mut out);
+    unsafe { launch.launch(config(threads as u32)) }.unwrap();
+    let got = stream.clone_dtoh(&out).unwrap();
+    for t in 0..threads {
+        let lane = t % 32;
+        let warp_base = t - lane;
+        let down = if lane + 3 < 32 { lane + 3 } else { lane };
+        let want = [
+            (threads * (threads - 1) / 2) as f32,
+            (lane ^ 5) as f32,
+            ((warp_base + 31) * 10) as f32,
+            down as f32,
+        ];
+        assert_eq!(got[4 * t..4 * t + 4], want, "thread {t}");
+    }
+
+    let mut out = stream.alloc_zeros::<f32>(64).unwrap();
+    let early = function(&device, "early_return");
+    let mut launch = stream.launch_builder(&early);
+    launch.arg(&mut out);
+    unsafe { launch.launch(config(64)) }.unwrap();
+    let got = stream.clone_dtoh(&out).unwrap();
+    let want: Vec<f32> = (0..64)
+        .map(|t| if t < 40 { (39 - t) as f32 } else { 0.0 })
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn a_barrier_some_threads_never_reach_fails_the_launch() {
+    let Some(device) = emulator() else { return };
+    let stream = device.stream();
+    let mut out = stream.alloc_zeros::<f32>(32).unwrap();
+    let stuck = function(&device, "stuck");
+    let mut launch = stream.launch_builder(&stuck);
+    launch.arg(&mut out);
+    let result = unsafe { launch.launch(config(32)) };
+    assert!(result.is_err(), "a deadlocked block must fail its launch");
+}
+
+#[test]
+fn a_write_past_the_end_of_a_buffer_stops_the_process() {
+    if std::env::var("EMULATOR_CHILD").as_deref() == Ok("past_the_end") {
+        let device = emulator().unwrap();
+        let stream = device.stream();
+        let mut out = stream.alloc_zeros::<f32>(1000).unwrap();
+        let kernel = function(&device, "past_the_end");
+        let mut launch = stream.launch_builder(&kernel);
+        launch.arg(&mut out).arg(&1000i32);
+        let _ = unsafe { launch.launch(config(128)) };
+        let _ = stream.synchronize();
+        println!("EMULATOR-CHILD survived");
+        return;
+    }
+    if emulator().is_none() {
+        return;
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_write_past_the_end_of_a_buffer_stops_the_process",
+            "--exact",
+            "--nocapture",
+        ])
+        .env("EMULATOR_CHILD", "past_the_end")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr),
+    );
+    assert!(!child.status.success(), "the child survived:\n{stdout}\n{stderr}");
+    assert!(!stdout.contains("EMULATOR-CHILD survived"), "{stdout}");
+    assert!(
+        stderr.contains("kernel past_the_end") && stderr.contains("invalid memory access"),
+        "{stderr}"
+    );
+}

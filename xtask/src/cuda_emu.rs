@@ -1,0 +1,69 @@
+//! The CUDA emulator (`nvlm-testkit/cuda-emu`): stand-ins for libcuda, NVRTC, cuBLASLt and NCCL, built into
+//! `target/cuda-emu`, under which the GPU tests run on a machine without a GPU. Every kernel's own CUDA C++ source
+//! runs on the CPU (each block's threads as fibers), cuBLASLt's and NCCL's calls are carried out as documented, so
+//! CI exercises the engine's whole CUDA path: launches, descriptors, the model on `--device cuda`, `--tp 2` over
+//! NCCL. It proves nothing about speed or about what only hardware does (memory ordering, `__expf`'s precision).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::run::{self, TestCounts};
+
+/// The GPU test binaries run on the emulator, as `(package, test)`.
+const TESTS: &[(&str, &str)] = &[
+    ("nvlm-tensor", "tensor_basics"),
+    ("nvlm-kernels", "cuda_emulator"),
+    ("nvlm-kernels", "gpu_ops"),
+    ("nvlm-dist", "nccl"),
+    ("nvlm-cli", "gpu_model"),
+];
+
+/// Builds the emulator into `target/cuda-emu` (a few seconds) and returns that folder.
+pub fn build(root: &Path) -> Result<PathBuf> {
+    let out = root.join("target").join("cuda-emu");
+    let script = root.join("nvlm-testkit/cuda-emu/build.sh");
+    let status = Command::new("sh")
+        .arg(&script)
+        .arg(&out)
+        .status()
+        .with_context(|| format!("starting {}", script.display()))?;
+    if !status.success() {
+        bail!(
+            "building the CUDA emulator failed ({status}): it needs a C++17 compiler (`c++`, or set CXX to g++ or \
+             clang++)"
+        );
+    }
+    Ok(out)
+}
+
+/// The environment that puts the emulator in front of any real CUDA: its libraries first on the loader path, its
+/// NVRTC by full path, a kernel cache of its own, two devices (for `--tp 2`), and `NVLM_REQUIRE_GPU=1` so that no
+/// GPU test can skip.
+fn env(dir: &Path) -> Vec<(&'static str, String)> {
+    let path = |p: &Path| p.display().to_string();
+    vec![
+        ("LD_LIBRARY_PATH", path(dir)),
+        ("NVLM_NVRTC_LIB", path(&dir.join("libnvrtc.so"))),
+        ("NVLM_CUDA_INCLUDE", path(&dir.join("include"))),
+        ("NVLM_KERNEL_CACHE", path(&dir.join("kernel-cache"))),
+        ("NVLM_CUDA_EMU_DEVICES", "2".into()),
+        ("NVLM_REQUIRE_GPU", "1".into()),
+    ]
+}
+
+/// Builds the emulator and runs every GPU test binary on it.
+pub fn test(root: &Path, counts: &mut TestCounts) -> Result<()> {
+    let dir = build(root)?;
+    let env = env(&dir);
+    for (package, test) in TESTS {
+        run::cargo_test(
+            root,
+            &["-p", package, "--test", test, "--", "--nocapture"],
+            &env,
+            counts,
+        )?;
+    }
+    Ok(())
+}
