@@ -53,6 +53,34 @@ fn transfers_round_trip_exactly() {
 }
 
 #[test]
+fn large_uploads_through_the_pinned_copy_stream_arrive_exactly() {
+    let Some(device) = gpu() else { return };
+    // Three uploads of 1 MiB + 1 element, 40 MiB + 3 elements (three 16 MiB chunks: both pinned buffers, one twice)
+    // and 2 MiB, back to back, each checked after the next was queued: no copy may overwrite or miss another's bytes.
+    let sizes = [(1 << 18) + 1, 10 * (1 << 20) + 3, 1 << 19];
+    let hosts: Vec<Vec<f32>> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| validate::random_values(40 + i as u64, n))
+        .collect();
+    let on_gpu: Vec<Tensor> = hosts
+        .iter()
+        .map(|h| {
+            Tensor::from_vec(h.clone(), &[h.len()])
+                .unwrap()
+                .to_device(device)
+                .unwrap()
+        })
+        .collect();
+    // A kernel on the compute stream reads each upload right away: it must see the copied bytes.
+    for (host, gpu) in hosts.iter().zip(&on_gpu) {
+        let doubled = nvlm_kernels::add(gpu, gpu).unwrap().to_vec::<f32>().unwrap();
+        assert!(doubled.iter().zip(host).all(|(d, h)| *d == 2.0 * h));
+        assert_eq!(&gpu.to_vec::<f32>().unwrap(), host);
+    }
+}
+
+#[test]
 fn every_cuda_op_matches_cpu() {
     let Some(device) = gpu() else { return };
     // The shapes of NVLM-D (hidden 3200 / 8192, FFN 12800 / 29568) and awkward ones; see `validate::run_all`.

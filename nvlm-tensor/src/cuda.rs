@@ -8,14 +8,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaStream};
 
+use crate::staging::{Uploader, STAGED_MIN};
 use crate::{Result, TensorError};
 
-/// One CUDA device as the engine uses it: its context and its compute stream.
+/// One CUDA device as the engine uses it: its context, its compute stream, and (from the first large upload) a
+/// copy stream with pinned staging buffers.
 #[derive(Debug)]
 pub struct CudaDevice {
     ordinal: usize,
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
+    uploader: Mutex<Option<Uploader>>,
 }
 
 fn driver_library_present() -> bool {
@@ -100,6 +103,7 @@ impl CudaDevice {
             ordinal,
             context,
             stream,
+            uploader: Mutex::new(None),
         });
         devices.insert(ordinal, device.clone());
         Ok(device)
@@ -128,6 +132,25 @@ impl CudaDevice {
             .map_err(TensorError::driver("reading compute capability"))?;
         let suffix = if major == 9 && minor == 0 { "a" } else { "" };
         Ok(format!("sm_{major}{minor}{suffix}"))
+    }
+
+    /// `bytes` in fresh device memory, ordered on the compute stream: large uploads go through pinned buffers on
+    /// the copy stream (see `staging`), small ones straight from the host.
+    pub(crate) fn upload(&self, bytes: &[u8]) -> Result<cudarc::driver::CudaSlice<u8>> {
+        if bytes.len() < STAGED_MIN {
+            return self
+                .stream
+                .clone_htod(bytes)
+                .map_err(TensorError::driver("host-to-device copy"));
+        }
+        let mut uploader = self.uploader.lock().unwrap_or_else(|p| p.into_inner());
+        if uploader.is_none() {
+            *uploader = Some(Uploader::new(&self.context)?);
+        }
+        uploader
+            .as_mut()
+            .expect("created above")
+            .upload(&self.stream, bytes)
     }
 
     /// Waits for all work queued on the compute stream.

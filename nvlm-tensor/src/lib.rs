@@ -7,6 +7,7 @@ mod cuda;
 mod device;
 mod dtype;
 mod error;
+mod staging;
 mod storage;
 mod tensor;
 mod weights;

@@ -438,9 +438,7 @@ fn upload(device: &CudaDevice, bytes: &[u8]) -> Result<CudaSlice<u8>> {
             .alloc_zeros::<u8>(1)
             .map_err(TensorError::driver("allocating device memory"));
     }
-    stream
-        .clone_htod(bytes)
-        .map_err(TensorError::driver("host-to-device copy"))
+    device.upload(bytes)
 }
 
 fn download(buffer: &CudaBuffer, offset: usize, len: usize) -> Result<Vec<u8>> {
