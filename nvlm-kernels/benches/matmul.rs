@@ -1,10 +1,12 @@
 //! Matmul benchmark (plain harness): the CPU reference GEMM, and cuBLASLt bf16 at NVLM-D's projection shapes when a
-//! GPU is present. Prints one table: shape, time, TFLOP/s (or GFLOP/s), and the weight-streaming bandwidth that
-//! bounds batch-1 decode. Run with `cargo xtask bench`; the GPU bundle runs it too.
+//! GPU is present. Decode shapes (at most 8 rows) get a second row, `gemv`: the dedicated GEMV kernel on the same
+//! operands, to show where it beats cuBLASLt (`NVLM_GEMV=1` makes `matmul` use it). Prints one table: shape, time,
+//! TFLOP/s (or GFLOP/s), and the weight-streaming bandwidth that bounds decode. Run with `cargo xtask bench`; the GPU
+//! bundle runs it too.
 
 use std::time::Instant;
 
-use nvlm_kernels::{matmul, validate::random_values};
+use nvlm_kernels::{gemv, matmul, validate::random_values};
 use nvlm_tensor::{cuda_available, CudaDevice, DType, Device, Tensor};
 
 struct Case {
@@ -15,7 +17,7 @@ struct Case {
 }
 
 /// NVLM-D projection shapes (batch-1 decode, batched decode, prefill of a 1,852-token image prompt, the ViT on 7 tiles).
-const GPU_CASES: [Case; 10] = [
+const GPU_CASES: [Case; 11] = [
     Case {
         label: "llm qkv decode",
         m: 1,
@@ -39,6 +41,12 @@ const GPU_CASES: [Case; 10] = [
         m: 1,
         n: 8192,
         k: 29568,
+    },
+    Case {
+        label: "llm gate+up decode b8",
+        m: 8,
+        n: 59136,
+        k: 8192,
     },
     Case {
         label: "llm qkv decode b32",
@@ -163,5 +171,12 @@ fn main() {
             sync.synchronize().unwrap();
         });
         row("gpu", case, seconds);
+        if case.m <= 8 {
+            let seconds = time_it(20, || {
+                gemv(&x, &w, None).unwrap();
+                sync.synchronize().unwrap();
+            });
+            row("gemv", case, seconds);
+        }
     }
 }

@@ -27,7 +27,7 @@ pub use attention::{attention, AttentionMask};
 pub use elementwise::{add, add_scaled_channels, cast, mul, scale};
 pub use embedding::{embedding, gather_rows, RowSource};
 pub use error::{KernelError, Result};
-pub use matmul::{batched_matmul, matmul};
+pub use matmul::{batched_matmul, gemv, matmul};
 pub use norm::{
     add_rms_norm, layer_norm, qkv_qk_norm, rms_norm, rms_norm_partial_stats, rms_norm_with_sum_squares,
     row_sum_squares,

@@ -55,6 +55,39 @@ pub fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
     }
 }
 
+/// [`matmul`] for decode-size inputs (at most 8 rows) with the dedicated GEMV kernel on CUDA: one warp per output
+/// column reads its weight row once, at HBM speed. On the CPU it is [`matmul`]. On CUDA it takes bf16 tensors with
+/// `k` a multiple of 8 and 16-byte aligned views, and says which condition fails otherwise. `matmul` itself uses
+/// this kernel when `NVLM_GEMV=1`.
+pub fn gemv(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    const OP: &str = "gemv";
+    if matches!(x.device(), Device::Cpu) {
+        return matmul(x, w, bias);
+    }
+    rank(OP, "weight", w, 2)?;
+    if x.rank() == 0 || x.last_dim() != w.shape()[1] {
+        return Err(KernelError::shape(
+            OP,
+            format!("input {:?} does not match weight {:?}", x.shape(), w.shape()),
+        ));
+    }
+    if let Some(b) = bias {
+        vector(OP, "bias", b, w.shape()[0])?;
+    }
+    let mut tensors = vec![x, w];
+    tensors.extend(bias);
+    same_device(OP, &tensors)?;
+    if let Some(why) = crate::cuda::matmul::gemv_misfit(x, w, bias) {
+        return Err(KernelError::invalid(
+            OP,
+            format!("the GEMV kernel does not take {why}"),
+        ));
+    }
+    let mut out_shape = x.shape().to_vec();
+    *out_shape.last_mut().expect("rank >= 1") = w.shape()[0];
+    crate::cuda::matmul::gemv(x, w, bias, &out_shape)
+}
+
 /// `a[b, m, k] · b[b, k, n]` → `[b, m, n]`, or `a · bᵀ` with `b[b, n, k]` when `transpose_b`; in `a`'s dtype.
 pub fn batched_matmul(a: &Tensor, b: &Tensor, transpose_b: bool) -> Result<Tensor> {
     const OP: &str = "batched_matmul";

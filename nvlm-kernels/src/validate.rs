@@ -5,11 +5,11 @@ use nvlm_tensor::{DType, Device, Tensor};
 
 use crate::{
     add, add_rms_norm, add_scaled_channels, argmax, argmax_with_value, attention, batched_matmul, cast,
-    concat, embedding, gather_rows, gelu, layer_norm, matmul, mul, paged_attention, paged_attention_rows,
-    paged_write, pixel_shuffle, qkv_qk_norm, repetition_penalty, rms_norm, rms_norm_partial_stats,
-    rms_norm_with_sum_squares, rope_qkv, rope_qkv_paged, rotary_embedding, row_sum_squares, sample, scale,
-    silu_mul, softmax, split, transpose_last2, unfold_patches, uniform, AttentionMask, BlockTable, PagedRows,
-    Result, RowSource, SamplingParams,
+    concat, embedding, gather_rows, gelu, gemv, layer_norm, matmul, mul, paged_attention,
+    paged_attention_rows, paged_write, pixel_shuffle, qkv_qk_norm, repetition_penalty, rms_norm,
+    rms_norm_partial_stats, rms_norm_with_sum_squares, rope_qkv, rope_qkv_paged, rotary_embedding,
+    row_sum_squares, sample, scale, silu_mul, softmax, split, transpose_last2, unfold_patches, uniform,
+    AttentionMask, BlockTable, PagedRows, Result, RowSource, SamplingParams,
 };
 
 /// The outcome of one device-vs-reference comparison.
@@ -153,6 +153,30 @@ pub fn check_silu_mul(
 /// operand for cuBLASLt when `view_offset·k·2` is not a multiple of 256).
 pub fn check_matmul(
     device: Device,
+    shape: (usize, usize, usize),
+    bias: bool,
+    view_offset: usize,
+    seed: u64,
+) -> Result<CheckReport> {
+    check_product(device, "matmul", matmul, shape, bias, view_offset, seed)
+}
+
+/// `gemv` (the decode-size kernel, at most 8 rows) on `device` vs the CPU's `matmul`.
+pub fn check_gemv(
+    device: Device,
+    shape: (usize, usize, usize),
+    bias: bool,
+    view_offset: usize,
+    seed: u64,
+) -> Result<CheckReport> {
+    check_product(device, "gemv", gemv, shape, bias, view_offset, seed)
+}
+
+/// `product(x, w, bias)` on `device` vs the CPU's f32 `matmul`, `x` a view at row `view_offset` of a larger tensor.
+fn check_product(
+    device: Device,
+    op: &'static str,
+    product: fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor>,
     (m, n, k): (usize, usize, usize),
     bias: bool,
     view_offset: usize,
@@ -167,7 +191,7 @@ pub fn check_matmul(
     let b = random_tensor(seed + 2, &[n], DType::BF16)?;
     let want = matmul(&x.to_dtype(DType::F32)?, &w, bias.then_some(&b))?;
     let bd = b.to_device(device)?;
-    let got = matmul(&x_device, &w.to_device(device)?, bias.then_some(&bd))?;
+    let got = product(&x_device, &w.to_device(device)?, bias.then_some(&bd))?;
     let view = if view_offset > 0 {
         format!(" view@{view_offset}")
     } else {
@@ -175,7 +199,7 @@ pub fn check_matmul(
     };
     let case = format!("[{m},{k}]x[{n},{k}]T{}{view}", if bias { "+b" } else { "" });
     // The output is rounded to bf16 once; its largest values are several RMS wide, so allow twice the row-wise bound.
-    compare("matmul", case, &got, &want, 2.0 * BF16_TOL)
+    compare(op, case, &got, &want, 2.0 * BF16_TOL)
 }
 
 /// `batched_matmul` on `device` vs the CPU, both layouts of the right operand (`[b, n, k]` transposed, `[b, k, n]`).
@@ -739,6 +763,15 @@ pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
         ((17, 29568, 64), true, 0),
     ] {
         reports.push(check_matmul(device, shape, bias, view_offset, 15)?);
+    }
+    for (shape, bias, view_offset) in [
+        ((1, 8192, 8192), false, 0),
+        ((8, 1280, 3200), true, 0),
+        ((3, 1000, 64), true, 1),
+        ((5, 33, 136), false, 2),
+        ((7, 29568, 64), true, 0),
+    ] {
+        reports.push(check_gemv(device, shape, bias, view_offset, 23)?);
     }
     reports.push(check_cast(device, 4097, 16)?);
     for shape in [(1, 1, 1, 1), (3, 7, 5, 64), (4, 300, 200, 128)] {

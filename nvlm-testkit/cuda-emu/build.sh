@@ -16,3 +16,10 @@ ln -sf libcuda.so "$out/libcuda.so.1"
 ln -sf libnvrtc.so "$out/libnvrtc.so.13"
 ln -sf libcublasLt.so "$out/libcublasLt.so.13"
 ln -sf libnccl.so "$out/libnccl.so.2"
+# Kernel modules cached under $out/kernel-cache were compiled by the previous emulator: drop them when its sources
+# change (the cache key is the kernel source, not the emulator's).
+sources=$(cat "$here"/*.cpp "$here"/*.h "$here"/include/*.h | cksum)
+if [ "$(cat "$out/.emulator-sources" 2>/dev/null)" != "$sources" ]; then
+  rm -rf "$out/kernel-cache"
+  echo "$sources" > "$out/.emulator-sources"
+fi

@@ -109,6 +109,17 @@ static inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
 static inline long long max(long long a, long long b) { return a > b ? a : b; }
 static inline long long min(long long a, long long b) { return a < b ? a : b; }
 
+// CUDA's built-in vector types that the kernels use (16-byte loads).
+struct alignas(16) uint4 {
+    unsigned x, y, z, w;
+};
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+struct alignas(8) uint2 {
+    unsigned x, y;
+};
+
 // bf16 as CUDA stores it: the high 16 bits of an f32, rounded to nearest even.
 struct __nv_bfloat16 {
     unsigned short __x;

@@ -107,7 +107,7 @@ nvrtcResult compile(Program& p) {
         for (const auto& name : kernel_names(text))
             text += "extern \"C\" void __emu_launch_" + name + "(void** p) { __emu_invoke(" + name + ", p); }\n";
         std::ofstream(dir + "/module.cpp") << text;
-        ok = run({cxx, "-x", "c++", "-std=c++17", "-O2", "-fPIC", "-shared", "-w", "-I" + lib,
+        ok = run({cxx, "-x", "c++", "-std=c++17", "-O2", "-fno-strict-aliasing", "-fPIC", "-shared", "-w", "-I" + lib,
                   dir + "/module.cpp", "-o", dir + "/module.so"},
                  dir, p.log);
     }

@@ -105,7 +105,7 @@ PY
     then echo "VERDICT demo-model: $q PASS"; else echo "VERDICT demo-model: $q FAIL"; status=1; fi
   done
 
-  echo "== summary: GPU vs CPU reference (max/rms = largest |gpu - cpu| over the reference's RMS)"
+  echo "== summary: GPU vs CPU reference (max_rel = largest |gpu - cpu| over max(|cpu|, the reference's RMS))"
   grep -h '^GPU-CHECK\|^NCCL-CHECK\|^MODEL-CHECK' "$LOG" | sed 's/^GPU-CHECK //'
   grep -h '^VERDICT' "$LOG"
   return $status

@@ -49,9 +49,77 @@ fn aligned(t: &Tensor) -> Result<Option<cudarc::driver::CudaSlice<u8>>> {
     copy.map(Some).map_err(KernelError::cuda("matmul operand copy"))
 }
 
+/// The most rows the GEMV kernel takes (one register accumulator per row and lane).
+pub const GEMV_MAX_ROWS: usize = 8;
+
+/// Environment switch for decode-size products: `NVLM_GEMV=1` sends every bf16 product of at most
+/// [`GEMV_MAX_ROWS`] rows that [`gemv_fits`] to the GEMV kernel instead of cuBLASLt. Off by default until an H200 run
+/// shows where it wins (`benches/matmul.rs` times both at NVLM-D's decode shapes).
+pub const GEMV_ENV: &str = "NVLM_GEMV";
+
+fn gemv_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var(GEMV_ENV).as_deref() == Ok("1"))
+}
+
+/// Why the GEMV kernel cannot take `x · wᵀ (+ bias)`, or `None` when it can: bf16 device tensors, at most
+/// [`GEMV_MAX_ROWS`] rows, `k` a multiple of 8, and both operands 16-byte aligned (it reads 8 bf16 at a time).
+pub(crate) fn gemv_misfit(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Option<String> {
+    let k = w.shape()[1];
+    if x.rows() > GEMV_MAX_ROWS {
+        return Some(format!("{} rows (at most {GEMV_MAX_ROWS})", x.rows()));
+    }
+    if k % 8 != 0 {
+        return Some(format!("k = {k} is not a multiple of 8"));
+    }
+    for t in [Some(x), Some(w), bias].into_iter().flatten() {
+        if t.dtype() != DType::BF16 {
+            return Some(format!("a {} operand (bf16 only)", t.dtype()));
+        }
+    }
+    for t in [x, w] {
+        match t.cuda_parts() {
+            Ok((_, offset, _)) if offset % 16 == 0 => {}
+            Ok(_) => return Some("an operand view not 16-byte aligned".into()),
+            Err(_) => return Some("an operand not on a CUDA device".into()),
+        }
+    }
+    None
+}
+
+/// `x[m, k] · w[n, k]ᵀ (+ bias[n])` for `m <= 8` with the GEMV kernel (the caller checked [`gemv_misfit`]).
+pub(crate) fn gemv(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
+    use super::launch::{launch, Output, Scalar};
+    let (m, n, k) = (x.rows(), w.shape()[0], w.shape()[1]);
+    if m == 0 || n == 0 {
+        return Ok(Tensor::zeros(out_shape, DType::BF16, x.device())?);
+    }
+    const WARPS: usize = 8;
+    let grid = n.div_ceil(WARPS) as u32;
+    Ok(launch(
+        "gemv",
+        "gemv",
+        &format!("gemv_bf16_m{m}"),
+        &[x, w, bias.unwrap_or(w)],
+        vec![Output::new(DType::BF16, out_shape)],
+        &[
+            Scalar::I32(n as i32),
+            Scalar::I32(k as i32),
+            Scalar::I32(bias.is_some() as i32),
+        ],
+        grid,
+        (WARPS * 32) as u32,
+    )?
+    .remove(0))
+}
+
 /// Row-major `y[m, n] = x[m, k] · w[n, k]ᵀ (+ bias[n])`. In cuBLASLt's column-major terms this is
-/// `yᵀ[n, m] = (w stored as k×n, transposed) · (x stored as k×m)`: no copies, just a transpose flag.
+/// `yᵀ[n, m] = (w stored as k×n, transposed) · (x stored as k×m)`: no copies, just a transpose flag. Decode-size
+/// products go to the GEMV kernel instead when `NVLM_GEMV=1`.
 pub(crate) fn matmul(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, out_shape: &[usize]) -> Result<Tensor> {
+    if gemv_enabled() && gemv_misfit(x, w, bias).is_none() {
+        return gemv(x, w, bias, out_shape);
+    }
     let (m, n, k) = (x.rows(), w.shape()[0], w.shape()[1]);
     gemm(
         "matmul",

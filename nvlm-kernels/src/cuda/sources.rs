@@ -140,6 +140,20 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
         ],
     },
     KernelSource {
+        name: "gemv",
+        source: include_str!("../../cuda/gemv.cu"),
+        functions: &[
+            "gemv_bf16_m1",
+            "gemv_bf16_m2",
+            "gemv_bf16_m3",
+            "gemv_bf16_m4",
+            "gemv_bf16_m5",
+            "gemv_bf16_m6",
+            "gemv_bf16_m7",
+            "gemv_bf16_m8",
+        ],
+    },
+    KernelSource {
         name: "cast",
         source: include_str!("../../cuda/cast.cu"),
         functions: &["cast_f32_to_bf16", "cast_bf16_to_f32"],
