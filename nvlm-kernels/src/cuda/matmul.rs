@@ -69,7 +69,7 @@ pub(crate) fn gemv_misfit(x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Opti
     if x.rows() > GEMV_MAX_ROWS {
         return Some(format!("{} rows (at most {GEMV_MAX_ROWS})", x.rows()));
     }
-    if k % 8 != 0 {
+    if !k.is_multiple_of(8) {
         return Some(format!("k = {k} is not a multiple of 8"));
     }
     for t in [Some(x), Some(w), bias].into_iter().flatten() {
