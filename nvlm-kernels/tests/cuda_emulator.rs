@@ -1,7 +1,9 @@
 //! The CUDA emulator itself (`nvlm-testkit/cuda-emu`, run by `cargo xtask cuda-emu`): it must give CUDA's answers
 //! for what our kernels rely on (warp shuffles, block barriers, threads that return early) and must stop the
 //! mistakes a GPU would punish (a barrier some threads never reach, a write past the end of a buffer) instead of
-//! passing them. Skipped on anything but the emulator.
+//! passing them, or, for a missing barrier, answer differently when warps run in the other order
+//! (`NVLM_CUDA_EMU_ORDER=reverse`, which `cargo xtask cuda-emu` also runs the op checks under). Skipped on anything but
+//! the emulator.
 
 use std::sync::Arc;
 
@@ -28,6 +30,12 @@ extern "C" __global__ void early_return(float* out) {
 extern "C" __global__ void stuck(float* out) {
     if (threadIdx.x < 16) __syncthreads();
     else out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+extern "C" __global__ void racy(float* out) {
+    __shared__ float s[32];
+    if (threadIdx.x < 32) s[threadIdx.x] = 1.0f + threadIdx.x;
+    // A __syncthreads() belongs here: warp 1 reads what warp 0 wrote.
+    if (threadIdx.x >= 32) out[threadIdx.x - 32] = s[threadIdx.x - 32];
 }
 extern "C" __global__ void past_the_end(float* out, int n) {
     for (int i = threadIdx.x; i <= n + 4096; i += blockDim.x) out[i] = 1.0f;
@@ -112,6 +120,50 @@ fn a_barrier_some_threads_never_reach_fails_the_launch() {
     launch.arg(&mut out);
     let result = unsafe { launch.launch(config(32)) };
     assert!(result.is_err(), "a deadlocked block must fail its launch");
+}
+
+/// This test binary run again as a child: `test` alone, with `EMULATOR_CHILD=child` and extra environment.
+fn run_child(test: &str, child: &str, env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture"])
+        .env("EMULATOR_CHILD", child)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_missing_barrier_answers_differently_in_reverse_order() {
+    if std::env::var("EMULATOR_CHILD").as_deref() == Ok("racy") {
+        let device = emulator().unwrap();
+        let stream = device.stream();
+        let mut out = stream.alloc_zeros::<f32>(32).unwrap();
+        let kernel = function(&device, "racy");
+        let mut launch = stream.launch_builder(&kernel);
+        launch.arg(&mut out);
+        unsafe { launch.launch(config(64)) }.unwrap();
+        println!("RACY {:?}", stream.clone_dtoh(&out).unwrap());
+        return;
+    }
+    if emulator().is_none() {
+        return;
+    }
+    let racy = |order: &str| {
+        let out = run_child(
+            "a_missing_barrier_answers_differently_in_reverse_order",
+            "racy",
+            &[("NVLM_CUDA_EMU_ORDER", order)],
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        stdout
+            .lines()
+            .find(|l| l.starts_with("RACY "))
+            .unwrap_or_else(|| panic!("no RACY line:\n{stdout}"))
+            .to_string()
+    };
+    let (forward, reverse) = (racy("forward"), racy("reverse"));
+    assert!(forward.contains("[1.0, 2.0"), "{forward}");
+    assert_ne!(forward, reverse, "the missing barrier went unseen in both orders");
 }
 
 #[test]

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 
 #if !defined(__x86_64__)
 #error "the CUDA emulator's fibers are written for x86-64"
@@ -147,10 +148,23 @@ bool exchange_if_ready(std::size_t w0, std::size_t w1) {
 
 // Runs warp [w0, w1) until each of its live lanes waits at __syncthreads or has returned, completing its warp
 // exchanges as they fill. Returns false when the lanes are stuck (some at an exchange, others at __syncthreads).
+// $NVLM_CUDA_EMU_ORDER=reverse runs warps, and lanes within a warp, last first. A kernel that reads shared memory
+// another thread writes without a barrier between them gets one answer in one order and another in the other:
+// the tests run in both.
+bool reverse_order() {
+    static const bool reverse = [] {
+        const char* v = getenv("NVLM_CUDA_EMU_ORDER");
+        return v && std::string(v) == "reverse";
+    }();
+    return reverse;
+}
+
 bool run_warp(std::size_t w0, std::size_t w1) {
+    const bool reverse = reverse_order();
     for (;;) {
         bool ran = false;
-        for (std::size_t i = w0; i < w1; ++i) {
+        for (std::size_t j = w0; j < w1; ++j) {
+            const std::size_t i = reverse ? w0 + w1 - 1 - j : j;
             Fiber& f = g.fibers[i];
             if (f.state != State::Runnable) continue;
             resume(f);  // until its next exchange, __syncthreads or return
@@ -209,7 +223,9 @@ std::string run_block(void (*entry)(void**), void** params, EmuDim3 grid_dim, Em
     }
     // Warp by warp up to the next __syncthreads, then open it; until every thread has returned.
     for (;;) {
-        for (std::size_t w0 = 0; w0 < n; w0 += 32) {
+        const std::size_t warps = (n + 31) / 32;
+        for (std::size_t wi = 0; wi < warps; ++wi) {
+            const std::size_t w0 = 32 * (reverse_order() ? warps - 1 - wi : wi);
             if (!run_warp(w0, std::min(n, w0 + 32))) {
                 return "deadlock: in warp " + std::to_string(w0 / 32) +
                        ", some threads wait at a warp shuffle while others wait at __syncthreads or have returned";
