@@ -5,9 +5,12 @@
 // length (u64), the object. The version reported (99.0) keeps these images apart from real cubins in caches.
 
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -25,6 +28,8 @@ enum : nvrtcResult {
     NVRTC_ERROR_COMPILATION = 6,
     NVRTC_ERROR_INTERNAL_ERROR = 11,
 };
+
+extern char** environ;
 
 namespace {
 
@@ -50,23 +55,27 @@ std::string read_file(const std::string& path) {
     return s.str();
 }
 
-// Runs `args` (no shell), its output appended to `log`. Returns whether it exited 0.
+// Runs `args` (no shell, spawned without running any code in the child: the caller may have other threads), its
+// output appended to `log`. Returns whether it exited 0.
 bool run(const std::vector<std::string>& args, const std::string& dir, std::string& log) {
     const std::string out = dir + "/compiler.log";
-    const pid_t pid = fork();
-    if (pid < 0) return false;
-    if (pid == 0) {
-        FILE* f = freopen(out.c_str(), "w", stderr);
-        (void)f;
-        dup2(2, 1);
-        std::vector<char*> argv;
-        for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-        argv.push_back(nullptr);
-        execvp(argv[0], argv.data());
-        _exit(127);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 2, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 2, 1);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    pid_t pid = 0;
+    const int spawned = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (spawned != 0) {
+        log += "cuda-emu NVRTC: could not start " + args[0] + ": " + strerror(spawned) + "\n";
+        return false;
     }
     int status = 0;
-    waitpid(pid, &status, 0);
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
     log += read_file(out);
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
