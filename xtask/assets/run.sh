@@ -22,8 +22,11 @@ limit() {
   return $rc
 }
 
-# Library lookup: the toolkit's lib64 and the nvidia/*/lib folders of the machine's Python packages.
+# Library lookup: $NVLM_CUDA_LIB_DIR first when set (a particular CUDA install, or the CUDA emulator's
+# target/cuda-emu to rehearse this script without a GPU), then the toolkit's lib64 and the nvidia/*/lib folders of the
+# machine's Python packages.
 dirs=()
+[ -n "${NVLM_CUDA_LIB_DIR:-}" ] && dirs+=("$NVLM_CUDA_LIB_DIR")
 for d in "${CUDA_HOME:-/usr/local/cuda}/lib64" /usr/local/cuda/targets/x86_64-linux/lib; do [ -d "$d" ] && dirs+=("$d"); done
 if command -v python3 >/dev/null; then
   while IFS= read -r d; do [ -n "$d" ] && dirs+=("$d"); done < <(python3 - <<'PY' 2>/dev/null
@@ -37,11 +40,13 @@ PY
 fi
 shim=$(mktemp -d)
 trap 'rm -rf "$shim"' EXIT
-# The pip NCCL wheel ships only libnccl.so.2; cudarc looks for libnccl.so first.
+# The pip NCCL wheel ships only libnccl.so.2; cudarc looks for libnccl.so first. The first folder with NCCL wins:
+# when it has only libnccl.so.2, a libnccl.so link to it goes into a shim folder searched after the others.
 for d in "${dirs[@]}"; do
-  if [ -e "$d/libnccl.so.2" ] && [ ! -e "$d/libnccl.so" ]; then ln -sf "$d/libnccl.so.2" "$shim/libnccl.so"; fi
+  if [ -e "$d/libnccl.so" ]; then break; fi
+  if [ -e "$d/libnccl.so.2" ]; then ln -sf "$d/libnccl.so.2" "$shim/libnccl.so"; break; fi
 done
-LD_LIBRARY_PATH="$shim:$(IFS=:; echo "${dirs[*]}")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+LD_LIBRARY_PATH="$(IFS=:; echo "${dirs[*]}"):$shim${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export LD_LIBRARY_PATH
 export NVLM_REQUIRE_GPU=1
 export NVLM_KERNEL_CACHE="$OUT/kernel-cache"
