@@ -452,13 +452,20 @@ impl Qwen2Model {
 
     /// A KV cache sized for `max_positions` positions in blocks of 16, on the model's device in its compute dtype.
     pub fn new_cache(&self, max_positions: usize) -> Result<PagedKvCache> {
+        self.new_cache_for(1, max_positions)
+    }
+
+    /// A paged KV cache with room for `sequences` sequences of up to `positions` positions each (every sequence
+    /// takes whole blocks, so this is not `new_cache(sequences * positions)`, which can fall a block short per
+    /// sequence).
+    pub fn new_cache_for(&self, sequences: usize, positions: usize) -> Result<PagedKvCache> {
         const BLOCK: usize = 16;
         let device = self.embed.device();
         PagedKvCache::new(
             self.config.num_layers,
             [self.sharding.kv_heads, self.config.head_dim()],
             BLOCK,
-            max_positions.div_ceil(BLOCK),
+            sequences * positions.div_ceil(BLOCK),
             device,
             device.compute_dtype(),
         )

@@ -74,5 +74,13 @@ pub fn test(root: &Path, counts: &mut TestCounts) -> Result<()> {
         &["-p", "nvlm-kernels", "--test", "gpu_ops", "--", "every_cuda_op"],
         &reversed,
         counts,
+    )?;
+    // The layer benchmark's code at 1/64 of NVLM-D's sizes (its figures mean nothing here): every case must run, so
+    // that an H200's few minutes are not lost to a bug in the benchmark itself.
+    run::cargo_test(
+        root,
+        &["-p", "nvlm-cli", "--bench", "layers", "--", "--scale", "64"],
+        &env,
+        counts,
     )
 }

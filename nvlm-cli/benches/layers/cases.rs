@@ -1,14 +1,51 @@
 //! The benchmark's cases, in the order they run. PyTorch is timed on exactly these (`--list-cases`).
 
+use std::sync::OnceLock;
+
 use serde_json::{json, Value};
 
-/// NVLM-D-72B's LLM: hidden size, query heads, KV heads, head dim, MLP width.
-pub const LLM: (usize, usize, usize, usize, usize) = (8192, 64, 8, 128, 29568);
+/// `--scale N`: every size divided by `N` (a rehearsal of the benchmark's code on a small or emulated device; the
+/// figures mean nothing then). Set once, before the cases are made; 1 (the real sizes) when never set.
+static SCALE: OnceLock<usize> = OnceLock::new();
+
+/// Sets the scale (see [`SCALE`]); only the first call counts.
+pub fn set_scale(scale: usize) {
+    let _ = SCALE.set(scale.max(1));
+}
+
+fn scale() -> usize {
+    *SCALE.get().unwrap_or(&1)
+}
+
+/// `n / scale`, rounded down to a multiple of `multiple` and at least `multiple`.
+fn scaled(n: usize, multiple: usize) -> usize {
+    ((n / scale()) / multiple * multiple).max(multiple)
+}
+
+/// NVLM-D-72B's LLM: hidden size, query heads, KV heads, head dim, MLP width. Scaled, the heads shrink (at least 8,
+/// with 8 KV heads, so that every TP share still exists) at head dim 128, and the MLP width stays divisible by 8 x 8.
+pub fn llm() -> (usize, usize, usize, usize, usize) {
+    if scale() == 1 {
+        return (8192, 64, 8, 128, 29568);
+    }
+    let heads = (64 / scale()).max(8);
+    (heads * 128, heads, 8, 128, scaled(29568, 64))
+}
+
 /// InternViT-6B: hidden size, real heads, dummy heads (the HF layout pads 25 to 32), head dim, MLP width, tokens
-/// per tile (1,024 patches and the class token).
-pub const VIT: (usize, usize, usize, usize, usize, usize) = (3200, 25, 7, 128, 12800, 1025);
-/// The image prompt the prefill and decode cases use: 7 tiles of 256 tokens and their text.
-pub const PROMPT: usize = 1852;
+/// per tile (1,024 patches and the class token, never scaled).
+pub fn vit() -> (usize, usize, usize, usize, usize, usize) {
+    if scale() == 1 {
+        return (3200, 25, 7, 128, 12800, 1025);
+    }
+    let (heads, dummy) = ((25 / scale()).max(1), (7 / scale()).max(1));
+    (heads * 128, heads, dummy, 128, scaled(12800, 64), 1025)
+}
+
+/// The image prompt the prefill and decode cases use: 7 tiles of 256 tokens and their text (1,852 tokens).
+pub fn prompt() -> usize {
+    scaled(1852, 4)
+}
 
 /// What a case measures.
 #[derive(Debug, Clone, Copy)]
@@ -55,8 +92,8 @@ pub struct Case {
 impl Case {
     /// The case as one JSON object: `name`, `kind` and the kind's sizes (what `torch_layers.py` reads).
     pub fn to_json(&self) -> Value {
-        let (hidden, _, _, head_dim, _) = LLM;
-        let (vit_hidden, vit_heads, vit_dummy, vit_head_dim, vit_ffn, vit_tokens) = VIT;
+        let (hidden, _, _, head_dim, _) = llm();
+        let (vit_hidden, vit_heads, vit_dummy, vit_head_dim, vit_ffn, vit_tokens) = vit();
         let llm = |tp: usize| {
             let (heads, kv_heads, ffn) = llm_share(tp);
             json!({"hidden": hidden, "heads": heads, "kv_heads": kv_heads, "head_dim": head_dim, "ffn": ffn,
@@ -98,22 +135,27 @@ impl Case {
 
 /// One rank's query heads, KV heads (one, replicated, when there are fewer than ranks) and FFN rows at `tp`.
 pub fn llm_share(tp: usize) -> (usize, usize, usize) {
-    let (_, heads, kv_heads, _, ffn) = LLM;
+    let (_, heads, kv_heads, _, ffn) = llm();
     (heads / tp, (kv_heads / tp).max(1), ffn / tp)
 }
 
 /// Every case, in running order (the LLM's layers are freed before the ViT's are made).
 pub fn cases() -> Vec<Case> {
-    let (_, heads, kv_heads, head_dim, _) = LLM;
-    let (_, vit_heads, _, vit_head_dim, _, vit_tokens) = VIT;
-    let mut out = vec![case("copy-1gib", Kind::Copy { bytes: 1 << 30 })];
+    let (_, heads, kv_heads, head_dim, _) = llm();
+    let (_, vit_heads, _, vit_head_dim, _, vit_tokens) = vit();
+    let mut out = vec![case(
+        "copy-1gib",
+        Kind::Copy {
+            bytes: scaled(1 << 30, 1 << 20),
+        },
+    )];
     for tp in [1, 2, 4, 8] {
         let suffix = if tp == 1 {
             String::new()
         } else {
             format!("-tp{tp}-share")
         };
-        let (tokens, context) = (PROMPT, PROMPT);
+        let (tokens, context) = (prompt(), prompt());
         out.push(case(
             &format!("llm-layer-prefill-1852{suffix}"),
             Kind::LlmPrefill { tokens, tp },
@@ -132,7 +174,7 @@ pub fn cases() -> Vec<Case> {
             &format!("llm-layer-decode-b{batch}"),
             Kind::LlmDecode {
                 batch,
-                context: PROMPT,
+                context: prompt(),
                 tp: 1,
             },
         ));
@@ -140,7 +182,7 @@ pub fn cases() -> Vec<Case> {
     out.push(case(
         "attention-vit-7x1025-bidirectional",
         Kind::Attention {
-            batch: 7,
+            batch: scaled(7, 1),
             queries: vit_tokens,
             keys: vit_tokens,
             heads: vit_heads,
@@ -154,8 +196,8 @@ pub fn cases() -> Vec<Case> {
             &format!("attention-llm-causal-{label}"),
             Kind::Attention {
                 batch: 1,
-                queries: tokens,
-                keys: tokens,
+                queries: scaled(tokens, 32),
+                keys: scaled(tokens, 32),
                 heads,
                 kv_heads,
                 head_dim,
@@ -168,14 +210,14 @@ pub fn cases() -> Vec<Case> {
             &format!("attention-llm-decode-{label}"),
             Kind::DecodeAttention {
                 batch,
-                context,
+                context: scaled(context, 32),
                 heads,
                 kv_heads,
                 head_dim,
             },
         ));
     }
-    out.push(case("vit-layer-7-tiles", Kind::VitTiles { tiles: 7 }));
+    out.push(case("vit-layer-7-tiles", Kind::VitTiles { tiles: scaled(7, 1) }));
     out
 }
 

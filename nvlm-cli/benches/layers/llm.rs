@@ -8,7 +8,7 @@ use std::time::Instant;
 use nvlm_qwen2::{Qwen2Config, Qwen2Model};
 use nvlm_tensor::{Device, MemoryWeights};
 
-use crate::cases::{llm_share, Case, LLM};
+use crate::cases::{llm, llm_share, Case};
 use crate::report::Report;
 use crate::solo::SoloShare;
 use crate::sync;
@@ -29,7 +29,7 @@ pub struct LlmBench {
 }
 
 fn config(layers: usize) -> anyhow::Result<Qwen2Config> {
-    let (hidden, heads, kv_heads, _, ffn) = LLM;
+    let (hidden, heads, kv_heads, _, ffn) = llm();
     let json = serde_json::json!({"llm_config": {
         "architectures": ["Qwen2ForCausalLM"], "hidden_size": hidden, "num_attention_heads": heads,
         "num_key_value_heads": kv_heads, "num_hidden_layers": layers, "intermediate_size": ffn, "vocab_size": VOCAB,
@@ -40,7 +40,7 @@ fn config(layers: usize) -> anyhow::Result<Qwen2Config> {
 
 /// Bytes of one rank's share of a layer's weights in bf16 at tensor parallelism `tp`.
 fn layer_bytes(tp: usize) -> f64 {
-    let (h, _, _, d, _) = LLM;
+    let (h, _, _, d, _) = llm();
     let (heads, kv_heads, ffn) = llm_share(tp);
     let (q, kv) = (heads * d, kv_heads * d);
     2.0 * (h * q + 2 * kv * h + q * h + 3 * ffn * h) as f64
@@ -57,7 +57,7 @@ fn share_note(tp: usize) -> String {
 impl LlmBench {
     /// Two layers of random weights (the models over them are loaded per tensor-parallel share on first use).
     pub fn new(device: Device) -> anyhow::Result<LlmBench> {
-        let (h, heads, kv_heads, d, ffn) = LLM;
+        let (h, heads, kv_heads, d, ffn) = llm();
         let (q, kv) = (heads * d, kv_heads * d);
         let mut w = MemoryWeights::new();
         let p = PREFIX;
@@ -133,7 +133,7 @@ impl LlmBench {
         tp: usize,
         report: &mut Report,
     ) -> anyhow::Result<()> {
-        let (h, _, _, d, _) = LLM;
+        let (h, _, _, d, _) = llm();
         let (heads, kv_heads, _) = llm_share(tp);
         let device = self.device;
         let embeds = random_tensor(7, &[tokens, h], device)?;
@@ -171,7 +171,7 @@ impl LlmBench {
         tp: usize,
         report: &mut Report,
     ) -> anyhow::Result<()> {
-        let (h, _, _, d, _) = LLM;
+        let (h, _, _, d, _) = llm();
         let (_, kv_heads, _) = llm_share(tp);
         let device = self.device;
         let prompt = random_tensor(8, &[context, h], device)?;
@@ -181,7 +181,7 @@ impl LlmBench {
             .collect();
         let mut ms = [0.0; 2];
         for (i, model) in self.models(tp)?.iter().enumerate() {
-            let mut cache = model.new_cache(batch * (context + 2 * DECODE_STEPS))?;
+            let mut cache = model.new_cache_for(batch, context + 2 * DECODE_STEPS)?;
             let mut seqs = Vec::with_capacity(batch);
             for _ in 0..batch {
                 let seq = cache.add_sequence()?;

@@ -12,7 +12,8 @@
 //! extrapolated from it (80 LLM layers, 45 ViT layers, TP 1). `--list-cases` prints every case as a JSON line (the GPU
 //! bundle's `torch_layers.py` times PyTorch on exactly those); `--json PATH` also writes the results as JSON lines.
 //! Without a GPU it says so and exits 0 (the CPU reference at these sizes would take hours). Run with
-//! `cargo xtask bench`; the GPU bundle runs it too.
+//! `cargo xtask bench`; the GPU bundle runs it too. `--scale N` divides every size by N: a rehearsal of this code on
+//! a small device or the CUDA emulator (`--scale 64` runs in about a minute there), whose figures mean nothing.
 
 mod attention;
 mod cases;
@@ -29,6 +30,13 @@ use report::Report;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--scale") {
+        let scale = args
+            .get(i + 1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("--scale needs a whole number, such as 64"))?;
+        cases::set_scale(scale);
+    }
     if args.iter().any(|a| a == "--list-cases") {
         for case in cases() {
             println!("{}", case.to_json());

@@ -6,7 +6,7 @@ use std::time::Instant;
 use nvlm_tensor::{DType, Device, MemoryWeights, Tensor};
 use nvlm_vit::{VisionConfig, VisionTower};
 
-use crate::cases::{Case, LLM, VIT};
+use crate::cases::{llm, vit, Case};
 use crate::report::Report;
 use crate::sync;
 use crate::weights::{put, put_zeroed, random_tensor};
@@ -23,7 +23,7 @@ pub struct VitBench {
 }
 
 fn config(layers: usize) -> VisionConfig {
-    let (hidden, heads, dummy, _, ffn, _) = VIT;
+    let (hidden, heads, dummy, _, ffn, _) = vit();
     VisionConfig {
         hidden_size: hidden,
         num_heads: heads,
@@ -40,7 +40,7 @@ fn config(layers: usize) -> VisionConfig {
 impl VitBench {
     /// Two layers of random weights (the HF layout, zero dummy heads), the projector, `tiles` random tiles.
     pub fn new(device: Device, tiles: usize) -> anyhow::Result<VitBench> {
-        let (c, heads, dummy, d, inter, tokens) = VIT;
+        let (c, heads, dummy, d, inter, tokens) = vit();
         let padded = (heads + dummy) * d;
         let mut w = MemoryWeights::new();
         let e = "vision_model.embeddings";
@@ -93,7 +93,7 @@ impl VitBench {
                 put_zeroed(&mut w, &format!("{p}.{name}"), &shape, seed, offset, dummy)?;
             }
         }
-        let llm_hidden = LLM.0;
+        let llm_hidden = llm().0;
         put(&mut w, "mlp1.0.weight", &[4 * c], 5, 1.0)?;
         put(&mut w, "mlp1.0.bias", &[4 * c], 6, 0.0)?;
         put(&mut w, "mlp1.1.weight", &[PROJECTOR_HIDDEN, 4 * c], 7, 0.0)?;
@@ -120,7 +120,7 @@ impl VitBench {
 
     /// Times each tower (a warm-up pass, then a timed one) and reports the layer and the extrapolated tower.
     pub fn run(&self, case: &Case, report: &mut Report) -> anyhow::Result<()> {
-        let (c, heads, dummy, d, inter, tokens) = VIT;
+        let (c, heads, dummy, d, inter, tokens) = vit();
         let mut ms = [0.0; 2];
         for (i, tower) in self.towers.iter().enumerate() {
             for round in 0..2 {
