@@ -488,7 +488,28 @@ fn counter(server: &Server, name: &str) -> u64 {
 
 #[test]
 fn requests_decoded_together_answer_as_they_do_alone() {
-    let server = start();
+    decoded_together_matches_alone(&[]);
+}
+
+/// The same on a CUDA device (the CUDA emulator in CI: `cargo xtask cuda-emu`): continuous batching over the
+/// device's paged KV cache and batched decode kernels. Skipped without CUDA.
+#[test]
+fn on_cuda_requests_decoded_together_answer_as_they_do_alone() {
+    if !nvlm_tensor::cuda_available() {
+        assert!(
+            std::env::var("NVLM_REQUIRE_GPU").as_deref() != Ok("1"),
+            "NVLM_REQUIRE_GPU=1 but no CUDA device is usable"
+        );
+        println!("skipped: no CUDA device");
+        return;
+    }
+    decoded_together_matches_alone(&["--device", "cuda"]);
+}
+
+/// Six requests sent at once (sharing decode steps) get the greedy answers they get one by one, on a server started
+/// with `extra` arguments; every KV block comes back.
+fn decoded_together_matches_alone(extra: &[&str]) {
+    let server = start_with(extra);
     let requests: Vec<Value> = (0..6)
         .map(|i| {
             json!({

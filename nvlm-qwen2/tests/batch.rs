@@ -172,5 +172,8 @@ fn a_cache_for_several_sequences_holds_each_at_full_length() {
             short.reserve(seq, 1892).is_err()
         })
         .collect();
-    assert!(full[7], "new_cache(total) should fall short for the last of 8 sequences");
+    assert!(
+        full[7],
+        "new_cache(total) should fall short for the last of 8 sequences"
+    );
 }

@@ -11,13 +11,14 @@ use anyhow::{bail, Context, Result};
 
 use crate::run::{self, TestCounts};
 
-/// The GPU test binaries run on the emulator, as `(package, test)`.
-const TESTS: &[(&str, &str)] = &[
-    ("nvlm-tensor", "tensor_basics"),
-    ("nvlm-kernels", "cuda_emulator"),
-    ("nvlm-kernels", "gpu_ops"),
-    ("nvlm-dist", "nccl"),
-    ("nvlm-cli", "gpu_model"),
+/// The GPU tests run on the emulator, as `(package, test binary, name filter)`.
+const TESTS: &[(&str, &str, &str)] = &[
+    ("nvlm-tensor", "tensor_basics", ""),
+    ("nvlm-kernels", "cuda_emulator", ""),
+    ("nvlm-kernels", "gpu_ops", ""),
+    ("nvlm-dist", "nccl", ""),
+    ("nvlm-cli", "gpu_model", ""),
+    ("nvlm-cli", "serve_cli", "on_cuda"),
 ];
 
 /// Builds the emulator into `target/cuda-emu` (a few seconds) and returns that folder.
@@ -57,10 +58,10 @@ fn env(dir: &Path) -> Vec<(&'static str, String)> {
 pub fn test(root: &Path, counts: &mut TestCounts) -> Result<()> {
     let dir = build(root)?;
     let env = env(&dir);
-    for (package, test) in TESTS {
+    for (package, test, filter) in TESTS {
         run::cargo_test(
             root,
-            &["-p", package, "--test", test, "--", "--nocapture"],
+            &["-p", package, "--test", test, "--", "--nocapture", filter],
             &env,
             counts,
         )?;
