@@ -10,6 +10,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "bf16.h"
+
 typedef int cublasStatus_t;
 enum : cublasStatus_t {
     CUBLAS_STATUS_SUCCESS = 0,
@@ -51,24 +53,13 @@ struct Layout {
 
 float load(const void* p, int type, std::size_t i) {
     if (type == CUDA_R_32F) return static_cast<const float*>(p)[i];
-    const std::uint32_t bits = std::uint32_t(static_cast<const std::uint16_t*>(p)[i]) << 16;
-    float f;
-    memcpy(&f, &bits, 4);
-    return f;
+    return emu_bf16_to_float(static_cast<const std::uint16_t*>(p)[i]);
 }
 void store(void* p, int type, std::size_t i, float v) {
-    if (type == CUDA_R_32F) {
+    if (type == CUDA_R_32F)
         static_cast<float*>(p)[i] = v;
-        return;
-    }
-    std::uint32_t bits;
-    memcpy(&bits, &v, 4);
-    if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x7fffffu)) {
-        static_cast<std::uint16_t*>(p)[i] = std::uint16_t((bits >> 16) | 0x40u);
-        return;
-    }
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    static_cast<std::uint16_t*>(p)[i] = std::uint16_t(bits >> 16);
+    else
+        static_cast<std::uint16_t*>(p)[i] = emu_float_to_bf16(v);
 }
 std::size_t elem(int type) { return type == CUDA_R_32F ? 4 : 2; }
 bool supported(int type) { return type == CUDA_R_32F || type == CUDA_R_16BF; }

@@ -11,6 +11,7 @@
 #include <utility>
 #include <type_traits>
 
+#include "bf16.h"
 #include "emu_api.h"
 
 static EmuApi __emu;
@@ -120,23 +121,10 @@ struct alignas(8) uint2 {
     unsigned x, y;
 };
 
-// bf16 as CUDA stores it: the high 16 bits of an f32, rounded to nearest even.
+// bf16 as CUDA stores it (bf16.h).
 struct __nv_bfloat16 {
     unsigned short __x;
 };
-static inline float __bfloat162float(__nv_bfloat16 h) {
-    const unsigned bits = (unsigned)h.__x << 16;
-    return __uint_as_float(bits);
-}
-static inline __nv_bfloat16 __float2bfloat16_rn(float f) {
-    unsigned bits = __float_as_uint(f);
-    __nv_bfloat16 h;
-    if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu)) {
-        h.__x = (unsigned short)((bits >> 16) | 0x0040u);  // NaN stays NaN (quiet)
-        return h;
-    }
-    bits += 0x7fffu + ((bits >> 16) & 1u);
-    h.__x = (unsigned short)(bits >> 16);
-    return h;
-}
+static inline float __bfloat162float(__nv_bfloat16 h) { return emu_bf16_to_float(h.__x); }
+static inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16{emu_float_to_bf16(f)}; }
 static inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }

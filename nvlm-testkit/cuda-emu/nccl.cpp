@@ -6,7 +6,6 @@
 // ncclGroupStart and ncclGroupEnd would wait for itself, and nvlm-dist never does.
 
 #include <chrono>
-#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdio>
@@ -18,6 +17,8 @@
 #include <vector>
 
 #include <unistd.h>
+
+#include "bf16.h"
 
 typedef int ncclResult_t;
 enum : ncclResult_t { ncclSuccess = 0, ncclSystemError = 2, ncclInternalError = 3, ncclInvalidArgument = 4 };
@@ -68,31 +69,14 @@ std::size_t elem_size(int type) {
 }
 
 float half_to_float(std::uint16_t h, int type) {
-    if (type == ncclBfloat16) {
-        const std::uint32_t bits = std::uint32_t(h) << 16;
-        float f;
-        memcpy(&f, &bits, 4);
-        return f;
-    }
-    const std::uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ffu;
-    float f;
-    if (exp == 0) {
-        f = std::ldexp((float)man, -24);
-        return sign ? -f : f;
-    }
-    const std::uint32_t bits = exp == 31 ? sign | 0x7f800000u | (man << 13) : sign | ((exp + 112) << 23) | (man << 13);
-    memcpy(&f, &bits, 4);
-    return f;
+    if (type == ncclBfloat16) return emu_bf16_to_float(h);
+    _Float16 f;
+    memcpy(&f, &h, 2);
+    return (float)f;
 }
 std::uint16_t float_to_half(float f, int type) {
-    std::uint32_t bits;
-    memcpy(&bits, &f, 4);
-    if (type == ncclBfloat16) {
-        if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x7fffffu)) return std::uint16_t((bits >> 16) | 0x40u);
-        bits += 0x7fffu + ((bits >> 16) & 1u);
-        return std::uint16_t(bits >> 16);
-    }
-    // f16, round to nearest even, via the compiler's conversion.
+    if (type == ncclBfloat16) return emu_float_to_bf16(f);
+    // f16, round to nearest even, by the compiler's conversion.
     _Float16 h = (_Float16)f;
     std::uint16_t out;
     memcpy(&out, &h, 2);
