@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaFunction, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, DriverError, LaunchConfig, PushKernelArg};
 use cudarc::nvrtc::Ptx;
 use nvlm_kernels::cuda::{nvrtc, sources::COMMON_HEADER};
 use nvlm_tensor::{cuda_available, CudaDevice};
@@ -66,25 +66,40 @@ fn function(device: &Arc<CudaDevice>, name: &str) -> CudaFunction {
     module.load_function(name).unwrap()
 }
 
-fn config(threads: u32) -> LaunchConfig {
-    LaunchConfig {
+/// Launches `name(float* out[, int n])` as one block of `threads` threads over a fresh zeroed `out` of `len` floats;
+/// returns whether the launch succeeded, and `out` afterwards.
+fn launch_one_block(
+    device: &Arc<CudaDevice>,
+    name: &str,
+    len: usize,
+    threads: u32,
+    n: Option<i32>,
+) -> (Result<(), DriverError>, Vec<f32>) {
+    let stream = device.stream();
+    let mut out = stream.alloc_zeros::<f32>(len).unwrap();
+    let kernel = function(device, name);
+    let mut launch = stream.launch_builder(&kernel);
+    launch.arg(&mut out);
+    if let Some(n) = &n {
+        launch.arg(n);
+    }
+    let config = LaunchConfig {
         grid_dim: (1, 1, 1),
         block_dim: (threads, 1, 1),
         shared_mem_bytes: 0,
-    }
+    };
+    // SAFETY: every kernel above takes `(float* out[, int n])` and stays inside `len` floats, except `past_the_end`,
+    // whose point is to break that, and which runs in a child process.
+    let outcome = unsafe { launch.launch(config) }.map(|_| ());
+    (outcome, stream.clone_dtoh(&out).unwrap())
 }
 
 #[test]
 fn shuffles_barriers_and_early_returns_give_cuda_results() {
     let Some(device) = emulator() else { return };
-    let stream = device.stream();
     let threads = 96usize;
-    let mut out = stream.alloc_zeros::<f32>(4 * threads).unwrap();
-    let lanes = function(&device, "lanes");
-    let mut launch = stream.launch_builder(&lanes);
-    launch.arg(&mut out);
-    unsafe { launch.launch(config(threads as u32)) }.unwrap();
-    let got = stream.clone_dtoh(&out).unwrap();
+    let (outcome, got) = launch_one_block(&device, "lanes", 4 * threads, threads as u32, None);
+    outcome.unwrap();
     for t in 0..threads {
         let lane = t % 32;
         let warp_base = t - lane;
@@ -98,12 +113,8 @@ fn shuffles_barriers_and_early_returns_give_cuda_results() {
         assert_eq!(got[4 * t..4 * t + 4], want, "thread {t}");
     }
 
-    let mut out = stream.alloc_zeros::<f32>(64).unwrap();
-    let early = function(&device, "early_return");
-    let mut launch = stream.launch_builder(&early);
-    launch.arg(&mut out);
-    unsafe { launch.launch(config(64)) }.unwrap();
-    let got = stream.clone_dtoh(&out).unwrap();
+    let (outcome, got) = launch_one_block(&device, "early_return", 64, 64, None);
+    outcome.unwrap();
     let want: Vec<f32> = (0..64)
         .map(|t| if t < 40 { (39 - t) as f32 } else { 0.0 })
         .collect();
@@ -113,12 +124,7 @@ fn shuffles_barriers_and_early_returns_give_cuda_results() {
 #[test]
 fn a_barrier_some_threads_never_reach_fails_the_launch() {
     let Some(device) = emulator() else { return };
-    let stream = device.stream();
-    let mut out = stream.alloc_zeros::<f32>(32).unwrap();
-    let stuck = function(&device, "stuck");
-    let mut launch = stream.launch_builder(&stuck);
-    launch.arg(&mut out);
-    let result = unsafe { launch.launch(config(32)) };
+    let (result, _) = launch_one_block(&device, "stuck", 32, 32, None);
     assert!(result.is_err(), "a deadlocked block must fail its launch");
 }
 
@@ -135,14 +141,9 @@ fn run_child(test: &str, child: &str, env: &[(&str, &str)]) -> std::process::Out
 #[test]
 fn a_missing_barrier_answers_differently_in_reverse_order() {
     if std::env::var("EMULATOR_CHILD").as_deref() == Ok("racy") {
-        let device = emulator().unwrap();
-        let stream = device.stream();
-        let mut out = stream.alloc_zeros::<f32>(32).unwrap();
-        let kernel = function(&device, "racy");
-        let mut launch = stream.launch_builder(&kernel);
-        launch.arg(&mut out);
-        unsafe { launch.launch(config(64)) }.unwrap();
-        println!("RACY {:?}", stream.clone_dtoh(&out).unwrap());
+        let (outcome, got) = launch_one_block(&emulator().unwrap(), "racy", 32, 64, None);
+        outcome.unwrap();
+        println!("RACY {got:?}");
         return;
     }
     if emulator().is_none() {
@@ -169,14 +170,7 @@ fn a_missing_barrier_answers_differently_in_reverse_order() {
 #[test]
 fn a_write_past_the_end_of_a_buffer_stops_the_process() {
     if std::env::var("EMULATOR_CHILD").as_deref() == Ok("past_the_end") {
-        let device = emulator().unwrap();
-        let stream = device.stream();
-        let mut out = stream.alloc_zeros::<f32>(1000).unwrap();
-        let kernel = function(&device, "past_the_end");
-        let mut launch = stream.launch_builder(&kernel);
-        launch.arg(&mut out).arg(&1000i32);
-        let _ = unsafe { launch.launch(config(128)) };
-        let _ = stream.synchronize();
+        let _ = launch_one_block(&emulator().unwrap(), "past_the_end", 1000, 128, Some(1000));
         println!("EMULATOR-CHILD survived");
         return;
     }

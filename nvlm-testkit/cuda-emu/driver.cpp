@@ -439,28 +439,34 @@ CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, u
     return CUDA_SUCCESS;
 }
 
+// The name and text of each code this driver returns.
+struct ErrorText {
+    CUresult code;
+    const char* name;
+    const char* text;
+};
+const ErrorText kErrors[] = {
+    {CUDA_SUCCESS, "CUDA_SUCCESS", "no error"},
+    {CUDA_ERROR_INVALID_VALUE, "CUDA_ERROR_INVALID_VALUE", "invalid argument"},
+    {CUDA_ERROR_OUT_OF_MEMORY, "CUDA_ERROR_OUT_OF_MEMORY", "out of memory"},
+    {CUDA_ERROR_INVALID_DEVICE, "CUDA_ERROR_INVALID_DEVICE", "invalid device ordinal"},
+    {CUDA_ERROR_INVALID_IMAGE, "CUDA_ERROR_INVALID_IMAGE", "device kernel image is invalid"},
+    {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
+    {CUDA_ERROR_LAUNCH_FAILED, "CUDA_ERROR_LAUNCH_FAILED", "unspecified launch failure"},
+};
+const ErrorText& error_text(CUresult error) {
+    static const ErrorText unknown{-1, "CUDA_ERROR_UNKNOWN", "unknown error"};
+    for (const ErrorText& e : kErrors)
+        if (e.code == error) return e;
+    return unknown;
+}
+
 CUresult cuGetErrorString(CUresult error, const char** text) {
-    switch (error) {
-        case CUDA_SUCCESS: *text = "no error"; break;
-        case CUDA_ERROR_INVALID_VALUE: *text = "invalid argument"; break;
-        case CUDA_ERROR_OUT_OF_MEMORY: *text = "out of memory"; break;
-        case CUDA_ERROR_INVALID_IMAGE: *text = "device kernel image is invalid"; break;
-        case CUDA_ERROR_NOT_FOUND: *text = "named symbol not found"; break;
-        case CUDA_ERROR_LAUNCH_FAILED: *text = "unspecified launch failure"; break;
-        default: *text = "unknown error"; break;
-    }
+    *text = error_text(error).text;
     return CUDA_SUCCESS;
 }
-CUresult cuGetErrorName(CUresult error, const char** text) {
-    switch (error) {
-        case CUDA_SUCCESS: *text = "CUDA_SUCCESS"; break;
-        case CUDA_ERROR_INVALID_VALUE: *text = "CUDA_ERROR_INVALID_VALUE"; break;
-        case CUDA_ERROR_OUT_OF_MEMORY: *text = "CUDA_ERROR_OUT_OF_MEMORY"; break;
-        case CUDA_ERROR_INVALID_IMAGE: *text = "CUDA_ERROR_INVALID_IMAGE"; break;
-        case CUDA_ERROR_NOT_FOUND: *text = "CUDA_ERROR_NOT_FOUND"; break;
-        case CUDA_ERROR_LAUNCH_FAILED: *text = "CUDA_ERROR_LAUNCH_FAILED"; break;
-        default: *text = "CUDA_ERROR_UNKNOWN"; break;
-    }
+CUresult cuGetErrorName(CUresult error, const char** name) {
+    *name = error_text(error).name;
     return CUDA_SUCCESS;
 }
 
