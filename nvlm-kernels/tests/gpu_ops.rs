@@ -81,6 +81,23 @@ fn large_uploads_through_the_pinned_copy_stream_arrive_exactly() {
 }
 
 #[test]
+fn small_uploads_through_the_pinned_ring_arrive_exactly() {
+    let Some(device) = gpu() else { return };
+    // 400 uploads of 1 to 2,000 floats (about 1.6 MB: the 1 MiB ring goes round more than once), all kept, then
+    // read back: a reused ring slot must never have been overwritten before its copy ran.
+    let hosts: Vec<Vec<f32>> = (0..400)
+        .map(|i| validate::random_values(1000 + i as u64, 1 + (i * 997) % 2000))
+        .collect();
+    let on_gpu: Vec<Tensor> = hosts
+        .iter()
+        .map(|h| Tensor::from_slice(h, &[h.len()], device).unwrap())
+        .collect();
+    for (i, (host, gpu)) in hosts.iter().zip(&on_gpu).enumerate() {
+        assert_eq!(&gpu.to_vec::<f32>().unwrap(), host, "upload {i}");
+    }
+}
+
+#[test]
 fn every_cuda_op_matches_cpu() {
     let Some(device) = gpu() else { return };
     // The shapes of NVLM-D (hidden 3200 / 8192, FFN 12800 / 29568) and awkward ones; see `validate::run_all`.

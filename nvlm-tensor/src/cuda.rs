@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaStream};
 
-use crate::staging::{Uploader, STAGED_MIN};
+use crate::staging::Uploader;
 use crate::{Result, TensorError};
 
-/// One CUDA device as the engine uses it: its context, its compute stream, and (from the first large upload) a
-/// copy stream with pinned staging buffers.
+/// One CUDA device as the engine uses it: its context, its compute stream, and (from the first upload) a copy stream
+/// with pinned staging buffers and a pinned ring for small uploads.
 #[derive(Debug)]
 pub struct CudaDevice {
     ordinal: usize,
@@ -134,15 +134,9 @@ impl CudaDevice {
         Ok(format!("sm_{major}{minor}{suffix}"))
     }
 
-    /// `bytes` in fresh device memory, ordered on the compute stream: large uploads go through pinned buffers on
-    /// the copy stream (see `staging`), small ones straight from the host.
+    /// `bytes` (not empty) in fresh device memory, ordered on the compute stream, through pinned memory (see
+    /// `staging`): large uploads on the copy stream, small ones through a ring without waiting for the device.
     pub(crate) fn upload(&self, bytes: &[u8]) -> Result<cudarc::driver::CudaSlice<u8>> {
-        if bytes.len() < STAGED_MIN {
-            return self
-                .stream
-                .clone_htod(bytes)
-                .map_err(TensorError::driver("host-to-device copy"));
-        }
         let mut uploader = self.uploader.lock().unwrap_or_else(|p| p.into_inner());
         if uploader.is_none() {
             *uploader = Some(Uploader::new(&self.context)?);
