@@ -11,14 +11,16 @@ use anyhow::{bail, Context, Result};
 
 use crate::run::{self, TestCounts};
 
-/// The GPU tests run on the emulator, as `(package, test binary, name filter)`.
-const TESTS: &[(&str, &str, &str)] = &[
-    ("nvlm-tensor", "tensor_basics", ""),
-    ("nvlm-kernels", "cuda_emulator", ""),
-    ("nvlm-kernels", "gpu_ops", ""),
-    ("nvlm-dist", "nccl", ""),
-    ("nvlm-cli", "gpu_model", ""),
-    ("nvlm-cli", "serve_cli", "on_cuda"),
+/// The GPU tests run on the emulator, as `(test binary, name filter)`. Each is built with `--workspace`, so with the
+/// features the workspace's test step built everything with: `-p PACKAGE` would resolve dependencies' features for
+/// that package alone and rebuild most of the workspace.
+const TESTS: &[(&str, &str)] = &[
+    ("tensor_basics", ""),
+    ("cuda_emulator", ""),
+    ("gpu_ops", ""),
+    ("nccl", ""),
+    ("gpu_model", ""),
+    ("serve_cli", "on_cuda"),
 ];
 
 /// Builds the emulator into `target/cuda-emu` (a few seconds) and returns that folder.
@@ -58,10 +60,10 @@ fn env(dir: &Path) -> Vec<(&'static str, String)> {
 pub fn test(root: &Path, counts: &mut TestCounts) -> Result<()> {
     let dir = build(root)?;
     let env = env(&dir);
-    for (package, test, filter) in TESTS {
+    for (test, filter) in TESTS {
         run::cargo_test(
             root,
-            &["-p", package, "--test", test, "--", "--nocapture", filter],
+            &["--workspace", "--test", test, "--", "--nocapture", filter],
             &env,
             counts,
         )?;
@@ -72,7 +74,7 @@ pub fn test(root: &Path, counts: &mut TestCounts) -> Result<()> {
     reversed.push(("NVLM_CUDA_EMU_ORDER", "reverse".into()));
     run::cargo_test(
         root,
-        &["-p", "nvlm-kernels", "--test", "gpu_ops", "--", "every_cuda_op"],
+        &["--workspace", "--test", "gpu_ops", "--", "every_cuda_op"],
         &reversed,
         counts,
     )?;
@@ -80,7 +82,7 @@ pub fn test(root: &Path, counts: &mut TestCounts) -> Result<()> {
     // that an H200's few minutes are not lost to a bug in the benchmark itself.
     run::cargo_test(
         root,
-        &["-p", "nvlm-cli", "--bench", "layers", "--", "--scale", "64"],
+        &["--workspace", "--bench", "layers", "--", "--scale", "64"],
         &env,
         counts,
     )
