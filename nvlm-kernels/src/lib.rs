@@ -36,7 +36,8 @@ pub use paged::{paged_attention, paged_attention_rows, paged_write, rope_qkv_pag
 pub use patch::{patch_embed, unfold_patches};
 pub use rope::{rope_qkv, rotary_embedding, DynamicNtk, RopeConfig};
 pub use sampling::{
-    argmax, argmax_with_value, filtered_distribution, repetition_penalty, sample, uniform, SamplingParams,
+    argmax, argmax_with_value, draw_index, filtered_distribution, fixed_weight, repetition_penalty, sample,
+    top_p_count, uniform, SamplingParams, FIXED_ONE,
 };
 pub use shape::{concat, pixel_shuffle, split, transpose_last2};
 pub use softmax::softmax;

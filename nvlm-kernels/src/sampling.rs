@@ -172,19 +172,49 @@ pub fn sample(logits: &Tensor, params: &SamplingParams, step: u64) -> Result<Ten
 }
 
 /// One in 2^40: the unit of the sampling weights (the CUDA kernel's `FIXED_ONE`).
-const FIXED_ONE: f32 = 1_099_511_627_776.0;
+pub const FIXED_ONE: f64 = 1_099_511_627_776.0;
 
 /// The weight of logit `x` at temperature `1 / inv_t`, relative to the row's largest logit `max`, in 2^-40 fixed
 /// point: `exp((x - max) * inv_t)` in f32, truncated. The CUDA kernel computes exactly this, and both sum weights as
-/// integers, so the sums do not depend on order and the two devices draw the same token (f32 running sums over a
-/// 152k vocabulary drift by about 1% of the total, which moves nearly every draw).
-fn fixed_weight(x: f32, max: f32, inv_t: f32) -> u64 {
-    (((x - max) * inv_t).exp() * FIXED_ONE) as u64
+/// integers, so the sums do not depend on order and every path (CPU, GPU, vocabulary-parallel) draws the same token
+/// (f32 running sums over a 152k vocabulary drift by about 1% of the total, which moves nearly every draw).
+pub fn fixed_weight(x: f32, max: f32, inv_t: f32) -> u64 {
+    (((x - max) * inv_t).exp() * FIXED_ONE as f32) as u64
 }
 
-/// The candidate tokens and their weights (2^-40 fixed point, relative to the largest logit) after temperature,
-/// top-k and top-p, most likely first: top-k keeps the `top_k` largest logits, top-p the shortest prefix whose
-/// weight reaches `top_p` of the total (as transformers' warpers, in that order).
+/// How many of `weights` (most likely first) top-p keeps: the shortest prefix whose weight reaches `top_p` of
+/// `total`, or `None` when all of them together do not.
+pub fn top_p_count(weights: &[u64], total: u64, top_p: f32) -> Option<usize> {
+    let need = (top_p as f64 * total as f64).ceil();
+    let target = if need >= 1.0 { need as u64 - 1 } else { 0 };
+    let mut cumulative = 0u64;
+    weights
+        .iter()
+        .position(|&w| {
+            cumulative += w;
+            cumulative > target
+        })
+        .map(|i| i + 1)
+}
+
+/// The index into `weights` (most likely first) that the uniform draw `u` in `[0, 1)` lands on: the first whose
+/// running total exceeds `floor(u * total)`.
+pub fn draw_index(weights: &[u64], u: f32) -> usize {
+    let total: u64 = weights.iter().sum();
+    let target = ((u as f64 * total as f64) as u64).min(total.saturating_sub(1));
+    let mut cumulative = 0u64;
+    weights
+        .iter()
+        .position(|&w| {
+            cumulative += w;
+            cumulative > target
+        })
+        .unwrap_or(weights.len().saturating_sub(1))
+}
+
+/// The candidate tokens and their weights ([`fixed_weight`]) after temperature, top-k and top-p, most likely first:
+/// top-k keeps the `top_k` largest logits, top-p the shortest prefix whose weight reaches `top_p` of the total (as
+/// transformers' warpers, in that order).
 pub fn filtered_distribution(row: &[f32], params: &SamplingParams) -> Vec<(usize, u64)> {
     let mut order: Vec<usize> = (0..row.len()).collect();
     order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
@@ -195,38 +225,22 @@ pub fn filtered_distribution(row: &[f32], params: &SamplingParams) -> Vec<(usize
         return Vec::new();
     };
     let (max, inv_t) = (row[first], 1.0 / params.temperature);
-    let weighted = order.iter().map(|&i| (i, fixed_weight(row[i], max, inv_t)));
-    if params.top_p >= 1.0 {
-        return weighted.collect();
+    let mut weighted: Vec<(usize, u64)> = order
+        .iter()
+        .map(|&i| (i, fixed_weight(row[i], max, inv_t)))
+        .collect();
+    if params.top_p < 1.0 {
+        let weights: Vec<u64> = weighted.iter().map(|&(_, w)| w).collect();
+        let kept = top_p_count(&weights, weights.iter().sum(), params.top_p).unwrap_or(weights.len());
+        weighted.truncate(kept);
     }
-    let weighted: Vec<(usize, u64)> = weighted.collect();
-    let total: u64 = weighted.iter().map(|&(_, w)| w).sum();
-    let need = (params.top_p as f64 * total as f64).ceil();
-    let target = if need >= 1.0 { need as u64 - 1 } else { 0 };
-    let mut cumulative = 0u64;
-    let mut kept = Vec::with_capacity(weighted.len());
-    for (i, w) in weighted {
-        kept.push((i, w));
-        cumulative += w;
-        if cumulative > target {
-            break;
-        }
-    }
-    kept
+    weighted
 }
 
 fn sample_row(row: &[f32], params: &SamplingParams, u: f32) -> usize {
     let kept = filtered_distribution(row, params);
-    let total: u64 = kept.iter().map(|&(_, w)| w).sum();
-    let target = ((u as f64 * total as f64) as u64).min(total.saturating_sub(1));
-    let mut cumulative = 0u64;
-    for &(i, w) in &kept {
-        cumulative += w;
-        if cumulative > target {
-            return i;
-        }
-    }
-    kept.last().map(|&(i, _)| i).unwrap_or(0)
+    let weights: Vec<u64> = kept.iter().map(|&(_, w)| w).collect();
+    kept.get(draw_index(&weights, u)).map_or(0, |&(i, _)| i)
 }
 
 /// A uniform draw in `[0, 1)` from `(seed, step, row)`: SplitMix64 of a mixed counter, top 24 bits.

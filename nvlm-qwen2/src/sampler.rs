@@ -2,7 +2,10 @@
 //! conditions.
 
 use nvlm_dist::Comm;
-use nvlm_kernels::{argmax_with_value, repetition_penalty, sample, uniform, SamplingParams};
+use nvlm_kernels::{
+    argmax_with_value, draw_index, fixed_weight, repetition_penalty, sample, top_p_count, uniform,
+    SamplingParams, FIXED_ONE,
+};
 use nvlm_tensor::Tensor;
 
 use crate::Result;
@@ -92,8 +95,8 @@ impl Sampler {
     /// Sampling (temperature, top-k, top-p) when each rank holds only its slice of the vocabulary (`local`, ids
     /// `first_id..`): ranks exchange their best candidates (`top_k` of them, or up to [`SHARDED_CANDIDATES`] for top-p
     /// alone) and their slice's (max, sum of weights), not the logits. With top-k the draw is exactly the unsharded
-    /// one; with top-p alone the total mass is summed per rank, so a draw within float rounding of a boundary may
-    /// differ. `None` (the caller gathers the logits) when the candidates cannot decide: plain temperature sampling,
+    /// one (the same fixed-point weights, top-p and draw); with top-p alone the total mass is summed per rank in
+    /// floating point, so a top-p cut within rounding of a boundary may differ. `None` (the caller gathers the logits) when the candidates cannot decide: plain temperature sampling,
     /// or a top-p set wider than the candidates. Every rank takes the same branch (they decide on the same data).
     pub fn next_sampled_sharded(
         &mut self,
@@ -118,13 +121,15 @@ impl Sampler {
             mine.truncate(m);
         }
         mine.sort_by(by_rank);
-        let t = p.temperature;
-        let local_max = mine[0].0 / t;
-        let local_sum: f32 = row.iter().map(|&x| (x / t - local_max).exp()).sum();
+        let inv_t = 1.0 / p.temperature;
+        let local_max = mine[0].0;
+        // The slice's total weight relative to its own largest logit (f64, sent as f32: only the top-p-alone path
+        // uses it, as the mass of the whole vocabulary).
+        let local_sum: f64 = row.iter().map(|&x| ((x - local_max) * inv_t).exp() as f64).sum();
         // [max, sum, (value, id) x m]: ids below 2^24 are exact in f32.
         let width = 2 + 2 * m;
         let mut message = Vec::with_capacity(width);
-        message.extend([local_max, local_sum]);
+        message.extend([local_max, local_sum as f32]);
         message.extend(mine.iter().flat_map(|&(x, id)| [x, id as f32]));
         let all = comm
             .all_gather(&Tensor::from_vec(message, &[1, width])?)?
@@ -139,35 +144,28 @@ impl Sampler {
         if p.top_k > 0 {
             candidates.truncate(p.top_k);
         }
-        // The unsharded filter (`filtered_distribution`) over the merged candidates.
-        let max = candidates[0].0 / t;
-        let weights: Vec<f32> = candidates.iter().map(|&(x, _)| (x / t - max).exp()).collect();
-        let total: f32 = if p.top_k > 0 {
-            weights.iter().sum()
+        // The unsharded filter and draw (`filtered_distribution`, `draw_index`) over the merged candidates, with the
+        // same fixed-point weights.
+        let max = candidates[0].0;
+        let weights: Vec<u64> = candidates
+            .iter()
+            .map(|&(x, _)| fixed_weight(x, max, inv_t))
+            .collect();
+        let kept = if p.top_p >= 1.0 {
+            weights.len()
+        } else if p.top_k > 0 {
+            top_p_count(&weights, weights.iter().sum(), p.top_p).unwrap_or(weights.len())
         } else {
-            slices.iter().map(|&(mx, sum)| sum * (mx - max).exp()).sum()
+            let total: f64 = slices
+                .iter()
+                .map(|&(mx, sum)| sum as f64 * ((mx - max) * inv_t).exp() as f64 * FIXED_ONE)
+                .sum();
+            match top_p_count(&weights, total as u64, p.top_p) {
+                Some(kept) => kept,
+                None => return Ok(None), // the top-p set is wider than the candidates
+            }
         };
-        let (mut kept, mut cumulative) = (0, 0f32);
-        for &w in &weights {
-            if cumulative >= p.top_p * total && kept > 0 {
-                break;
-            }
-            kept += 1;
-            cumulative += w;
-        }
-        if p.top_k == 0 && kept == candidates.len() && cumulative < p.top_p * total {
-            return Ok(None);
-        }
-        let target = uniform(p.seed, self.step, 0) * weights[..kept].iter().sum::<f32>();
-        let mut running = 0f32;
-        let mut chosen = candidates[kept - 1].1;
-        for (&(_, id), &w) in candidates[..kept].iter().zip(&weights) {
-            running += w;
-            if target < running {
-                chosen = id;
-                break;
-            }
-        }
+        let chosen = candidates[draw_index(&weights[..kept], uniform(p.seed, self.step, 0))].1;
         self.step += 1;
         Ok(Some(chosen as u32))
     }

@@ -52,7 +52,6 @@ constexpr std::size_t kTotalMemory = std::size_t(16) << 30;
 
 struct Module {
     void* handle;
-    std::string path;
 };
 struct Function {
     void (*entry)(void**);
@@ -368,7 +367,7 @@ CUresult cuModuleLoadData(void** module, const void* image) {
     auto bind = reinterpret_cast<void (*)(const EmuApi*)>(dlsym(so, "__emu_bind"));
     if (!bind) return CUDA_ERROR_INVALID_IMAGE;
     bind(emu::kernel_api());
-    *module = new Module{so, path};
+    *module = new Module{so};
     return CUDA_SUCCESS;
 }
 CUresult cuModuleLoadDataEx(void** module, const void* image, unsigned, void*, void**) {

@@ -52,7 +52,6 @@ struct Fiber {
     char* stack = nullptr;  // lowest usable byte; a guard page lies below it
     State state = State::Runnable;
     EmuDim3 thread_idx{};
-    int lane = 0, warp = 0;
     unsigned long long offered = 0;
     int source = 0;
 };
@@ -221,8 +220,6 @@ std::string run_block(void (*entry)(void**), void** params, EmuDim3 grid_dim, Em
         prepare(f, i);
         f.thread_idx = EmuDim3{(unsigned)(i % block_dim.x), (unsigned)((i / block_dim.x) % block_dim.y),
                                (unsigned)(i / ((std::size_t)block_dim.x * block_dim.y))};
-        f.lane = (int)(i % 32);
-        f.warp = (int)(i / 32);
     }
     // Warp by warp up to the next __syncthreads, then open it; until every thread has returned.
     for (;;) {

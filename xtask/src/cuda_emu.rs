@@ -24,7 +24,7 @@ const TESTS: &[(&str, &str)] = &[
 ];
 
 /// Builds the emulator into `target/cuda-emu` (a few seconds) and returns that folder.
-pub fn build(root: &Path) -> Result<PathBuf> {
+fn build(root: &Path) -> Result<PathBuf> {
     let out = root.join("target").join("cuda-emu");
     let script = root.join("nvlm-testkit/cuda-emu/build.sh");
     let status = Command::new("sh")

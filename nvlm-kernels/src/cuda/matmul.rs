@@ -53,7 +53,7 @@ fn aligned(t: &Tensor) -> Result<Option<cudarc::driver::CudaSlice<u8>>> {
 pub const GEMV_MAX_ROWS: usize = 8;
 
 /// Environment switch for decode-size products: `NVLM_GEMV=1` sends every bf16 product of at most
-/// [`GEMV_MAX_ROWS`] rows that [`gemv_fits`] to the GEMV kernel instead of cuBLASLt. Off by default until an H200 run
+/// [`GEMV_MAX_ROWS`] rows that [`gemv_misfit`] accepts to the GEMV kernel instead of cuBLASLt. Off by default until an H200 run
 /// shows where it wins (`benches/matmul.rs` times both at NVLM-D's decode shapes).
 pub const GEMV_ENV: &str = "NVLM_GEMV";
 
