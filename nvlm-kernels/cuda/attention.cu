@@ -1,40 +1,9 @@
-// Scaled dot-product attention with online softmax in f32, GQA (query head h reads KV head h / (hq / hkv)),
-// bidirectional or causal with a query offset; q[b, tq, hq, d], k/v[b, tk, hkv, d] (or a paged cache), o like q.
+// Scaled dot-product attention with online softmax in f32 on CUDA cores, GQA (query head h reads KV head
+// h / (hq / hkv)), bidirectional or causal with a query offset; q[b, tq, hq, d], k/v[b, tk, hkv, d] (or a paged
+// cache), o like q.
 // Two kernels: one warp per (batch, query, head) for decode (head_dim <= 256), and a tiled one for prefill
-// (head_dim <= 128) that stages K/V tiles in shared memory once for 16 queries. Both on CUDA cores; the
-// wgmma/TMA FlashAttention-3 kernel is issue #7's.
-
-// Keys and values stored in order: position `key` of batch `bi` is row bi * tk + key of k/v [b, tk, hkv, d].
-struct ContiguousKeys {
-    int tk;
-    __device__ size_t row(int bi, int key) const { return (size_t)bi * tk + key; }
-    // Keys query i of batch bi sees: all, or (causal) those up to its position offset + i.
-    __device__ int visible(int, int i, int causal, int offset) const { return causal ? min(offset + i + 1, tk) : tk; }
-};
-
-// Keys and values of one sequence in a paged cache [slots, hkv, d]: position `key` is at slot
-// table[key / block_size] * block_size + key % block_size.
-struct PagedKeys {
-    const int* table;
-    int block_size;
-    __device__ size_t row(int, int key) const {
-        return (size_t)table[key / block_size] * block_size + key % block_size;
-    }
-    __device__ int visible(int, int i, int, int offset) const { return offset + i + 1; }
-};
-
-// One query row per "batch" entry bi, each of its own sequence: row bi is at position positions[bi] and its
-// sequence's block ids start at blocks[starts[bi]] (a decode step of many sequences in one launch).
-struct PagedRowKeys {
-    const int* blocks;
-    const int* starts;
-    const int* positions;
-    int block_size;
-    __device__ size_t row(int bi, int key) const {
-        return (size_t)blocks[starts[bi] + key / block_size] * block_size + key % block_size;
-    }
-    __device__ int visible(int bi, int, int, int) const { return positions[bi] + 1; }
-};
+// (head_dim <= 128) that stages K/V tiles in shared memory once for 16 queries. Prefill in bf16 at head_dim 64
+// or 128 takes the tensor-core kernel (flash_attention.cu). Needs attention_keys.cuh.
 
 // One warp folds keys [key0, key1) of batch entry bi, KV head kh, into a query's running max m, sum l and
 // unnormalised output acc (lane owns channels lane + 32 j; q in registers the same way): online softmax in f32.

@@ -91,7 +91,7 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: AttentionMask, scale:
                 AttentionMask::Bidirectional => None,
                 AttentionMask::Causal { query_offset } => Some(query_offset),
             };
-            crate::cuda::elementwise::attention(q, k, v, offset, scale)
+            crate::cuda::attention::attention(q, k, v, offset, scale)
         }
     }
 }

@@ -321,7 +321,7 @@ pub fn paged_attention(
             )?;
             Ok(out.reshape(&[t, hq, d])?)
         }
-        Device::Cuda(_) => crate::cuda::elementwise::paged_attention(
+        Device::Cuda(_) => crate::cuda::attention::paged_attention(
             q,
             k,
             v,
@@ -378,7 +378,7 @@ pub fn paged_attention_rows(
             }
             from_f32(out, q.dtype(), q.shape())
         }
-        Device::Cuda(_) => crate::cuda::elementwise::paged_attention_rows(
+        Device::Cuda(_) => crate::cuda::attention::paged_attention_rows(
             q,
             k,
             v,

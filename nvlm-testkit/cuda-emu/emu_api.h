@@ -17,4 +17,8 @@ struct EmuApi {
     // One warp-wide exchange: each live lane offers `value` and gets the value offered by lane `source` (its own
     // when `source` is outside the warp or has exited).
     unsigned long long (*warp_exchange)(unsigned long long value, int source);
+    // One warp-wide gather: each live lane offers `bytes` (at most 32) at `mine`, and every lane receives the 32
+    // lanes' offers at `all`, lane after lane (zeros for lanes that have exited). The model of warp-collective
+    // instructions such as `mma.sync`.
+    void (*warp_gather)(const void* mine, void* all, unsigned bytes);
 };

@@ -14,6 +14,10 @@
 #include "bf16.h"
 #include "emu_api.h"
 
+// Kernel sources test this where a device instruction has no C++ spelling (inline PTX): they call the emulator's
+// model of that instruction instead (below, `__emu_mma_*`).
+#define NVLM_CUDA_EMU 1
+
 static EmuApi __emu;
 extern "C" void __emu_bind(const EmuApi* api) { __emu = *api; }
 
@@ -35,6 +39,7 @@ static void __emu_invoke(void (*f)(A...), void** params) {
 #define __shared__ static
 #define __launch_bounds__(...)
 #define __noinline__ __attribute__((noinline))
+#define __align__(n) __attribute__((aligned(n)))
 
 #define threadIdx (*__emu.thread_idx)
 #define blockIdx (*__emu.block_idx)
@@ -128,3 +133,39 @@ struct __nv_bfloat16 {
 static inline float __bfloat162float(__nv_bfloat16 h) { return emu_bf16_to_float(h.__x); }
 static inline __nv_bfloat16 __float2bfloat16_rn(float f) { return __nv_bfloat16{emu_float_to_bf16(f)}; }
 static inline __nv_bfloat16 __float2bfloat16(float f) { return __float2bfloat16_rn(f); }
+static inline unsigned short __bfloat16_as_ushort(__nv_bfloat16 h) { return h.__x; }
+static inline __nv_bfloat16 __ushort_as_bfloat16(unsigned short u) { return __nv_bfloat16{u}; }
+
+// `mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 d, a, b, c` with d = c, warp-wide, with the PTX ISA's
+// fragment layouts ("Matrix Fragments for mma.m16n8k16 with floating point type"): lane = 4 g + t holds
+//   A (16 x 16, row major), 2 bf16 a register, low half first: a[0] = A[g][2t, 2t+1], a[1] = A[g+8][2t, 2t+1],
+//     a[2] = A[g][2t+8, 2t+9], a[3] = A[g+8][2t+8, 2t+9];
+//   B (16 x 8, k by n): b[0] = B[2t, 2t+1][g], b[1] = B[2t+8, 2t+9][g];
+//   C/D (16 x 8, f32): c[0], c[1] = C[g][2t, 2t+1], c[2], c[3] = C[g+8][2t, 2t+1].
+// One warp gather of every lane's fragments, then each lane sums its four outputs from the lanes holding the
+// rows and columns it needs, so a kernel that puts an element in the wrong register gets a wrong product here too.
+// Products are exact in f32 (8-bit significands); the sum is f32, in k order.
+static inline float __emu_bf16_half(unsigned x, int high) {
+    return emu_bf16_to_float((std::uint16_t)(high ? x >> 16 : x & 0xffffu));
+}
+static inline void __emu_mma_m16n8k16_bf16(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+    struct Fragments {
+        unsigned a[4], b[2];
+    };
+    const Fragments mine = {{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
+    Fragments all[32];
+    __emu.warp_gather(&mine, all, sizeof mine);
+    // A[row][k] and B[k][n] from the lanes that hold them.
+    auto a_at = [&](int row, int k) {
+        const Fragments& f = all[4 * (row % 8) + (k % 8) / 2];
+        return __emu_bf16_half(f.a[(row / 8) + 2 * (k / 8)], k % 2);
+    };
+    auto b_at = [&](int k, int n) { return __emu_bf16_half(all[4 * n + (k % 8) / 2].b[k / 8], k % 2); };
+    const int lane = (int)(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+    for (int i = 0; i < 4; ++i) {
+        const int row = g + 8 * (i / 2), n = 2 * t + i % 2;
+        float sum = c[i];
+        for (int k = 0; k < 16; ++k) sum += a_at(row, k) * b_at(k, n);
+        c[i] = sum;
+    }
+}

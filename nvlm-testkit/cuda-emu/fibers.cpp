@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 
 #if !defined(__x86_64__)
@@ -54,7 +55,12 @@ struct Fiber {
     EmuDim3 thread_idx{};
     unsigned long long offered = 0;
     int source = 0;
+    // A warp gather's offer (`source` is kGather then).
+    unsigned char record[32] = {};
+    unsigned record_bytes = 0;
 };
+
+constexpr int kGather = -1000;
 
 struct Block {
     std::vector<Fiber> fibers;
@@ -67,6 +73,8 @@ struct Block {
     EmuDim3 thread_idx{};
     // Results of the last warp exchange, per thread, read when the thread resumes.
     std::vector<unsigned long long> received;
+    // Results of the last warp gather, 32 x 32 bytes per warp, read when the lanes resume.
+    std::vector<unsigned char> gathered;
 };
 
 Block g;
@@ -85,6 +93,18 @@ unsigned long long warp_exchange(unsigned long long value, int source) {
     me->state = State::AtWarpBarrier;
     yield_to_scheduler();
     return g.received[me - g.fibers.data()];
+}
+
+void warp_gather(const void* mine, void* all, unsigned bytes) {
+    Fiber* me = g.current;
+    if (bytes > sizeof me->record) std::abort();  // emu_kernel.h gathers fixed small records
+    std::memcpy(me->record, mine, bytes);
+    me->record_bytes = bytes;
+    me->source = kGather;
+    me->state = State::AtWarpBarrier;
+    yield_to_scheduler();
+    const std::size_t warp = (std::size_t)(me - g.fibers.data()) / 32;
+    std::memcpy(all, &g.gathered[warp * 32 * 32], 32 * (std::size_t)bytes);
 }
 
 [[noreturn]] void fiber_main() {
@@ -139,6 +159,20 @@ bool exchange_if_ready(std::size_t w0, std::size_t w1) {
     for (std::size_t i = w0; i < w1; ++i) {
         Fiber& f = g.fibers[i];
         if (f.state != State::AtWarpBarrier) continue;
+        if (f.source == kGather) {
+            // Snapshot every lane's offer (lanes resume one by one and may offer again before the others read).
+            const unsigned bytes = f.record_bytes;
+            unsigned char* out = &g.gathered[(w0 / 32) * 32 * 32];
+            std::memset(out, 0, 32 * 32);
+            for (std::size_t j = w0; j < w1; ++j)
+                if (g.fibers[j].state == State::AtWarpBarrier && g.fibers[j].source == kGather)
+                    std::memcpy(out + (j - w0) * bytes, g.fibers[j].record, bytes);
+            break;
+        }
+    }
+    for (std::size_t i = w0; i < w1; ++i) {
+        Fiber& f = g.fibers[i];
+        if (f.state != State::AtWarpBarrier || f.source == kGather) continue;
         const std::size_t src = w0 + (std::size_t)f.source;
         const bool valid = f.source >= 0 && f.source < 32 && src < w1 && g.fibers[src].state == State::AtWarpBarrier;
         g.received[i] = valid ? g.fibers[src].offered : f.offered;
@@ -195,7 +229,7 @@ bool open_block_barrier() {
     return true;
 }
 
-EmuApi g_api = {&g.thread_idx, &g.block_idx, &g.block_dim, &g.grid_dim, &sync_block, &warp_exchange};
+EmuApi g_api = {&g.thread_idx, &g.block_idx, &g.block_dim, &g.grid_dim, &sync_block, &warp_exchange, &warp_gather};
 
 }  // namespace
 
@@ -209,6 +243,7 @@ std::string run_block(void (*entry)(void**), void** params, EmuDim3 grid_dim, Em
         g.fibers.back().stack = new_stack();
     }
     g.received.assign(n, 0);
+    g.gathered.assign(((n + 31) / 32) * 32 * 32, 0);
     g.count = n;
     g.entry = entry;
     g.params = params;

@@ -1,6 +1,7 @@
 //! The CUDA backend: NVRTC compilation with an on-disk cache, loaded modules per device, cuBLASLt GEMMs, and the
 //! launch wrappers the op dispatchers call.
 
+pub(crate) mod attention;
 pub(crate) mod elementwise;
 pub(crate) mod launch;
 pub(crate) mod layout;

@@ -9,10 +9,15 @@ pub struct KernelSource {
     pub source: &'static str,
     /// The `extern "C"` entry points it defines.
     pub functions: &'static [&'static str],
+    /// Headers of this crate placed between the shared header and the file, in order.
+    pub headers: &'static [&'static str],
 }
 
 /// Device helpers shared by every kernel (`cuda/common.cuh`).
 pub const COMMON_HEADER: &str = include_str!("../../cuda/common.cuh");
+
+/// Where attention kernels find a key's row (`cuda/attention_keys.cuh`).
+const ATTENTION_KEYS: &str = include_str!("../../cuda/attention_keys.cuh");
 
 /// Every kernel of the crate. The compile check builds each for `sm_90a`.
 pub const KERNEL_SOURCES: &[KernelSource] = &[
@@ -29,11 +34,13 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "qkv_qk_norm_bf16",
             "qkv_qk_norm_f32",
         ],
+        headers: &[],
     },
     KernelSource {
         name: "silu_mul",
         source: include_str!("../../cuda/silu_mul.cu"),
         functions: &["silu_mul_bf16", "silu_mul_f32"],
+        headers: &[],
     },
     KernelSource {
         name: "elementwise",
@@ -50,6 +57,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "gelu_f32",
             "gelu_bf16",
         ],
+        headers: &[],
     },
     KernelSource {
         name: "layer_norm",
@@ -60,11 +68,13 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "add_rms_norm_f32",
             "add_rms_norm_bf16",
         ],
+        headers: &[],
     },
     KernelSource {
         name: "softmax",
         source: include_str!("../../cuda/softmax.cu"),
         functions: &["softmax_f32", "softmax_bf16"],
+        headers: &[],
     },
     KernelSource {
         name: "rope",
@@ -77,6 +87,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "rope_qkv_paged_f32",
             "rope_qkv_paged_bf16",
         ],
+        headers: &[],
     },
     KernelSource {
         name: "sample",
@@ -87,6 +98,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "repetition_penalty_f32",
             "repetition_penalty_bf16",
         ],
+        headers: &[],
     },
     KernelSource {
         name: "attention",
@@ -107,6 +119,18 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "paged_decode_combine_f32",
             "paged_decode_combine_bf16",
         ],
+        headers: &[ATTENTION_KEYS],
+    },
+    KernelSource {
+        name: "flash_attention",
+        source: include_str!("../../cuda/flash_attention.cu"),
+        functions: &[
+            "attention_flash_d64",
+            "attention_flash_d128",
+            "paged_attention_flash_d64",
+            "paged_attention_flash_d128",
+        ],
+        headers: &[ATTENTION_KEYS],
     },
     KernelSource {
         name: "embedding",
@@ -117,11 +141,13 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "gather_rows_bf16_f32",
             "gather_rows_bf16_bf16",
         ],
+        headers: &[],
     },
     KernelSource {
         name: "argmax",
         source: include_str!("../../cuda/argmax.cu"),
         functions: &["argmax_f32", "argmax_bf16", "argmax_pair_f32", "argmax_pair_bf16"],
+        headers: &[],
     },
     KernelSource {
         name: "layout",
@@ -138,6 +164,7 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "unfold_patches_b16",
             "unfold_patches_b32",
         ],
+        headers: &[],
     },
     KernelSource {
         name: "gemv",
@@ -152,18 +179,25 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "gemv_bf16_m7",
             "gemv_bf16_m8",
         ],
+        headers: &[],
     },
     KernelSource {
         name: "cast",
         source: include_str!("../../cuda/cast.cu"),
         functions: &["cast_f32_to_bf16", "cast_bf16_to_f32"],
+        headers: &[],
     },
 ];
 
 impl KernelSource {
-    /// The full program text NVRTC compiles: the shared header, then the file.
+    /// The full program text NVRTC compiles: the shared header, this file's headers, then the file.
     pub fn program(&self) -> String {
-        format!("{COMMON_HEADER}\n#line 1 \"{}.cu\"\n{}", self.name, self.source)
+        let mut text = String::from(COMMON_HEADER);
+        for header in self.headers {
+            text.push('\n');
+            text.push_str(header);
+        }
+        text + &format!("\n#line 1 \"{}.cu\"\n{}", self.name, self.source)
     }
 
     /// The source called `name`.

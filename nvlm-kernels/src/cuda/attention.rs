@@ -1,0 +1,293 @@
+//! Launch wrappers for attention: prefill on the tensor cores (`flash_attention.cu`) where it applies, else on CUDA
+//! cores (`attention.cu`); decode over the paged cache, split-K.
+
+use std::sync::OnceLock;
+
+use nvlm_tensor::{DType, Tensor};
+
+use super::elementwise::name;
+use super::launch::{launch, Output, Scalar};
+use crate::{KernelError, Result};
+
+/// Attention of `q[b, tq, hq, d]` over `k`/`v` `[b, tk, hkv, d]`, bidirectional or causal with the queries at
+/// `offset..`; checked by the caller.
+pub(crate) fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    causal_offset: Option<usize>,
+    scale: f32,
+) -> Result<Tensor> {
+    const OP: &str = "attention";
+    let [b, tq, hq, d] = [q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]];
+    let [tk, hkv] = [k.shape()[1], k.shape()[2]];
+    head_dim_fits(OP, d)?;
+    let plan = attention_kernel(OP, "attention", &[q, k, v], b, tq, hq, d)?;
+    let causal = usize::from(causal_offset.is_some());
+    let ints = [b, tq, tk, hq, hkv, d, causal, causal_offset.unwrap_or(0)];
+    attention_launch(OP, &plan, &[q, k, v], &ints, scale)
+}
+
+/// Which attention kernel runs, on what grid.
+struct Plan {
+    /// Kernel source (`attention` or `flash_attention`).
+    module: &'static str,
+    /// The function's full name.
+    function: String,
+    grid: u32,
+    block: u32,
+}
+
+/// Environment variable that turns the tensor-core prefill kernel off (`NVLM_FLASH=0`), for comparing kernels.
+pub const FLASH_ENV: &str = "NVLM_FLASH";
+
+fn flash_enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| std::env::var(FLASH_ENV).as_deref() != Ok("0"))
+}
+
+/// Why the tensor-core kernel (`flash_attention.cu`) cannot take these inputs (q first), or `None` when it can:
+/// bf16, head_dim 64 or 128, at least 16 queries (fewer would leave most of a block's 64 rows idle), and every
+/// input 16-byte aligned (it moves 8 bf16 at a time).
+pub(crate) fn flash_misfit(inputs: &[&Tensor], tq: usize, d: usize) -> Option<String> {
+    if !flash_enabled() {
+        return Some(format!("{FLASH_ENV}=0"));
+    }
+    if inputs[0].dtype() != DType::BF16 {
+        return Some(format!("{} (bf16 only)", inputs[0].dtype()));
+    }
+    if d != 64 && d != 128 {
+        return Some(format!("head_dim {d} (64 or 128 only)"));
+    }
+    if tq < 16 {
+        return Some(format!("{tq} queries (16 or more)"));
+    }
+    for t in &inputs[..3] {
+        match t.cuda_parts() {
+            Ok((_, offset, _)) if offset % 16 == 0 => {}
+            _ => return Some("an input view not 16-byte aligned".into()),
+        }
+    }
+    None
+}
+
+/// The kernel for `b x tq` queries of `hq` heads of `head_dim` `d` (`base` names the CUDA-core variant):
+/// - the tensor-core flash kernel, 64 queries a block, where [`flash_misfit`] allows;
+/// - else the tiled kernel (16 queries a block, K/V tiles staged once in shared memory) from 16 queries and
+///   head_dim <= 128;
+/// - else one warp per (batch, query, head), 4 warps a block.
+fn attention_kernel(
+    op: &'static str,
+    base: &'static str,
+    inputs: &[&Tensor],
+    b: usize,
+    tq: usize,
+    hq: usize,
+    d: usize,
+) -> Result<Plan> {
+    const FLASH_Q: usize = 64;
+    const TILE_Q: usize = 16;
+    const WARPS: u32 = 4;
+    let paged = base != "attention";
+    let dtype = inputs[0].dtype();
+    if base != "paged_attention_rows" && flash_misfit(inputs, tq, d).is_none() {
+        let flash = if paged {
+            "paged_attention_flash"
+        } else {
+            "attention_flash"
+        };
+        return Ok(Plan {
+            module: "flash_attention",
+            function: format!("{flash}_d{d}"),
+            grid: (b * hq * tq.div_ceil(FLASH_Q)) as u32,
+            block: WARPS * 32,
+        });
+    }
+    if tq >= TILE_Q && d <= 128 {
+        let tiled = if paged {
+            "paged_attention_tiled"
+        } else {
+            "attention_tiled"
+        };
+        return Ok(Plan {
+            module: "attention",
+            function: name(op, tiled, dtype)?,
+            grid: (b * hq * tq.div_ceil(TILE_Q)) as u32,
+            block: WARPS * 32,
+        });
+    }
+    Ok(Plan {
+        module: "attention",
+        function: name(op, base, dtype)?,
+        grid: (b * tq * hq).div_ceil(WARPS as usize) as u32,
+        block: WARPS * 32,
+    })
+}
+
+/// Causal attention of `q[t, hq, d]` at positions `offset..offset + t` over one sequence's paged cache (`k`/`v`
+/// `[slots, hkv, d]`, `table` i32 block ids); checked by the caller.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn paged_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    table: &Tensor,
+    block_size: usize,
+    offset: usize,
+    scale: f32,
+) -> Result<Tensor> {
+    const OP: &str = "paged_attention";
+    let [t, hq, d] = [q.shape()[0], q.shape()[1], q.shape()[2]];
+    let hkv = k.shape()[1];
+    head_dim_fits(OP, d)?;
+    let plan = attention_kernel(OP, "paged_attention", &[q, k, v], 1, t, hq, d)?;
+    let ints = [t, hq, hkv, d, offset, block_size];
+    attention_launch(OP, &plan, &[q, k, v, table], &ints, scale)
+}
+
+/// The attention kernels keep a query row in registers, 8 channels a lane: head_dim at most 256.
+fn head_dim_fits(op: &'static str, d: usize) -> Result<()> {
+    if d > 256 {
+        return Err(KernelError::invalid(
+            op,
+            format!("the CUDA attention kernel supports head_dim <= 256, found {d}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Launches `plan` on `inputs` (q first) with the i32 `ints` and then `scale` as its scalars; the output is shaped
+/// like q.
+fn attention_launch(
+    op: &'static str,
+    plan: &Plan,
+    inputs: &[&Tensor],
+    ints: &[usize],
+    scale: f32,
+) -> Result<Tensor> {
+    let q = inputs[0];
+    let scalars: Vec<Scalar> = ints
+        .iter()
+        .map(|&v| Scalar::I32(v as i32))
+        .chain([Scalar::F32(scale)])
+        .collect();
+    Ok(launch(
+        op,
+        plan.module,
+        &plan.function,
+        inputs,
+        vec![Output::new(q.dtype(), q.shape())],
+        &scalars,
+        plan.grid,
+        plan.block,
+    )?
+    .remove(0))
+}
+
+/// Causal attention of `q[t, hq, d]`, one row per sequence, over the paged caches; `rows` packs i32
+/// `[slots | positions | table starts | block ids]` (checked by the caller), `max_keys` is the longest row's context.
+/// Split-K (flash-decoding) when the GQA group fits a block: enough (row, KV head, key range) blocks to fill the GPU,
+/// then a merge; otherwise one warp per (row, head) over the whole context.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn paged_attention_rows(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    rows: &Tensor,
+    t: usize,
+    max_keys: usize,
+    block_size: usize,
+    scale: f32,
+) -> Result<Tensor> {
+    const OP: &str = "paged_attention_rows";
+    let [hq, d] = [q.shape()[1], q.shape()[2]];
+    let hkv = k.shape()[1];
+    head_dim_fits(OP, d)?;
+    if t == 0 {
+        return Ok(Tensor::zeros(q.shape(), q.dtype(), q.device())?);
+    }
+    let group = hq / hkv;
+    if group <= 32 {
+        let (splits, chunk) = decode_splits(t * hkv, max_keys);
+        let scalars = [t, hq, hkv, d, block_size, splits, chunk]
+            .map(|v| Scalar::I32(v as i32))
+            .into_iter()
+            .chain([Scalar::F32(scale)])
+            .collect::<Vec<_>>();
+        let mut partials = launch(
+            OP,
+            "attention",
+            &name(OP, "paged_decode_partial", q.dtype())?,
+            &[q, k, v, rows],
+            vec![
+                Output::new(DType::F32, &[t, hq, splits, 2]),
+                Output::new(DType::F32, &[t, hq, splits, d]),
+            ],
+            &scalars,
+            (t * hkv * splits) as u32,
+            (group * 32) as u32,
+        )?;
+        let partial = partials.remove(1);
+        let ml = partials.remove(0);
+        return Ok(launch(
+            OP,
+            "attention",
+            &name(OP, "paged_decode_combine", q.dtype())?,
+            &[&ml, &partial],
+            vec![Output::new(q.dtype(), q.shape())],
+            &[Scalar::I32(d as i32), Scalar::I32(splits as i32)],
+            (t * hq) as u32,
+            d.next_multiple_of(32).min(256) as u32,
+        )?
+        .remove(0));
+    }
+    let plan = attention_kernel(OP, "paged_attention_rows", &[q, k, v], t, 1, hq, d)?;
+    let ints = [t, hq, hkv, d, block_size];
+    attention_launch(OP, &plan, &[q, k, v, rows], &ints, scale)
+}
+
+/// Key ranges per (row, KV head) for split-K decode: enough blocks for two per SM of an H200 (132 SMs), each range at
+/// least 32 keys, at most 128 ranges. Returns (ranges, keys per range).
+pub(crate) fn decode_splits(row_heads: usize, max_keys: usize) -> (usize, usize) {
+    const TARGET_BLOCKS: usize = 2 * 132;
+    const MIN_KEYS: usize = 32;
+    let wanted = TARGET_BLOCKS.div_ceil(row_heads.max(1));
+    let splits = wanted.min(max_keys / MIN_KEYS).clamp(1, 128);
+    (splits, max_keys.max(1).div_ceil(splits))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decode_splits;
+
+    #[test]
+    fn decode_splits_cover_the_context_and_fill_the_gpu() {
+        for (row_heads, max_keys) in [
+            (8, 1),
+            (8, 90),
+            (8, 2048),
+            (8, 32_768),
+            (256, 32_768),
+            (1024, 100),
+        ] {
+            let (splits, chunk) = decode_splits(row_heads, max_keys);
+            assert!(
+                splits * chunk >= max_keys,
+                "{row_heads} {max_keys}: keys left out"
+            );
+            assert!((1..=128).contains(&splits));
+            assert!(
+                chunk >= 32 || splits == 1,
+                "{row_heads} {max_keys}: ranges of {chunk} keys"
+            );
+            if max_keys >= 32 * 264 {
+                assert!(
+                    row_heads * splits >= 264 || splits == 128,
+                    "{row_heads} {max_keys}: too few blocks"
+                );
+            }
+        }
+        // Batch-1 decode of Qwen2-72B (8 KV heads) at 32k: 33 ranges of 993 keys, 264 blocks.
+        assert_eq!(decode_splits(8, 32_768), (33, 993));
+    }
+}
