@@ -2,6 +2,7 @@
 
 use std::time::Instant;
 
+use nvlm_kernels::cuda::set_flash_attention;
 use nvlm_kernels::{attention, paged_attention_rows, AttentionMask, BlockTable, PagedRows};
 use nvlm_tensor::{CudaDevice, Device};
 
@@ -30,7 +31,8 @@ pub fn copy_bandwidth(device: Device, bytes: usize) -> anyhow::Result<f64> {
     Ok(2.0 * (bytes * ITERATIONS) as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Times `nvlm_kernels::attention` on the case's shapes (random bf16 q, k, v), against the FLOP roofline.
+/// Times `nvlm_kernels::attention` on the case's shapes (random bf16 q, k, v), against the FLOP roofline: the
+/// tensor-core flash kernel (the default), then the CUDA-core tiled kernel it replaced, as `<case>-cuda-cores`.
 pub fn run(device: Device, case: &Case, report: &mut Report) -> anyhow::Result<()> {
     let Kind::Attention {
         batch,
@@ -55,22 +57,28 @@ pub fn run(device: Device, case: &Case, report: &mut Report) -> anyhow::Result<(
         AttentionMask::Bidirectional
     };
     let scale = 1.0 / (head_dim as f32).sqrt();
-    let ms = time_ms(device, || {
-        attention(&q, &k, &v, mask, scale).map(drop).map_err(Into::into)
-    })?;
     // Two matrix products of 2·queries·keys·head_dim each per head; a causal mask halves them.
     let full = 4.0 * (batch * heads) as f64 * (queries * keys * head_dim) as f64;
     let flops = if causal { full / 2.0 } else { full };
-    report.add(Row {
-        name: case.name.clone(),
-        shape: format!(
-            "[{batch}, {queries}, {heads}, {head_dim}] over {keys} keys, {kv_heads} KV heads, {}",
-            if causal { "causal" } else { "bidirectional" }
-        ),
-        ms,
-        roofline_ms: Some(Report::compute_roofline_ms(flops)),
-        basis: format!("{:.0} TFLOP/s achieved; FLOPs / bf16 peak", flops / ms / 1e9),
-    });
+    let shape = format!(
+        "[{batch}, {queries}, {heads}, {head_dim}] over {keys} keys, {kv_heads} KV heads, {}",
+        if causal { "causal" } else { "bidirectional" }
+    );
+    for (flash, name) in [(true, case.name.clone()), (false, format!("{}-cuda-cores", case.name))] {
+        set_flash_attention(flash);
+        let timed = time_ms(device, || {
+            attention(&q, &k, &v, mask, scale).map(drop).map_err(Into::into)
+        });
+        set_flash_attention(true);
+        let ms = timed?;
+        report.add(Row {
+            name,
+            shape: shape.clone(),
+            ms,
+            roofline_ms: Some(Report::compute_roofline_ms(flops)),
+            basis: format!("{:.0} TFLOP/s achieved; FLOPs / bf16 peak", flops / ms / 1e9),
+        });
+    }
     Ok(())
 }
 

@@ -1,7 +1,7 @@
 //! Launch wrappers for attention: prefill on the tensor cores (`flash_attention.cu`) where it applies, else on CUDA
 //! cores (`attention.cu`); decode over the paged cache, split-K.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use nvlm_tensor::{DType, Tensor};
 
@@ -41,9 +41,24 @@ struct Plan {
 /// Environment variable that turns the tensor-core prefill kernel off (`NVLM_FLASH=0`), for comparing kernels.
 pub const FLASH_ENV: &str = "NVLM_FLASH";
 
+/// 0: not yet read from [`FLASH_ENV`]; 1: on; 2: off.
+static FLASH: AtomicU8 = AtomicU8::new(0);
+
 fn flash_enabled() -> bool {
-    static ON: OnceLock<bool> = OnceLock::new();
-    *ON.get_or_init(|| std::env::var(FLASH_ENV).as_deref() != Ok("0"))
+    match FLASH.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var(FLASH_ENV).as_deref() != Ok("0");
+            FLASH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+            on
+        }
+        state => state == 1,
+    }
+}
+
+/// Turns the tensor-core prefill attention kernel on or off for the whole process (it is on unless
+/// `NVLM_FLASH=0`): for a benchmark that times both kernels on the same shapes.
+pub fn set_flash_attention(on: bool) {
+    FLASH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
 }
 
 /// Why the tensor-core kernel (`flash_attention.cu`) cannot take these inputs (q first), or `None` when it can:
