@@ -3,14 +3,15 @@
 // bidirectional or causal with a query offset. Needs attention_keys.cuh (ContiguousKeys, PagedKeys).
 //
 // One block of 4 warps per (batch, head, 64 queries), each warp owning 16 query rows whose Q fragments stay in
-// registers. Per tile of 64 keys: the block stages K (row major) and V (transposed) in shared memory, each warp
-// computes S = Q K^T (8 x D/16 MMAs), scales, masks and folds it into its rows' running max and sum (online
-// softmax in f32, base 2), turns P into bf16 A fragments in registers (the C layout of two n8 tiles is the A layout
-// of one k16 step) and accumulates O += P V (D/8 x 4 MMAs). Causal blocks stop at the last key their last query
-// sees. Shared rows are padded by 16 bytes, so the 8 row groups of a fragment load hit 32 distinct banks.
+// registers. Per tile of 64 keys, each warp computes S = Q K^T (8 x D/16 MMAs), scales, masks and folds it into its
+// rows' running max and sum (online softmax in f32, base 2), turns P into bf16 A fragments in registers (the C
+// layout of two n8 tiles is the A layout of one k16 step) and accumulates O += P V (D/8 x 4 MMAs). K and V tiles
+// arrive by cp.async, one tile ahead of use: V of this tile loads during S, K of the next tile during the softmax
+// and P V. B fragments come from shared memory by ldmatrix (transposed for V). Causal blocks stop at the last key
+// their last query sees. Shared rows are padded by 16 bytes, so the 8 rows an ldmatrix reads hit distinct banks.
 //
-// The `mma.sync` instruction is inline PTX; under the CUDA emulator it is the emulator's model of the instruction
-// with the same fragment layouts (nvlm-testkit/cuda-emu/emu_kernel.h).
+// `mma.sync`, `ldmatrix` and `cp.async` are inline PTX; under the CUDA emulator they are the emulator's models of
+// those instructions (nvlm-testkit/cuda-emu/emu_kernel.h).
 
 #define FLASH_Q 64
 #define FLASH_K 64
@@ -29,26 +30,87 @@ __device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const unsigned 
 #endif
 }
 
+// Four 8x8 b16 matrices from shared memory: this lane gives the address of row lane % 8 of matrix lane / 8; r[j]
+// gets row g, elements 2t, 2t + 1 of matrix j (TRANS: column g, rows 2t, 2t + 1).
+template <bool TRANS>
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const __nv_bfloat16* row) {
+#ifdef NVLM_CUDA_EMU
+    __emu_ldmatrix_x4(r, row, TRANS);
+#else
+    const unsigned at = (unsigned)__cvta_generic_to_shared(row);
+    if (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(at)
+                     : "memory");
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(at)
+                     : "memory");
+#endif
+}
+
+// 16 bytes global -> shared without passing through registers (zeros when !fill; src must still be a valid address).
+__device__ __forceinline__ void copy_async_16(__nv_bfloat16* dst, const __nv_bfloat16* src, bool fill) {
+#ifdef NVLM_CUDA_EMU
+    __emu_copy_async_16(dst, src, fill);
+#else
+    const unsigned at = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(at), "l"(src), "r"(fill ? 16 : 0)
+                 : "memory");
+#endif
+}
+
+// Closes this thread's group of copies issued since the last commit.
+__device__ __forceinline__ void copy_async_commit() {
+#ifdef NVLM_CUDA_EMU
+    __emu_copy_commit();
+#else
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+
+// Waits until at most PENDING of this thread's committed groups are still in flight.
+template <int PENDING>
+__device__ __forceinline__ void copy_async_wait() {
+#ifdef NVLM_CUDA_EMU
+    __emu_copy_wait(PENDING);
+#else
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory");
+#endif
+}
+
 // Two f32 as a bf16 pair in one register, the first in the low half (the order of a fragment register).
 __device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
     return (unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
            ((unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
 }
 
-// The 32-bit word (two bf16) at element `at` of a shared array (`at` even).
-__device__ __forceinline__ unsigned shared_pair(const __nv_bfloat16* base, int at) {
-    return *reinterpret_cast<const unsigned*>(base + at);
+// Queues the copy of keys k0 .. k0 + FLASH_K (of head kh) of `src` (K or V) into `tile` [FLASH_K][LD], zeros past
+// key_end; the block's threads share the 16-byte pieces.
+template <int D, int LD, typename Keys>
+__device__ __forceinline__ void load_tile_async(__nv_bfloat16* tile, const __nv_bfloat16* __restrict__ src,
+                                                const Keys& keys, int bi, int kh, int hkv, int k0, int key_end) {
+    constexpr int CHUNKS = D / 8;
+    for (int idx = threadIdx.x; idx < FLASH_K * CHUNKS; idx += blockDim.x) {
+        const int r = idx / CHUNKS, c = (idx % CHUNKS) * 8, key = k0 + r;
+        const bool inside = key < key_end;
+        const __nv_bfloat16* from = inside ? src + (keys.row(bi, key) * hkv + kh) * D + c : src;
+        copy_async_16(tile + r * LD + c, from, inside);
+    }
+    copy_async_commit();
 }
 
 template <int D, typename Keys>
 __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                                 const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ o, int batch,
                                 int tq, int tk, int hq, int hkv, int causal, int offset, float scale, Keys keys) {
-    constexpr int LDK = D + 8;        // K (and, before the loop, Q) rows in shared memory
-    constexpr int LDV = FLASH_K + 8;  // V^T rows: one per channel, FLASH_K keys each
-    constexpr int CHUNKS = D / 8;     // 16-byte pieces of a row
-    __shared__ __align__(16) __nv_bfloat16 ks[FLASH_Q > FLASH_K ? FLASH_Q * LDK : FLASH_K * LDK];
-    __shared__ __align__(16) __nv_bfloat16 vt[D * LDV];
+    constexpr int LD = D + 8;  // shared row stride (bf16) of the Q, K and V tiles
+    constexpr int CHUNKS = D / 8;
+    static_assert(FLASH_Q == FLASH_K, "Q is staged through the K tile");
+    __shared__ __align__(16) __nv_bfloat16 ks[FLASH_K * LD];
+    __shared__ __align__(16) __nv_bfloat16 vs[FLASH_K * LD];
 
     const int tiles = (tq + FLASH_Q - 1) / FLASH_Q;
     const int q0 = (blockIdx.x % tiles) * FLASH_Q;
@@ -57,69 +119,59 @@ __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_
     if (bi >= batch) return;
     const int kh = h / (hq / hkv);
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int last = min(q0 + FLASH_Q, tq) - 1;
+    const int key_end = causal ? min(offset + last + 1, tk) : tk;
 
-    // Q tile into shared memory (zeros past tq), then this warp's 16 rows into A fragments.
+    // Q tile through the K tile (zeros past tq), then this warp's 16 rows into A fragments.
     for (int idx = threadIdx.x; idx < FLASH_Q * CHUNKS; idx += blockDim.x) {
         const int r = idx / CHUNKS, c = (idx % CHUNKS) * 8, i = q0 + r;
         uint4 piece = {0u, 0u, 0u, 0u};
         if (i < tq) piece = *reinterpret_cast<const uint4*>(q + (((size_t)bi * tq + i) * hq + h) * D + c);
-        *reinterpret_cast<uint4*>(ks + r * LDK + c) = piece;
+        *reinterpret_cast<uint4*>(ks + r * LD + c) = piece;
     }
     __syncthreads();
     unsigned qa[D / 16][4];
-    const int row0 = warp * 16 + g;
 #pragma unroll
     for (int kc = 0; kc < D / 16; ++kc) {
-        qa[kc][0] = shared_pair(ks, row0 * LDK + kc * 16 + 2 * t);
-        qa[kc][1] = shared_pair(ks, (row0 + 8) * LDK + kc * 16 + 2 * t);
-        qa[kc][2] = shared_pair(ks, row0 * LDK + kc * 16 + 2 * t + 8);
-        qa[kc][3] = shared_pair(ks, (row0 + 8) * LDK + kc * 16 + 2 * t + 8);
+        // Matrices: rows 0-7 / 8-15 of the warp's 16, channels 16 kc + 0-7 / + 8-15: a[0..3] in fragment order.
+        const int r = warp * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = kc * 16 + (lane >> 4) * 8;
+        ldmatrix_x4<false>(qa[kc], ks + r * LD + c);
     }
+    __syncthreads();  // every warp holds its Q before K overwrites the tile
+    if (key_end > 0) load_tile_async<D, LD>(ks, k, keys, bi, kh, hkv, 0, key_end);
 
     float acc[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     // Rows g and g + 8 of the warp: running max (base-2 logits) and this lane's part of the running sum.
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    const int qi[2] = {q0 + row0, q0 + row0 + 8};
+    const int qi[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
     const int visible[2] = {causal ? min(offset + qi[0] + 1, tk) : tk, causal ? min(offset + qi[1] + 1, tk) : tk};
     const float scale_log2 = scale * 1.4426950408889634f;
-    const int last = min(q0 + FLASH_Q, tq) - 1;
-    const int key_end = causal ? min(offset + last + 1, tk) : tk;
 
     for (int k0 = 0; k0 < key_end; k0 += FLASH_K) {
-        __syncthreads();  // every warp is done with the previous tile (or with Q)
-        // K rows as they are; V transposed (lanes take consecutive keys, so a warp's 16-bit stores fill whole
-        // words of one V^T row). Keys past key_end are zeros (and masked below).
-        for (int idx = threadIdx.x; idx < FLASH_K * CHUNKS; idx += blockDim.x) {
-            const int r = idx / CHUNKS, c = (idx % CHUNKS) * 8, key = k0 + r;
-            uint4 piece = {0u, 0u, 0u, 0u};
-            if (key < key_end) piece = *reinterpret_cast<const uint4*>(k + (keys.row(bi, key) * hkv + kh) * D + c);
-            *reinterpret_cast<uint4*>(ks + r * LDK + c) = piece;
-        }
-        for (int idx = threadIdx.x; idx < FLASH_K * CHUNKS; idx += blockDim.x) {
-            const int r = idx % FLASH_K, c = (idx / FLASH_K) * 8, key = k0 + r;
-            uint4 piece = {0u, 0u, 0u, 0u};
-            if (key < key_end) piece = *reinterpret_cast<const uint4*>(v + (keys.row(bi, key) * hkv + kh) * D + c);
-            const __nv_bfloat16* e = reinterpret_cast<const __nv_bfloat16*>(&piece);
-#pragma unroll
-            for (int j = 0; j < 8; ++j) vt[(c + j) * LDV + r] = e[j];
-        }
+        load_tile_async<D, LD>(vs, v, keys, bi, kh, hkv, k0, key_end);  // vs is free: the last P V is done
+        copy_async_wait<1>();                                             // this tile's K has landed
         __syncthreads();
 
-        // S = Q K^T: n8 tile nt covers keys k0 + 8 nt .. + 7; B[kk][n] = K[k0 + 8 nt + n][16 kc + kk].
+        // S = Q K^T: n8 tile nt covers keys k0 + 8 nt .. + 7; B[kk][n] = K[k0 + 8 nt + n][16 kc + kk], i.e. the
+        // K rows as ldmatrix reads them (no transpose), two k16 steps per ldmatrix.
         float s[FLASH_K / 8][4];
 #pragma unroll
         for (int nt = 0; nt < FLASH_K / 8; ++nt) {
             s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-            const int krow = (nt * 8 + g) * LDK;
 #pragma unroll
-            for (int kc = 0; kc < D / 16; ++kc) {
-                const unsigned b[2] = {shared_pair(ks, krow + kc * 16 + 2 * t),
-                                       shared_pair(ks, krow + kc * 16 + 2 * t + 8)};
-                mma_m16n8k16_bf16(s[nt], qa[kc], b);
+            for (int kc = 0; kc < D / 16; kc += 2) {
+                unsigned b[4];
+                ldmatrix_x4<false>(b, ks + (nt * 8 + (lane & 7)) * LD + kc * 16 + (lane >> 3) * 8);
+                const unsigned b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+                mma_m16n8k16_bf16(s[nt], qa[kc], b0);
+                mma_m16n8k16_bf16(s[nt], qa[kc + 1], b1);
             }
         }
+        __syncthreads();  // every warp is done with ks
+        const bool more = k0 + FLASH_K < key_end;
+        if (more) load_tile_async<D, LD>(ks, k, keys, bi, kh, hkv, k0 + FLASH_K, key_end);
 
         // Scale to base-2 logits, mask, and fold into the running max and sum. Element e of tile nt is row
         // g + 8 (e / 2), key k0 + 8 nt + 2 t + e % 2.
@@ -163,20 +215,27 @@ __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_
             acc[n][3] *= correction[1];
         }
 
+        if (more) copy_async_wait<1>();  // this tile's V has landed (the next K may still be in flight)
+        else copy_async_wait<0>();
+        __syncthreads();
         // O += P V: k16 step kc takes P's n8 tiles 2 kc and 2 kc + 1 as its A fragment; B[kk][n] =
-        // V[k0 + 16 kc + kk][8 dn + n] = V^T[8 dn + n][16 kc + kk].
+        // V[k0 + 16 kc + kk][8 dn + n], the V rows transposed by ldmatrix, two n8 tiles per ldmatrix.
 #pragma unroll
         for (int kc = 0; kc < FLASH_K / 16; ++kc) {
             const unsigned pa[4] = {pack_bf16x2(s[2 * kc][0], s[2 * kc][1]), pack_bf16x2(s[2 * kc][2], s[2 * kc][3]),
                                     pack_bf16x2(s[2 * kc + 1][0], s[2 * kc + 1][1]),
                                     pack_bf16x2(s[2 * kc + 1][2], s[2 * kc + 1][3])};
 #pragma unroll
-            for (int dn = 0; dn < D / 8; ++dn) {
-                const int vrow = (dn * 8 + g) * LDV + kc * 16 + 2 * t;
-                const unsigned b[2] = {shared_pair(vt, vrow), shared_pair(vt, vrow + 8)};
-                mma_m16n8k16_bf16(acc[dn], pa, b);
+            for (int dn = 0; dn < D / 8; dn += 2) {
+                unsigned b[4];
+                const int r = kc * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, c = (dn + (lane >> 4)) * 8;
+                ldmatrix_x4<true>(b, vs + r * LD + c);
+                const unsigned b0[2] = {b[0], b[1]}, b1[2] = {b[2], b[3]};
+                mma_m16n8k16_bf16(acc[dn], pa, b0);
+                mma_m16n8k16_bf16(acc[dn + 1], pa, b1);
             }
         }
+        __syncthreads();  // every warp is done with vs before the next tile's V lands there
     }
 
     // The row sums from the four lanes of each row group; O / l as bf16 pairs.
@@ -199,13 +258,13 @@ __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_
 
 // Entry points with the CUDA-core kernels' parameters (head_dim among them, fixed here by D).
 #define FLASH_ATTENTION(D)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(FLASH_WARPS * 32)                                                \
+    extern "C" __global__ void __launch_bounds__(FLASH_WARPS * 32, 2)                                              \
         attention_flash_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,              \
                              __nv_bfloat16* o, int b, int tq, int tk, int hq, int hkv, int, int causal,         \
                              int offset, float scale) {                                                                        \
         attention_flash<D>(q, k, v, o, b, tq, tk, hq, hkv, causal, offset, scale, ContiguousKeys{tk});            \
     }                                                                                                              \
-    extern "C" __global__ void __launch_bounds__(FLASH_WARPS * 32)                                                \
+    extern "C" __global__ void __launch_bounds__(FLASH_WARPS * 32, 2)                                              \
         paged_attention_flash_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,        \
                                    const int* table, __nv_bfloat16* o, int t, int hq, int hkv, int, int offset,   \
                                    int block_size, float scale) {                                                  \

@@ -40,6 +40,59 @@ extern "C" __global__ void racy(float* out) {
 extern "C" __global__ void past_the_end(float* out, int n) {
     for (int i = threadIdx.x; i <= n + 4096; i += blockDim.x) out[i] = 1.0f;
 }
+// One warp: A[16][16] and B[16][8] (small integers, exact in bf16) into fragments, from global memory by the PTX
+// layouts and from shared memory by ldmatrix (B stored as its transpose, n-major, and read .trans from a row-major
+// copy), then C = A B by the mma model: out[0..128] from the global fragments, out[128..256] from ldmatrix ones.
+extern "C" __global__ void mma_product(float* out) {
+    const int lane = threadIdx.x, g = lane >> 2, t = lane & 3;
+    __shared__ unsigned short a_s[16 * 16], b_rows[16 * 8], b_cols[8 * 16];
+    auto a_at = [](int i, int k) { return (float)((i * 3 + k) % 7 - 3); };
+    auto b_at = [](int k, int n) { return (float)((k * 5 + n * 3) % 5 - 2); };
+    auto bits = [](float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); };
+    auto pair = [&](float lo, float hi) { return (unsigned)bits(lo) | ((unsigned)bits(hi) << 16); };
+    for (int i = lane; i < 256; i += 32) a_s[i] = bits(a_at(i / 16, i % 16));
+    for (int i = lane; i < 128; i += 32) {
+        b_rows[i] = bits(b_at(i / 8, i % 8));   // [k][n]
+        b_cols[i] = bits(b_at(i % 16, i / 16));  // [n][k]
+    }
+    __syncwarp();
+    const unsigned a[4] = {pair(a_at(g, 2 * t), a_at(g, 2 * t + 1)), pair(a_at(g + 8, 2 * t), a_at(g + 8, 2 * t + 1)),
+                           pair(a_at(g, 2 * t + 8), a_at(g, 2 * t + 9)),
+                           pair(a_at(g + 8, 2 * t + 8), a_at(g + 8, 2 * t + 9))};
+    const unsigned b[2] = {pair(b_at(2 * t, g), b_at(2 * t + 1, g)), pair(b_at(2 * t + 8, g), b_at(2 * t + 9, g))};
+    float c[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    __emu_mma_m16n8k16_bf16(c, a, b);
+    unsigned la[4], lb[4], lt[4];
+    __emu_ldmatrix_x4(la, a_s + ((lane & 7) + ((lane >> 3) & 1) * 8) * 16 + (lane >> 4) * 8, false);
+    __emu_ldmatrix_x4(lb, b_cols + (lane & 7) * 16 + (lane >> 3) * 8, false);  // n rows: k 0-7, 8-15, (again)
+    __emu_ldmatrix_x4(lt, b_rows + (lane & 15) * 8, true);                     // k rows 0-15, transposed
+    const unsigned from_cols[2] = {lb[0], lb[1]};
+    if (lt[0] != lb[0] || lt[1] != lb[1]) c[0] = -1000.0f;  // .trans of B[k][n] must equal B^T read straight
+    float d[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    __emu_mma_m16n8k16_bf16(d, la, from_cols);
+    for (int e = 0; e < 4; ++e) {
+        const int row = g + 8 * (e / 2), col = 2 * t + e % 2;
+        out[row * 8 + col] = c[e];
+        out[128 + row * 8 + col] = d[e];
+    }
+}
+// Copies issued and never waited for.
+extern "C" __global__ void copies_in_flight(float* out) {
+    __shared__ float s[32 * 4];
+    __emu_copy_async_16(s + 4 * threadIdx.x, out + 4 * threadIdx.x, true);
+    __emu_copy_commit();
+}
+// A copy lands at its thread's wait, not before.
+extern "C" __global__ void copies_land_at_the_wait(float* out) {
+    __shared__ float s[32 * 4];
+    s[4 * threadIdx.x] = -1.0f;
+    __emu_copy_async_16(s + 4 * threadIdx.x, out + 4 * threadIdx.x, true);
+    __emu_copy_commit();
+    const float before = s[4 * threadIdx.x];
+    __emu_copy_wait(0);
+    out[4 * threadIdx.x + 1] = before;
+    out[4 * threadIdx.x + 2] = s[4 * threadIdx.x];
+}
 "#;
 
 /// The emulated device, or `None` (printed) on a real GPU or none.
@@ -119,6 +172,77 @@ fn shuffles_barriers_and_early_returns_give_cuda_results() {
         .map(|t| if t < 40 { (39 - t) as f32 } else { 0.0 })
         .collect();
     assert_eq!(got, want);
+}
+
+#[test]
+fn the_mma_and_ldmatrix_models_give_the_matrix_product() {
+    let Some(device) = emulator() else { return };
+    let (outcome, got) = launch_one_block(&device, "mma_product", 256, 32, None);
+    outcome.unwrap();
+    let a = |i: usize, k: usize| ((i * 3 + k) % 7) as f64 - 3.0;
+    let b = |k: usize, n: usize| ((k * 5 + n * 3) % 5) as f64 - 2.0;
+    for row in 0..16 {
+        for col in 0..8 {
+            let want: f64 = (0..16).map(|k| a(row, k) * b(k, col)).sum();
+            assert_eq!(got[row * 8 + col] as f64, want, "mma C[{row}][{col}]");
+            assert_eq!(
+                got[128 + row * 8 + col] as f64,
+                want,
+                "ldmatrix + mma C[{row}][{col}]"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_async_copy_lands_at_its_wait() {
+    let Some(device) = emulator() else { return };
+    let stream = device.stream();
+    let mut out = stream
+        .clone_htod(&(0..128).map(|i| i as f32 + 0.5).collect::<Vec<f32>>())
+        .unwrap();
+    let kernel = function(&device, "copies_land_at_the_wait");
+    let mut launch = stream.launch_builder(&kernel);
+    launch.arg(&mut out);
+    let config = LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: the kernel reads and writes 4 floats per thread of the 128 given.
+    unsafe { launch.launch(config) }.unwrap();
+    let got = stream.clone_dtoh(&out).unwrap();
+    for t in 0..32 {
+        assert_eq!(got[4 * t + 1], -1.0, "thread {t} saw its copy before waiting");
+        assert_eq!(
+            got[4 * t + 2],
+            (4 * t) as f32 + 0.5,
+            "thread {t}: the copy did not land"
+        );
+    }
+}
+
+#[test]
+fn copies_never_waited_for_stop_the_process() {
+    if std::env::var("EMULATOR_CHILD").as_deref() == Ok("copies_in_flight") {
+        let _ = launch_one_block(&emulator().unwrap(), "copies_in_flight", 128, 32, None);
+        println!("EMULATOR-CHILD survived");
+        return;
+    }
+    if emulator().is_none() {
+        return;
+    }
+    let child = run_child(
+        "copies_never_waited_for_stop_the_process",
+        "copies_in_flight",
+        &[],
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr),
+    );
+    assert!(!child.status.success(), "the child survived:\n{stdout}\n{stderr}");
+    assert!(stderr.contains("cp.async copies not waited for"), "{stderr}");
 }
 
 #[test]

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <utility>
 #include <type_traits>
@@ -25,10 +27,12 @@ template <typename... A, std::size_t... I>
 static void __emu_call(void (*f)(A...), void** params, std::index_sequence<I...>) {
     f(*static_cast<std::remove_reference_t<A>*>(params[I])...);
 }
+static void __emu_check_copies_landed();
 // Calls a kernel with its parameters given as cuLaunchKernel's array of pointers.
 template <typename... A>
 static void __emu_invoke(void (*f)(A...), void** params) {
     __emu_call(f, params, std::index_sequence_for<A...>{});
+    __emu_check_copies_landed();
 }
 
 #define __global__ __attribute__((visibility("default"), used))
@@ -169,3 +173,68 @@ static inline void __emu_mma_m16n8k16_bf16(float (&c)[4], const unsigned (&a)[4]
         c[i] = sum;
     }
 }
+
+// `ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 {r0..r3}, [row]`: lanes 8 j .. 8 j + 7 give the addresses of the
+// 8 rows (8 b16 each) of matrix j; lane l = 4 g + t receives in r[j] row g of matrix j, elements 2t and 2t + 1
+// (low half first), or with .trans column g, rows 2t and 2t + 1.
+static inline void __emu_ldmatrix_x4(unsigned (&r)[4], const void* row, bool trans) {
+    const unsigned short* rows[32];
+    __emu.warp_gather(&row, rows, sizeof row);
+    const int lane = (int)(threadIdx.x & 31), g = lane >> 2, t = lane & 3;
+    for (int j = 0; j < 4; ++j) {
+        const unsigned short lo = trans ? rows[8 * j + 2 * t][g] : rows[8 * j + g][2 * t];
+        const unsigned short hi = trans ? rows[8 * j + 2 * t + 1][g] : rows[8 * j + g][2 * t + 1];
+        r[j] = (unsigned)lo | ((unsigned)hi << 16);
+    }
+}
+
+// `cp.async.cg.shared.global [dst], [src], 16, (fill ? 16 : 0)` with commit_group and wait_group: each thread's
+// copies are queued in groups and land only when that thread waits for their group (zeros when not `fill`), so a
+// kernel that reads a tile before waiting for it (or, in the other warp order, before the barrier after the wait)
+// reads stale shared memory here as it could on the GPU.
+struct __EmuCopy {
+    void* dst;
+    const void* src;
+    bool fill;
+    int group;
+};
+static constexpr int __emu_max_copies = 64;
+static __EmuCopy __emu_copies[1024][__emu_max_copies];
+static int __emu_copy_count[1024];
+static int __emu_copy_group[1024];
+static inline int __emu_thread_rank() {
+    return (int)(threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z));
+}
+static inline void __emu_copy_async_16(void* dst, const void* src, bool fill) {
+    const int me = __emu_thread_rank();
+    if (__emu_copy_count[me] == __emu_max_copies) {
+        std::fprintf(stderr, "cuda-emu: thread %d has more than %d cp.async copies in flight\n", me, __emu_max_copies);
+        std::abort();
+    }
+    __emu_copies[me][__emu_copy_count[me]++] = __EmuCopy{dst, src, fill, __emu_copy_group[me]};
+}
+static inline void __emu_copy_commit() { ++__emu_copy_group[__emu_thread_rank()]; }
+// Lands every copy of this thread except those of its `pending` most recent committed groups (and any uncommitted).
+static inline void __emu_copy_wait(int pending) {
+    const int me = __emu_thread_rank(), done_below = __emu_copy_group[me] - pending;
+    int kept = 0;
+    for (int i = 0; i < __emu_copy_count[me]; ++i) {
+        const __EmuCopy c = __emu_copies[me][i];
+        if (c.group < done_below) {
+            if (c.fill) std::memcpy(c.dst, c.src, 16);
+            else std::memset(c.dst, 0, 16);
+        } else {
+            __emu_copies[me][kept++] = c;
+        }
+    }
+    __emu_copy_count[me] = kept;
+}
+// A thread that returns with copies in flight has lost them (its block's shared memory is gone): a kernel bug.
+static void __emu_check_copies_landed() {
+    const int me = __emu_thread_rank();
+    if (__emu_copy_count[me] == 0) return;
+    std::fprintf(stderr, "cuda-emu: thread %d returned with %d cp.async copies not waited for (cp.async.wait_group)\n",
+                 me, __emu_copy_count[me]);
+    std::abort();
+}
+

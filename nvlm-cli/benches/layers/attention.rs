@@ -64,7 +64,10 @@ pub fn run(device: Device, case: &Case, report: &mut Report) -> anyhow::Result<(
         "[{batch}, {queries}, {heads}, {head_dim}] over {keys} keys, {kv_heads} KV heads, {}",
         if causal { "causal" } else { "bidirectional" }
     );
-    for (flash, name) in [(true, case.name.clone()), (false, format!("{}-cuda-cores", case.name))] {
+    for (flash, name) in [
+        (true, case.name.clone()),
+        (false, format!("{}-cuda-cores", case.name)),
+    ] {
         set_flash_attention(flash);
         let timed = time_ms(device, || {
             attention(&q, &k, &v, mask, scale).map(drop).map_err(Into::into)
