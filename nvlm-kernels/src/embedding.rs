@@ -41,6 +41,35 @@ pub enum RowSource {
     Zero,
 }
 
+impl RowSource {
+    /// This source in the gather kernel's i32 encoding: a table row index, -1 for zeros, -2 - j for extra row `j`.
+    pub fn code(self) -> i64 {
+        match self {
+            RowSource::Table(i) => i as i64,
+            RowSource::Extra(j) => -2 - j as i64,
+            RowSource::Zero => -1,
+        }
+    }
+}
+
+/// [`gather_rows`] from table rows and zero rows whose sources are already on the device, i32 `[n]` in
+/// [`RowSource::code`]'s encoding and checked by the caller: for a step that a CUDA graph replays, whose inputs are
+/// rewritten in place before each replay. CUDA only.
+pub fn gather_table_rows_encoded(codes: &Tensor, table: &Tensor, dtype: DType) -> Result<Tensor> {
+    const OP: &str = "gather_table_rows_encoded";
+    codes.expect_dtype(OP, DType::I32)?;
+    rank(OP, "codes", codes, 1)?;
+    rank(OP, "table", table, 2)?;
+    float_dtype(OP, table)?;
+    match same_device(OP, &[codes, table])? {
+        Device::Cuda(_) => crate::cuda::elementwise::gather_rows(codes, table, None, dtype),
+        Device::Cpu => Err(KernelError::invalid(
+            OP,
+            "device sources are a CUDA path; use gather_rows",
+        )),
+    }
+}
+
 /// The embedding gather and the image-row scatter in one pass: output row `i` (`[sources.len(), d]` in `dtype`) is
 /// the row `sources[i]` names, of `table[vocab, d]`, of `extra[m, d]` (in `dtype`, on the table's device), or
 /// zeros. The sources are checked on the host and uploaded in one copy, so nothing is read back from a GPU.
@@ -86,11 +115,7 @@ pub fn gather_rows(
                     format!("{what} row {index} outside {limit} rows"),
                 ));
             }
-            let code = match s {
-                RowSource::Extra(j) => -2 - j as i64,
-                _ => index as i64,
-            };
-            i32::try_from(code).map_err(|_| KernelError::invalid(OP, format!("row {index} exceeds i32")))
+            i32::try_from(s.code()).map_err(|_| KernelError::invalid(OP, format!("row {index} exceeds i32")))
         })
         .collect::<Result<Vec<i32>>>()?;
     match table.device() {

@@ -25,7 +25,7 @@ pub mod validate;
 pub use activation::{gelu, silu_mul};
 pub use attention::{attention, AttentionMask};
 pub use elementwise::{add, add_scaled_channels, cast, mul, scale};
-pub use embedding::{embedding, gather_rows, RowSource};
+pub use embedding::{embedding, gather_rows, gather_table_rows_encoded, RowSource};
 pub use error::{KernelError, Result};
 pub use matmul::{batched_matmul, gemv, matmul};
 pub use norm::{

@@ -118,12 +118,83 @@ pub struct PagedRows {
     blocks: Vec<usize>,
     block_size: usize,
     packed: Tensor,
+    /// Attention is planned (split-K ranges) for contexts of up to this many keys, not for these rows' longest.
+    key_bound: Option<usize>,
 }
+
+/// The host side of [`PagedRows`] and its packed i32 form.
+type Layout = (
+    Vec<usize>,
+    Vec<usize>,
+    Vec<(usize, usize)>,
+    Vec<usize>,
+    usize,
+    Vec<i32>,
+);
 
 impl PagedRows {
     /// The rows at positions `start..start + rows` of each `(table, start, rows)`, in order; an error when a
     /// position has no block or the tables' block sizes differ.
     pub fn new(segments: &[(&BlockTable, usize, usize)], device: Device) -> Result<PagedRows> {
+        let (slots, positions, tables, blocks, block_size, packed) = Self::layout(segments)?;
+        // An empty step still needs a device buffer: one unused entry.
+        let packed = if packed.is_empty() { vec![0] } else { packed };
+        let len = packed.len();
+        Ok(PagedRows {
+            slots,
+            positions,
+            tables,
+            blocks,
+            block_size,
+            packed: Tensor::from_vec(packed, &[len])?.to_device(device)?,
+            key_bound: None,
+        })
+    }
+
+    /// Entries of the packed buffer for `rows` rows whose sequences' tables hold `blocks` block ids in all.
+    pub fn packed_len(rows: usize, blocks: usize) -> usize {
+        3 * rows + blocks
+    }
+
+    /// The same rows as [`PagedRows::new`], written into `buffer` (an i32 device tensor of at least
+    /// [`PagedRows::packed_len`] entries, which the caller keeps at one address) instead of a fresh upload, with
+    /// attention planned for contexts of up to `key_bound` keys: the fixed addresses and launch shapes a CUDA graph
+    /// replays. The next rows written into `buffer` replace these.
+    pub fn new_in(
+        segments: &[(&BlockTable, usize, usize)],
+        buffer: &mut Tensor,
+        key_bound: usize,
+    ) -> Result<PagedRows> {
+        const OP: &str = "PagedRows::new_in";
+        let (slots, positions, tables, blocks, block_size, mut packed) = Self::layout(segments)?;
+        buffer.expect_dtype(OP, nvlm_tensor::DType::I32)?;
+        if packed.len() > buffer.numel() {
+            return Err(KernelError::invalid(
+                OP,
+                format!("{} entries for a buffer of {}", packed.len(), buffer.numel()),
+            ));
+        }
+        if let Some(p) = positions.iter().find(|&&p| p >= key_bound) {
+            return Err(KernelError::invalid(
+                OP,
+                format!("position {p} is past the key bound {key_bound}"),
+            ));
+        }
+        packed.resize(buffer.numel(), 0);
+        buffer.write_from_host(&packed)?;
+        Ok(PagedRows {
+            slots,
+            positions,
+            tables,
+            blocks,
+            block_size,
+            packed: buffer.clone(),
+            key_bound: Some(key_bound),
+        })
+    }
+
+    /// The rows' host layout and packed form `[slots | positions | table starts | block ids]`.
+    fn layout(segments: &[(&BlockTable, usize, usize)]) -> Result<Layout> {
         const OP: &str = "PagedRows";
         let block_size = segments.first().map_or(1, |s| s.0.block_size);
         let (mut slots, mut positions, mut tables, mut blocks) = (vec![], vec![], vec![], vec![]);
@@ -152,17 +223,7 @@ impl PagedRows {
             .chain(blocks.iter().copied())
             .map(|v| i32::try_from(v).map_err(|_| KernelError::invalid(OP, format!("{v} exceeds i32"))))
             .collect::<Result<Vec<_>>>()?;
-        // An empty step still needs a device buffer: one unused entry.
-        let packed = if packed.is_empty() { vec![0] } else { packed };
-        let len = packed.len();
-        Ok(PagedRows {
-            slots,
-            positions,
-            tables,
-            blocks,
-            block_size,
-            packed: Tensor::from_vec(packed, &[len])?.to_device(device)?,
-        })
+        Ok((slots, positions, tables, blocks, block_size, packed))
     }
 
     /// Each row's cache slot.
@@ -384,7 +445,8 @@ pub fn paged_attention_rows(
             v,
             &rows.packed,
             rows.slots.len(),
-            rows.positions.iter().max().map_or(0, |p| p + 1),
+            rows.key_bound
+                .unwrap_or_else(|| rows.positions.iter().max().map_or(0, |p| p + 1)),
             rows.block_size,
             scale,
         ),

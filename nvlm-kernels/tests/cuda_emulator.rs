@@ -76,6 +76,7 @@ extern "C" __global__ void mma_product(float* out) {
         out[128 + row * 8 + col] = d[e];
     }
 }
+extern "C" __global__ void add_one(float* out) { out[threadIdx.x] += 1.0f; }
 // Copies issued and never waited for.
 extern "C" __global__ void copies_in_flight(float* out) {
     __shared__ float s[32 * 4];
@@ -243,6 +244,108 @@ fn copies_never_waited_for_stop_the_process() {
     );
     assert!(!child.status.success(), "the child survived:\n{stdout}\n{stderr}");
     assert!(stderr.contains("cp.async copies not waited for"), "{stderr}");
+}
+
+#[test]
+fn a_graph_replays_its_work_reading_host_memory_at_each_launch() {
+    let Some(device) = emulator() else { return };
+    // A stream of its own: the tests run in parallel, and a capture takes over its stream.
+    let stream = device.context().new_stream().unwrap();
+    let kernel = function(&device, "add_one");
+    // SAFETY: written below before any copy reads it.
+    let mut host = unsafe { device.context().alloc_pinned::<f32>(32) }.unwrap();
+    let mut buffer = stream.alloc_zeros::<f32>(32).unwrap();
+    stream
+        .begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .unwrap();
+    {
+        use cudarc::driver::DevicePtrMut;
+        let (ptr, _record) = buffer.device_ptr_mut(&stream);
+        // SAFETY: 32 pinned f32 into a 32-f32 buffer; the host memory outlives every launch of the graph.
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(ptr, host.as_mut_slice().unwrap(), stream.cu_stream())
+        }
+        .unwrap();
+    }
+    let mut launch = stream.launch_builder(&kernel);
+    launch.arg(&mut buffer);
+    let config = LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    // SAFETY: the kernel adds one to each of the 32 floats.
+    unsafe { launch.launch(config) }.unwrap();
+    let graph = stream
+        .end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        stream.clone_dtoh(&buffer).unwrap(),
+        vec![0.0; 32],
+        "capture ran the work"
+    );
+    for value in [5.0f32, 10.0] {
+        host.as_mut_slice().unwrap().fill(value);
+        graph.launch().unwrap();
+        assert_eq!(stream.clone_dtoh(&buffer).unwrap(), vec![value + 1.0; 32]);
+    }
+}
+
+#[test]
+fn what_cuda_forbids_during_capture_fails_it() {
+    use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode, CUstreamCaptureStatus};
+    if std::env::var("EMULATOR_CHILD").as_deref() != Ok("forbidden") {
+        // In a child process: the failed frees below leave errors on the shared context that other tests would see.
+        if emulator().is_none() {
+            return;
+        }
+        let child = run_child("what_cuda_forbids_during_capture_fails_it", "forbidden", &[]);
+        let stdout = String::from_utf8_lossy(&child.stdout);
+        assert!(
+            child.status.success() && stdout.contains("FORBIDDEN-OK"),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&child.stderr)
+        );
+        return;
+    }
+    let device = emulator().unwrap();
+    let stream = device.context().new_stream().unwrap();
+    let capture = || {
+        stream
+            .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .unwrap()
+    };
+    let end = || stream.end_capture(CUgraphInstantiate_flags(0));
+    let idle = || stream.capture_status().unwrap() == CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+    // Waiting for the stream being captured.
+    capture();
+    assert!(
+        stream.synchronize().is_err(),
+        "a synchronize during capture succeeded"
+    );
+    assert!(end().is_err(), "an invalidated capture ended");
+    assert!(idle());
+    // An allocation made in the capture and still alive at its end (the graph could not be launched twice).
+    capture();
+    let kept = stream.alloc_zeros::<f32>(16).unwrap();
+    assert!(end().is_err(), "a capture leaking memory ended");
+    drop(kept);
+    // Freeing memory the capture did not allocate. cudarc records the failed free on the context and returns it
+    // from its next call, before reaching the driver: a second end_capture ends the capture.
+    let outside = stream.alloc_zeros::<f32>(16).unwrap();
+    capture();
+    drop(outside);
+    assert!(end().is_err(), "the failed free went unreported");
+    assert!(!idle());
+    assert!(end().is_err(), "a capture freeing outside memory ended");
+    assert!(idle());
+    // And a clean capture still works afterwards.
+    capture();
+    let inside = stream.alloc_zeros::<f32>(16).unwrap();
+    drop(inside);
+    assert!(end().unwrap().is_some());
+    println!("FORBIDDEN-OK");
 }
 
 #[test]

@@ -105,7 +105,13 @@ pub fn generate(
         if tokens.len() == options.max_new_tokens {
             break;
         }
-        hidden = model.forward(&model.embed(&[token], dtype)?, &mut cache, seq)?;
+        hidden = if dtype == model.device().compute_dtype() {
+            // One decode step (replayed from a CUDA graph on a GPU).
+            model.decode_batch(&[token], &mut cache, &[seq])?
+        } else {
+            // Embeddings in the prompt's dtype (a bf16 run on the CPU).
+            model.forward(&model.embed(&[token], dtype)?, &mut cache, seq)?
+        };
     }
     let decode = decode_start.elapsed();
     let recorded = if options.record {

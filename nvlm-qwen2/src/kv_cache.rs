@@ -9,6 +9,8 @@ use crate::{Qwen2Error, Result};
 /// Keys and values of every layer, in blocks of `block_size` positions, on the model's device in its compute dtype:
 /// new rows are written in place and attention reads them through the block table, so nothing crosses to the host.
 pub struct PagedKvCache {
+    /// Unique in the process: what a CUDA graph recorded against (its buffers' addresses).
+    id: u64,
     block_size: usize,
     device: Device,
     /// Per layer: keys and values of all blocks, `[blocks * block_size, kv_heads, head_dim]`.
@@ -45,7 +47,9 @@ impl PagedKvCache {
                 .map(|_| Ok(Tensor::zeros(&shape, dtype, device)?))
                 .collect()
         };
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(PagedKvCache {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             block_size,
             device,
             keys: pool()?,
@@ -53,6 +57,16 @@ impl PagedKvCache {
             free: (0..num_blocks).rev().collect(),
             sequences: Vec::new(),
         })
+    }
+
+    /// This cache's identity in the process (caches are never reused under another's id).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Blocks in the pool (free or not).
+    pub fn num_blocks(&self) -> usize {
+        self.keys.first().map_or(0, |k| k.shape()[0] / self.block_size)
     }
 
     /// Starts an empty sequence.
@@ -120,15 +134,26 @@ impl PagedKvCache {
     /// beforehand). Built once per step and shared by every layer's [`PagedKvCache::write_rope_qkv`] and
     /// [`PagedKvCache::attention_rows`].
     pub fn paged_rows(&self, parts: &[(SequenceId, usize)]) -> Result<PagedRows> {
-        let sequences = parts
+        Ok(PagedRows::new(&self.segments(parts)?, self.device)?)
+    }
+
+    /// Each part's (table, first new position, rows).
+    fn segments(&self, parts: &[(SequenceId, usize)]) -> Result<Vec<(&BlockTable, usize, usize)>> {
+        parts
             .iter()
-            .map(|&(id, rows)| Ok((self.sequence(id)?, rows)))
-            .collect::<Result<Vec<_>>>()?;
-        let segments: Vec<_> = sequences
-            .iter()
-            .map(|(s, rows)| (&s.table, s.len, *rows))
-            .collect();
-        Ok(PagedRows::new(&segments, self.device)?)
+            .map(|&(id, rows)| self.sequence(id).map(|s| (&s.table, s.len, rows)))
+            .collect()
+    }
+
+    /// [`PagedKvCache::paged_rows`] written into the caller's persistent i32 `buffer`, with attention planned for up
+    /// to `key_bound` keys (see [`PagedRows::new_in`]): a step a CUDA graph replays.
+    pub fn paged_rows_in(
+        &self,
+        parts: &[(SequenceId, usize)],
+        buffer: &mut Tensor,
+        key_bound: usize,
+    ) -> Result<PagedRows> {
+        Ok(PagedRows::new_in(&self.segments(parts)?, buffer, key_bound)?)
     }
 
     /// Qwen2's fused projection rows `qkv` of one step (`rows`) rotated and split, with the keys and values written

@@ -4,6 +4,7 @@
 
 pub mod chat;
 mod config;
+mod decode_graph;
 mod error;
 mod generate;
 pub mod kv_cache;
@@ -14,6 +15,7 @@ pub mod tokenizer;
 
 pub use chat::{build_prompt, SystemPrompt, DEFAULT_SYSTEM_MESSAGE};
 pub use config::Qwen2Config;
+pub use decode_graph::CUDA_GRAPHS_ENV;
 pub use error::{Qwen2Error, Result};
 pub use generate::{generate, GenerateOptions, Generation, StopReason};
 pub use kv_cache::{PagedKvCache, SequenceId};

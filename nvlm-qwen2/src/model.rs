@@ -2,11 +2,13 @@
 //! paged KV cache → output projection, RMSNorm → SwiGLU MLP; final norm; untied LM head.
 
 use nvlm_kernels::{self as k, PagedRows};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use nvlm_dist::Comm;
 use nvlm_tensor::{load_weight, Device, Tensor, Weights};
 
+use crate::decode_graph::{self, DecodeGraphs};
 use crate::kv_cache::{PagedKvCache, SequenceId};
 use crate::tensor_parallel::{ShardedLoader, Sharding};
 use crate::{Qwen2Config, Result};
@@ -82,6 +84,11 @@ pub struct Qwen2Model {
     /// This rank's part of a tensor-parallel model (everything, without tensor parallelism).
     sharding: Sharding,
     comm: Option<Arc<dyn Comm>>,
+    /// Decode steps captured as CUDA graphs (see `decode_graph`), and whether to use them.
+    graphs: Mutex<DecodeGraphs>,
+    graphs_on: AtomicBool,
+    /// The RoPE frequencies on the device, when they do not depend on the length (no dynamic NTK).
+    fixed_inv_freq: OnceLock<Tensor>,
 }
 
 impl Qwen2Model {
@@ -134,6 +141,9 @@ impl Qwen2Model {
             lm_head,
             sharding: Sharding::whole(config),
             comm: None,
+            graphs: Mutex::default(),
+            graphs_on: AtomicBool::new(decode_graph::graphs_enabled()),
+            fixed_inv_freq: OnceLock::new(),
         })
     }
 
@@ -198,6 +208,9 @@ impl Qwen2Model {
             lm_head,
             sharding,
             comm: Some(comm),
+            graphs: Mutex::default(),
+            graphs_on: AtomicBool::new(decode_graph::graphs_enabled()),
+            fixed_inv_freq: OnceLock::new(),
         })
     }
 
@@ -308,10 +321,114 @@ impl Qwen2Model {
                 seqs.len()
             )));
         }
+        if let Some(hidden) = self.decode_graphed(tokens, cache, seqs)? {
+            return Ok(hidden);
+        }
         let parts: Vec<(SequenceId, usize)> = seqs.iter().map(|&seq| (seq, 1)).collect();
         // Embeddings in the device's compute dtype (bf16 on a GPU, where the projections take bf16 only).
         let dtype = self.embed.device().compute_dtype();
         self.forward_step(&self.embed(tokens, dtype)?, cache, &parts)
+    }
+
+    /// [`Qwen2Model::decode_batch`] through a CUDA graph of its shape (module `decode_graph`), or `None` where graphs
+    /// do not apply: off the GPU, past the length where dynamic NTK changes the frequencies, or with
+    /// `NVLM_CUDA_GRAPHS=0`.
+    fn decode_graphed(
+        &self,
+        tokens: &[u32],
+        cache: &mut PagedKvCache,
+        seqs: &[SequenceId],
+    ) -> Result<Option<Tensor>> {
+        let device = self.device();
+        if !matches!(device, Device::Cuda(_)) || !self.graphs_on.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut longest = 0;
+        for &seq in seqs {
+            longest = longest.max(cache.len(seq)?);
+        }
+        // Dynamic NTK changes the frequencies past `max_position_embeddings` (32k for NVLM-D): op by op from there.
+        let rope = &self.config.rope;
+        if rope.dynamic.is_some() && rope.inv_freq(longest + 1) != rope.inv_freq(1) {
+            return Ok(None);
+        }
+        self.check_ids(tokens)?;
+        for &seq in seqs {
+            cache.reserve(seq, 1)?;
+        }
+        let key_bound = decode_graph::key_bound(longest);
+        let inv_freq = self.fixed_inv_freq()?;
+        let dtype = device.compute_dtype();
+        let mut graphs = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+        let (shape, new) = graphs.shape(cache.id(), tokens.len(), key_bound, || {
+            decode_graph::new_shape(
+                device,
+                tokens.len(),
+                cache.num_blocks(),
+                self.config.hidden_size,
+                dtype,
+            )
+        })?;
+        let codes: Vec<i32> = tokens.iter().map(|&t| self.table_row(t).code() as i32).collect();
+        shape.codes.write_from_host(&codes)?;
+        let parts: Vec<(SequenceId, usize)> = seqs.iter().map(|&seq| (seq, 1)).collect();
+        let rows = cache.paged_rows_in(&parts, &mut shape.rows, key_bound)?;
+        let segments: Vec<Segment> = seqs
+            .iter()
+            .zip(rows.positions())
+            .map(|(&seq, &start)| Segment { seq, start, rows: 1 })
+            .collect();
+        // The step: embeddings from the fixed sources, every layer, the final norm into the fixed output.
+        let queue = |shape: &mut decode_graph::DecodeShape, cache: &mut PagedKvCache| -> Result<()> {
+            let embeds = self.reduce(k::gather_table_rows_encoded(&shape.codes, &self.embed, dtype)?)?;
+            let step = Step {
+                inv_freq,
+                rows: &rows,
+                segments: &segments,
+            };
+            let hidden = self.layers_and_norm(&embeds, &step, cache, |_, _| {})?;
+            Ok(shape.hidden.copy_from(&hidden)?)
+        };
+        match &shape.graph {
+            Some(graph) => graph.launch()?,
+            None if new => queue(shape, cache)?,
+            None => {
+                let (graph, ()) = nvlm_tensor::DeviceGraph::capture(device, || {
+                    queue(shape, cache).map_err(|e| nvlm_tensor::TensorError::Device {
+                        op: "decode graph capture",
+                        detail: e.to_string(),
+                    })
+                })?;
+                graph.launch()?;
+                shape.graph = Some(graph);
+            }
+        }
+        for &seq in seqs {
+            cache.advance(seq, 1)?;
+        }
+        // A copy: the output buffer is rewritten by the next step.
+        Ok(Some(shape.hidden.deep_copy()?))
+    }
+
+    /// Turns CUDA-graph decode steps on or off for this model (on unless `NVLM_CUDA_GRAPHS=0`), for comparing the
+    /// two paths.
+    pub fn set_decode_graphs(&self, on: bool) {
+        self.graphs_on.store(on, Ordering::Relaxed);
+    }
+
+    /// How many decode shapes (batch size, context bucket) of the current KV cache are captured as CUDA graphs.
+    pub fn decode_graphs_captured(&self) -> usize {
+        self.graphs.lock().unwrap_or_else(|p| p.into_inner()).captured()
+    }
+
+    /// The RoPE frequencies on the device below the dynamic-NTK threshold (where they do not change), uploaded once.
+    fn fixed_inv_freq(&self) -> Result<&Tensor> {
+        if let Some(t) = self.fixed_inv_freq.get() {
+            return Ok(t);
+        }
+        let freq = self.config.rope.inv_freq(1);
+        let t = Tensor::from_slice(&freq, &[freq.len()], self.device())?;
+        Ok(self.fixed_inv_freq.get_or_init(|| t))
     }
 
     /// One forward pass over new rows of several sequences: `parts[i] = (seq, rows)` says the next `rows` rows of
@@ -367,7 +484,7 @@ impl Qwen2Model {
         segments: &[Segment],
         inv_freq: &[f32],
         cache: &mut PagedKvCache,
-        mut trace: impl FnMut(usize, &Tensor),
+        trace: impl FnMut(usize, &Tensor),
     ) -> Result<Tensor> {
         // Uploaded once per step, shared by every layer's RoPE, cache write and attention.
         let inv_freq = Tensor::from_slice(inv_freq, &[inv_freq.len()], embeds.device())?;
@@ -378,13 +495,25 @@ impl Qwen2Model {
             rows: &rows,
             segments,
         };
-        let mut x = embeds.clone();
-        for (l, layer) in self.layers.iter().enumerate() {
-            x = self.layer(l, layer, &x, &step, cache)?;
-            trace(l, &x);
-        }
+        let hidden = self.layers_and_norm(embeds, &step, cache, trace)?;
         for s in segments {
             cache.advance(s.seq, s.rows)?;
+        }
+        Ok(hidden)
+    }
+
+    /// Every layer over `embeds` (the rows of `step`), then the final norm; the cache lengths are the caller's.
+    fn layers_and_norm(
+        &self,
+        embeds: &Tensor,
+        step: &Step,
+        cache: &mut PagedKvCache,
+        mut trace: impl FnMut(usize, &Tensor),
+    ) -> Result<Tensor> {
+        let mut x = embeds.clone();
+        for (l, layer) in self.layers.iter().enumerate() {
+            x = self.layer(l, layer, &x, step, cache)?;
+            trace(l, &x);
         }
         Ok(k::rms_norm(&x, &self.norm, self.config.rms_norm_eps)?)
     }

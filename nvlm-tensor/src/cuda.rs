@@ -137,14 +137,26 @@ impl CudaDevice {
     /// `bytes` (not empty) in fresh device memory, ordered on the compute stream, through pinned memory (see
     /// `staging`): large uploads on the copy stream, small ones through a ring without waiting for the device.
     pub(crate) fn upload(&self, bytes: &[u8]) -> Result<cudarc::driver::CudaSlice<u8>> {
+        self.with_uploader(|u, stream| u.upload(stream, bytes))
+    }
+
+    /// `bytes` into the existing device memory `dst` (same length), ordered on the compute stream like
+    /// [`CudaDevice::upload`].
+    pub(crate) fn upload_into(
+        &self,
+        bytes: &[u8],
+        dst: &mut cudarc::driver::CudaViewMut<'_, u8>,
+    ) -> Result<()> {
+        self.with_uploader(|u, stream| u.upload_into(stream, bytes, dst))
+    }
+
+    /// Runs `f` with this device's uploader (created on first use) and compute stream.
+    fn with_uploader<T>(&self, f: impl FnOnce(&mut Uploader, &Arc<CudaStream>) -> Result<T>) -> Result<T> {
         let mut uploader = self.uploader.lock().unwrap_or_else(|p| p.into_inner());
         if uploader.is_none() {
             *uploader = Some(Uploader::new(&self.context)?);
         }
-        uploader
-            .as_mut()
-            .expect("created above")
-            .upload(&self.stream, bytes)
+        f(uploader.as_mut().expect("created above"), &self.stream)
     }
 
     /// Waits for all work queued on the compute stream.

@@ -10,7 +10,9 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaEvent, CudaSlice, CudaStream, DevicePtrMut, PinnedHostSlice};
+use cudarc::driver::{
+    CudaContext, CudaEvent, CudaSlice, CudaStream, CudaViewMut, DevicePtrMut, PinnedHostSlice,
+};
 
 use crate::{Result, TensorError};
 
@@ -61,15 +63,35 @@ impl Uploader {
     /// `bytes` (not empty) in fresh device memory, ordered on `compute`: through the ring when small, else through
     /// the copy stream.
     pub(crate) fn upload(&mut self, compute: &Arc<CudaStream>, bytes: &[u8]) -> Result<CudaSlice<u8>> {
+        // SAFETY: every byte is written by the copies `upload_into` queues before `compute` runs anything after them.
+        let mut dst = unsafe { compute.alloc::<u8>(bytes.len()) }
+            .map_err(TensorError::driver("allocating device memory"))?;
+        self.upload_into(compute, bytes, &mut dst.slice_mut(..))?;
+        Ok(dst)
+    }
+
+    /// `bytes` into existing device memory `dst` (of the same length), ordered on `compute` like [`Uploader::upload`]:
+    /// what `compute` queues next sees them.
+    pub(crate) fn upload_into(
+        &mut self,
+        compute: &Arc<CudaStream>,
+        bytes: &[u8],
+        dst: &mut CudaViewMut<'_, u8>,
+    ) -> Result<()> {
         if bytes.len() < STAGED_MIN && bytes.len() <= RING_HALF {
-            self.upload_small(compute, bytes)
+            self.upload_small(compute, bytes, dst)
         } else {
-            self.upload_staged(compute, bytes)
+            self.upload_staged(compute, bytes, dst)
         }
     }
 
     /// A small upload through the ring, queued on `compute` without waiting for the device.
-    fn upload_small(&mut self, compute: &Arc<CudaStream>, bytes: &[u8]) -> Result<CudaSlice<u8>> {
+    fn upload_small(
+        &mut self,
+        compute: &Arc<CudaStream>,
+        bytes: &[u8],
+        dst: &mut CudaViewMut<'_, u8>,
+    ) -> Result<()> {
         let err = TensorError::driver;
         if self.ring_offset + bytes.len() > RING_HALF {
             // Leave this half (its copies end at this event) and take the other once its last copies are done.
@@ -86,8 +108,6 @@ impl Uploader {
         let ring = self.ring.as_mut_slice().map_err(err("pinned ring"))?;
         let staged = &mut ring[start..start + bytes.len()];
         staged.copy_from_slice(bytes);
-        // SAFETY: every byte is written by the copy below before `compute` runs anything after it.
-        let mut dst = unsafe { compute.alloc::<u8>(bytes.len()) }.map_err(err("allocating device memory"))?;
         let (ptr, record) = dst.device_ptr_mut(compute);
         // SAFETY: `staged` is pinned memory of the destination's length, not written again before the event that
         // closes its half has completed.
@@ -95,15 +115,18 @@ impl Uploader {
             .map_err(err("host-to-device copy"))?;
         drop(record); // ends the borrow of `dst`
         self.ring_offset += bytes.len().next_multiple_of(RING_ALIGN);
-        Ok(dst)
+        Ok(())
     }
 
-    /// `bytes` in fresh device memory of `compute`'s stream order: allocated there, filled on the copy stream, and
-    /// `compute` made to wait for the copies before whatever it queues next.
-    fn upload_staged(&mut self, compute: &Arc<CudaStream>, bytes: &[u8]) -> Result<CudaSlice<u8>> {
+    /// `bytes` into `dst` in `compute`'s stream order: filled on the copy stream, and `compute` made to wait for the
+    /// copies before whatever it queues next.
+    fn upload_staged(
+        &mut self,
+        compute: &Arc<CudaStream>,
+        bytes: &[u8],
+        dst: &mut CudaViewMut<'_, u8>,
+    ) -> Result<()> {
         let err = TensorError::driver;
-        // SAFETY: every byte is written by the copies below before the compute stream can read it.
-        let mut dst = unsafe { compute.alloc::<u8>(bytes.len()) }.map_err(err("allocating device memory"))?;
         self.copy.join(compute).map_err(err("ordering the copy stream"))?;
         for (i, chunk) in bytes.chunks(CHUNK).enumerate() {
             let b = i % 2;
@@ -127,6 +150,6 @@ impl Uploader {
         compute
             .join(&self.copy)
             .map_err(err("ordering the compute stream"))?;
-        Ok(dst)
+        Ok(())
     }
 }

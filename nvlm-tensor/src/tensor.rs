@@ -319,7 +319,86 @@ impl Tensor {
         }
     }
 
+    /// Overwrites this device tensor with `values` (as many elements as it holds, of its dtype), ordered on the
+    /// compute stream: what is queued next sees them. For inputs that must stay at one address (a CUDA graph's).
+    /// Fails for a host tensor, a dtype or length mismatch, or a storage shared with another tensor.
+    pub fn write_from_host<T: Element>(&mut self, values: &[T]) -> Result<()> {
+        const OP: &str = "write_from_host";
+        self.expect_dtype(OP, T::DTYPE)?;
+        if values.len() != self.numel() {
+            return Err(TensorError::Shape {
+                op: OP,
+                detail: format!("{} values for a tensor of {:?}", values.len(), self.shape),
+            });
+        }
+        if values.is_empty() {
+            return Ok(());
+        }
+        let device = match &self.storage {
+            Storage::Cuda(buffer) => buffer.device.clone(),
+            Storage::Cpu(_) => {
+                return Err(TensorError::Device {
+                    op: OP,
+                    detail: "tensor is on the host".to_string(),
+                })
+            }
+        };
+        device.upload_into(bytemuck::cast_slice(values), &mut self.cuda_view_mut()?)
+    }
+
     // ---------------------------------------------------------------- copies and conversions
+
+    /// Overwrites this tensor with `src` (same dtype, shape and device), ordered on the device's stream: a copy into
+    /// memory that stays at one address (a CUDA graph's output). Fails when another tensor shares this storage.
+    pub fn copy_from(&mut self, src: &Tensor) -> Result<()> {
+        const OP: &str = "copy_from";
+        src.expect_dtype(OP, self.dtype)?;
+        src.expect_shape(OP, "source", &self.shape.clone())?;
+        if src.device() != self.device() {
+            return Err(TensorError::Device {
+                op: OP,
+                detail: format!("source on {}, destination on {}", src.device(), self.device()),
+            });
+        }
+        match &src.storage {
+            Storage::Cpu(_) => {
+                let from = src.cpu_bytes()?.to_vec();
+                self.cpu_bytes_mut()?.copy_from_slice(&from);
+            }
+            Storage::Cuda(buffer) => {
+                let stream = buffer.device.stream().clone();
+                let from = buffer.slice.slice(src.offset..src.offset + src.size_in_bytes());
+                stream
+                    .memcpy_dtod(&from, &mut self.cuda_view_mut()?)
+                    .map_err(TensorError::driver("device-to-device copy"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy in fresh memory on the same device (unlike `clone`, which shares the storage).
+    pub fn deep_copy(&self) -> Result<Tensor> {
+        match &self.storage {
+            Storage::Cpu(_) => Tensor::from_bytes(self.cpu_bytes()?, self.dtype, &self.shape, Device::Cpu),
+            Storage::Cuda(buffer) => {
+                let slice = buffer
+                    .device
+                    .stream()
+                    .clone_dtod(
+                        &buffer
+                            .slice
+                            .slice(self.offset..self.offset + self.size_in_bytes()),
+                    )
+                    .map_err(TensorError::driver("device-to-device copy"))?;
+                Ok(Tensor::from_cuda(
+                    slice,
+                    buffer.device.clone(),
+                    self.dtype,
+                    &self.shape,
+                ))
+            }
+        }
+    }
 
     /// A copy on `device` (a cheap clone when it is already there).
     pub fn to_device(&self, device: Device) -> Result<Tensor> {

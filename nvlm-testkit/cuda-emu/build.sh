@@ -6,10 +6,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/../../target/cuda-emu}
 cxx=${CXX:-c++}
 mkdir -p "$out/include"
-$cxx -std=c++17 -O2 -fPIC -shared -Wall -Wextra "$here/fibers.cpp" "$here/driver.cpp" -o "$out/libcuda.so"
+$cxx -std=c++17 -O2 -fPIC -shared -Wall -Wextra "$here/fibers.cpp" "$here/driver.cpp" "$here/capture.cpp" -o "$out/libcuda.so"
 $cxx -std=c++17 -O2 -fPIC -shared -Wall -Wextra "$here/nvrtc.cpp" -ldl -o "$out/libnvrtc.so"
-$cxx -std=c++17 -O3 -fPIC -shared -Wall -Wextra "$here/cublaslt.cpp" -o "$out/libcublasLt.so"
-$cxx -std=c++17 -O2 -fPIC -shared -Wall -Wextra "$here/nccl.cpp" -lpthread -o "$out/libnccl.so"
+$cxx -std=c++17 -O3 -fPIC -shared -Wall -Wextra "$here/cublaslt.cpp" -ldl -o "$out/libcublasLt.so"
+$cxx -std=c++17 -O2 -fPIC -shared -Wall -Wextra "$here/nccl.cpp" -lpthread -ldl -o "$out/libnccl.so"
 cp "$here/bf16.h" "$here/emu_api.h" "$here/emu_kernel.h" "$out/"
 cp "$here/include/cuda_bf16.h" "$out/include/"
 ln -sf libcuda.so "$out/libcuda.so.1"

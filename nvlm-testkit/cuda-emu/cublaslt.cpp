@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "bf16.h"
+#include "stream_work.h"
 
 typedef int cublasStatus_t;
 enum : cublasStatus_t {
@@ -112,6 +113,51 @@ float dot(const float* a, const float* b, std::size_t n) {
 
 }  // namespace
 
+namespace {
+
+// D = alpha op(A) op(B) + beta C (+ bias, activation), now.
+cublasStatus_t matmul(const Desc& desc, const Layout& la, const Layout& lb, const Layout& lc, const Layout& ld,
+                      float alpha, float beta, const void* a, const void* b, const void* c, void* d) {
+    const std::size_t m = desc.transa ? la.cols : la.rows, k = desc.transa ? la.rows : la.cols;
+    const std::size_t kb = desc.transb ? lb.cols : lb.rows, n = desc.transb ? lb.rows : lb.cols;
+    if (kb != k || ld.rows != m || ld.cols != n || lc.rows != m || lc.cols != n) {
+        fprintf(stderr,
+                "cuda-emu cuBLASLt: shapes disagree: op(A) %zux%zu, op(B) %zux%zu, C %llux%llu, D %llux%llu\n", m, k,
+                kb, n, (unsigned long long)lc.rows, (unsigned long long)lc.cols, (unsigned long long)ld.rows,
+                (unsigned long long)ld.cols);
+        return CUBLAS_STATUS_INVALID_VALUE;
+    }
+    const int batch = ld.batch;
+    if (la.batch != batch || lb.batch != batch || lc.batch != batch) return CUBLAS_STATUS_INVALID_VALUE;
+    const bool has_bias = desc.epilogue & EPILOGUE_BIAS;
+    if (has_bias && !desc.bias) return CUBLAS_STATUS_INVALID_VALUE;
+    const int bias_type = desc.bias_type >= 0 ? desc.bias_type : ld.type;
+    std::vector<float> rows_a, cols_b;
+    for (int bi = 0; bi < batch; ++bi) {
+        const char* pa = static_cast<const char*>(a) + (std::size_t)bi * la.stride * elem(la.type);
+        const char* pb = static_cast<const char*>(b) + (std::size_t)bi * lb.stride * elem(lb.type);
+        const char* pc = static_cast<const char*>(c) + (std::size_t)bi * lc.stride * elem(lc.type);
+        char* pd = static_cast<char*>(d) + (std::size_t)bi * ld.stride * elem(ld.type);
+        const char* pbias =
+            has_bias ? static_cast<const char*>(desc.bias) + (std::size_t)bi * desc.bias_stride * elem(bias_type)
+                     : nullptr;
+        gather(pa, la, desc.transa, true, m, k, rows_a);
+        gather(pb, lb, desc.transb, false, n, k, cols_b);
+        for (std::size_t j = 0; j < n; ++j)
+            for (std::size_t i = 0; i < m; ++i) {
+                float v = alpha * dot(&rows_a[i * k], &cols_b[j * k], k);
+                if (beta != 0.0f) v += beta * load(pc, lc.type, i + j * (std::size_t)lc.ld);
+                if (has_bias) v += load(pbias, bias_type, i);
+                if (desc.epilogue == EPILOGUE_RELU || desc.epilogue == EPILOGUE_RELU_BIAS) v = v > 0 ? v : 0;
+                if (desc.epilogue == EPILOGUE_GELU || desc.epilogue == EPILOGUE_GELU_BIAS) v = gelu_tanh(v);
+                store(pd, ld.type, i + j * (std::size_t)ld.ld, v);
+            }
+    }
+    return CUBLAS_STATUS_SUCCESS;
+}
+
+}  // namespace
+
 extern "C" {
 
 cublasStatus_t cublasLtCreate(void** handle) {
@@ -202,48 +248,14 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(void*, void*, void*, void*, void*,
 
 cublasStatus_t cublasLtMatmul(void*, void* desc_, const void* alpha_, const void* a, void* a_desc, const void* b,
                               void* b_desc, const void* beta_, const void* c, void* c_desc, void* d, void* d_desc,
-                              const void*, void*, std::size_t, void*) {
-    const Desc& desc = *static_cast<Desc*>(desc_);
-    const Layout &la = *static_cast<Layout*>(a_desc), &lb = *static_cast<Layout*>(b_desc),
-                 &lc = *static_cast<Layout*>(c_desc), &ld = *static_cast<Layout*>(d_desc);
+                              const void*, void*, std::size_t, void* stream) {
+    // The descriptors and the host scalars as they are now (a captured GEMM runs later, after they may be gone).
+    const Desc desc = *static_cast<Desc*>(desc_);
+    const Layout la = *static_cast<Layout*>(a_desc), lb = *static_cast<Layout*>(b_desc),
+                 lc = *static_cast<Layout*>(c_desc), ld = *static_cast<Layout*>(d_desc);
     if (desc.scale_type != CUDA_R_32F || desc.transc) return CUBLAS_STATUS_NOT_SUPPORTED;
     const float alpha = *static_cast<const float*>(alpha_), beta = *static_cast<const float*>(beta_);
-    const std::size_t m = desc.transa ? la.cols : la.rows, k = desc.transa ? la.rows : la.cols;
-    const std::size_t kb = desc.transb ? lb.cols : lb.rows, n = desc.transb ? lb.rows : lb.cols;
-    if (kb != k || ld.rows != m || ld.cols != n || lc.rows != m || lc.cols != n) {
-        fprintf(stderr,
-                "cuda-emu cuBLASLt: shapes disagree: op(A) %zux%zu, op(B) %zux%zu, C %llux%llu, D %llux%llu\n", m, k,
-                kb, n, (unsigned long long)lc.rows, (unsigned long long)lc.cols, (unsigned long long)ld.rows,
-                (unsigned long long)ld.cols);
-        return CUBLAS_STATUS_INVALID_VALUE;
-    }
-    const int batch = ld.batch;
-    if (la.batch != batch || lb.batch != batch || lc.batch != batch) return CUBLAS_STATUS_INVALID_VALUE;
-    const bool has_bias = desc.epilogue & EPILOGUE_BIAS;
-    if (has_bias && !desc.bias) return CUBLAS_STATUS_INVALID_VALUE;
-    const int bias_type = desc.bias_type >= 0 ? desc.bias_type : ld.type;
-    std::vector<float> rows_a, cols_b;
-    for (int bi = 0; bi < batch; ++bi) {
-        const char* pa = static_cast<const char*>(a) + (std::size_t)bi * la.stride * elem(la.type);
-        const char* pb = static_cast<const char*>(b) + (std::size_t)bi * lb.stride * elem(lb.type);
-        const char* pc = static_cast<const char*>(c) + (std::size_t)bi * lc.stride * elem(lc.type);
-        char* pd = static_cast<char*>(d) + (std::size_t)bi * ld.stride * elem(ld.type);
-        const char* pbias =
-            has_bias ? static_cast<const char*>(desc.bias) + (std::size_t)bi * desc.bias_stride * elem(bias_type)
-                     : nullptr;
-        gather(pa, la, desc.transa, true, m, k, rows_a);
-        gather(pb, lb, desc.transb, false, n, k, cols_b);
-        for (std::size_t j = 0; j < n; ++j)
-            for (std::size_t i = 0; i < m; ++i) {
-                float v = alpha * dot(&rows_a[i * k], &cols_b[j * k], k);
-                if (beta != 0.0f) v += beta * load(pc, lc.type, i + j * (std::size_t)lc.ld);
-                if (has_bias) v += load(pbias, bias_type, i);
-                if (desc.epilogue == EPILOGUE_RELU || desc.epilogue == EPILOGUE_RELU_BIAS) v = v > 0 ? v : 0;
-                if (desc.epilogue == EPILOGUE_GELU || desc.epilogue == EPILOGUE_GELU_BIAS) v = gelu_tanh(v);
-                store(pd, ld.type, i + j * (std::size_t)ld.ld, v);
-            }
-    }
-    return CUBLAS_STATUS_SUCCESS;
+    return emu_on_stream(stream, [=] { return matmul(desc, la, lb, lc, ld, alpha, beta, a, b, c, d); });
 }
 
 }  // extern "C"

@@ -1,6 +1,7 @@
 // An emulated CUDA driver (libcuda.so) for machines without a GPU: one device whose memory is host memory, kernel
 // modules that are host shared objects built by the emulated NVRTC, and launches that run every block's threads
-// as fibers (fibers.h). Streams and events exist but every call completes before it returns. Device allocations
+// as fibers (fibers.h). Streams and events exist but every call completes before it returns, except on a stream being
+// captured into a graph (capture.h). Device allocations
 // end at a guard page, so a kernel that writes past its buffer stops the process with a message naming it.
 // Only the entry points cudarc calls for NVLM-D are here; anything else is a missing symbol, loudly.
 
@@ -17,7 +18,9 @@
 #include <map>
 #include <mutex>
 #include <string>
+#include <vector>
 
+#include "capture.h"
 #include "fibers.h"
 
 typedef int CUresult;
@@ -36,6 +39,9 @@ enum : CUresult {
     CUDA_ERROR_INVALID_IMAGE = 200,
     CUDA_ERROR_NOT_FOUND = 500,
     CUDA_ERROR_LAUNCH_FAILED = 719,
+    CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED = 900,
+    CUDA_ERROR_STREAM_CAPTURE_INVALIDATED = 901,
+    CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD = 908,
 };
 
 namespace {
@@ -55,6 +61,7 @@ struct Module {
 };
 struct Function {
     void (*entry)(void**);
+    int (*sizes)(unsigned*);  // each parameter's byte size (to record a launch by value)
     std::string name;
 };
 
@@ -139,6 +146,12 @@ CUresult release(CUdeviceptr ptr) {
     g_allocations.erase(it);
     return CUDA_SUCCESS;
 }
+
+}  // namespace
+
+int emu::release_device(std::uintptr_t ptr) { return release(ptr); }
+
+namespace {
 
 int g_dummy_object;  // memory pools: a non-null handle, no state
 int g_contexts[8];   // one primary context per device
@@ -232,7 +245,7 @@ CUresult cuCtxGetDevice(CUdevice* d) {
     *d = t_current ? (int)(static_cast<int*>(t_current) - g_contexts) : 0;
     return CUDA_SUCCESS;
 }
-CUresult cuCtxSynchronize() { return CUDA_SUCCESS; }
+CUresult cuCtxSynchronize() { return emu::forbid_during_capture("cuCtxSynchronize"); }
 CUresult cuCtxSetFlags(unsigned) { return CUDA_SUCCESS; }
 
 CUresult cuStreamCreate(CUstream* s, unsigned) {
@@ -247,13 +260,13 @@ CUresult cuStreamDestroy_v2(CUstream s) {
     delete static_cast<int*>(s);
     return CUDA_SUCCESS;
 }
-CUresult cuStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
-CUresult cuStreamQuery(CUstream) { return CUDA_SUCCESS; }
-CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned) { return CUDA_SUCCESS; }
-CUresult cuStreamIsCapturing(CUstream, int* status) {
-    *status = 0;
-    return CUDA_SUCCESS;
+CUresult cuStreamSynchronize(CUstream s) {
+    return emu::capturing(s) ? emu::forbid_during_capture("cuStreamSynchronize of the capturing stream") : CUDA_SUCCESS;
 }
+CUresult cuStreamQuery(CUstream s) {
+    return emu::capturing(s) ? emu::forbid_during_capture("cuStreamQuery of the capturing stream") : CUDA_SUCCESS;
+}
+CUresult cuStreamWaitEvent(CUstream, CUevent, unsigned) { return CUDA_SUCCESS; }
 CUresult cuStreamGetPriority(CUstream, int* p) {
     *p = 0;
     return CUDA_SUCCESS;
@@ -284,57 +297,100 @@ CUresult cuDeviceGetDefaultMemPool(CUmemoryPool* pool, CUdevice) {
 CUresult cuMemPoolSetAttribute(CUmemoryPool, int, void*) { return CUDA_SUCCESS; }
 CUresult cuMemPoolTrimTo(CUmemoryPool, std::size_t) { return CUDA_SUCCESS; }
 
-CUresult cuMemAlloc_v2(CUdeviceptr* p, std::size_t bytes) { return alloc(p, bytes); }
-CUresult cuMemAllocAsync(CUdeviceptr* p, std::size_t bytes, CUstream) { return alloc(p, bytes); }
-CUresult cuMemFree_v2(CUdeviceptr p) { return release(p); }
-CUresult cuMemFreeAsync(CUdeviceptr p, CUstream) { return release(p); }
+CUresult cuMemAlloc_v2(CUdeviceptr* p, std::size_t bytes) {
+    if (CUresult r = emu::forbid_during_capture("cuMemAlloc (synchronous)")) return r;
+    return alloc(p, bytes);
+}
+CUresult cuMemAllocAsync(CUdeviceptr* p, std::size_t bytes, CUstream s) {
+    const CUresult r = alloc(p, bytes);
+    if (r == CUDA_SUCCESS) emu::note_allocation(s, static_cast<std::uintptr_t>(*p));
+    return r;
+}
+CUresult cuMemFree_v2(CUdeviceptr p) {
+    if (CUresult r = emu::forbid_during_capture("cuMemFree (synchronous)")) return r;
+    return release(p);
+}
+CUresult cuMemFreeAsync(CUdeviceptr p, CUstream s) {
+    const int owned = emu::capture_free(s, static_cast<std::uintptr_t>(p));
+    if (owned == 1) return CUDA_SUCCESS;  // the graph keeps it
+    return owned == 0 ? release(p) : owned;
+}
 CUresult cuMemAllocHost_v2(void** p, std::size_t bytes) {
     *p = malloc(bytes ? bytes : 1);
     return *p ? CUDA_SUCCESS : CUDA_ERROR_OUT_OF_MEMORY;
 }
 CUresult cuMemHostAlloc(void** p, std::size_t bytes, unsigned) { return cuMemAllocHost_v2(p, bytes); }
 CUresult cuMemFreeHost(void* p) {
+    if (CUresult r = emu::forbid_during_capture("cuMemFreeHost")) return r;
     free(p);
     return CUDA_SUCCESS;
 }
 
-CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, std::size_t n) {
-    if (n) memcpy(reinterpret_cast<void*>(dst), src, n);
+}  // extern "C"
+
+namespace {
+
+// Copies and fills. The stream-ordered ones run now, or when the graph they are captured into runs (a host pointer is
+// read or written then, as on a GPU); the synchronous ones are forbidden during capture.
+CUresult copy(void* dst, const void* src, std::size_t n) {
+    if (n) memmove(dst, src, n);
     return CUDA_SUCCESS;
 }
-CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, std::size_t n, CUstream) {
-    return cuMemcpyHtoD_v2(dst, src, n);
+CUresult copy_async(CUstream s, void* dst, const void* src, std::size_t n) {
+    return emu::submit(s, [=] { return copy(dst, src, n); });
+}
+CUresult copy_sync(const char* what, void* dst, const void* src, std::size_t n) {
+    if (CUresult r = emu::forbid_during_capture(what)) return r;
+    return copy(dst, src, n);
+}
+template <typename T>
+CUresult fill_async(CUstream s, CUdeviceptr dst, T v, std::size_t n) {
+    return emu::submit(s, [=] {
+        auto* p = reinterpret_cast<T*>(dst);
+        for (std::size_t i = 0; i < n; ++i) p[i] = v;
+        return (int)CUDA_SUCCESS;
+    });
+}
+
+}  // namespace
+
+extern "C" {
+
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, std::size_t n) {
+    return copy_sync("cuMemcpyHtoD (synchronous)", reinterpret_cast<void*>(dst), src, n);
+}
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void* src, std::size_t n, CUstream s) {
+    return copy_async(s, reinterpret_cast<void*>(dst), src, n);
 }
 CUresult cuMemcpyDtoH_v2(void* dst, CUdeviceptr src, std::size_t n) {
-    if (n) memcpy(dst, reinterpret_cast<const void*>(src), n);
-    return CUDA_SUCCESS;
+    return copy_sync("cuMemcpyDtoH (synchronous)", dst, reinterpret_cast<const void*>(src), n);
 }
-CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, std::size_t n, CUstream) { return cuMemcpyDtoH_v2(dst, src, n); }
+CUresult cuMemcpyDtoHAsync_v2(void* dst, CUdeviceptr src, std::size_t n, CUstream s) {
+    return copy_async(s, dst, reinterpret_cast<const void*>(src), n);
+}
 CUresult cuMemcpyDtoD_v2(CUdeviceptr dst, CUdeviceptr src, std::size_t n) {
-    if (n) memmove(reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
-    return CUDA_SUCCESS;
+    return copy_sync("cuMemcpyDtoD (synchronous)", reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
 }
-CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, std::size_t n, CUstream) {
-    return cuMemcpyDtoD_v2(dst, src, n);
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, std::size_t n, CUstream s) {
+    return copy_async(s, reinterpret_cast<void*>(dst), reinterpret_cast<const void*>(src), n);
 }
-CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, std::size_t n, CUstream) { return cuMemcpyDtoD_v2(dst, src, n); }
-CUresult cuMemcpyPeerAsync(CUdeviceptr dst, CUcontext, CUdeviceptr src, CUcontext, std::size_t n, CUstream) {
-    return cuMemcpyDtoD_v2(dst, src, n);
+CUresult cuMemcpyAsync(CUdeviceptr dst, CUdeviceptr src, std::size_t n, CUstream s) {
+    return cuMemcpyDtoDAsync_v2(dst, src, n, s);
+}
+CUresult cuMemcpyPeerAsync(CUdeviceptr dst, CUcontext, CUdeviceptr src, CUcontext, std::size_t n, CUstream s) {
+    return cuMemcpyDtoDAsync_v2(dst, src, n, s);
 }
 CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char v, std::size_t n) {
+    if (CUresult r = emu::forbid_during_capture("cuMemsetD8 (synchronous)")) return r;
     if (n) memset(reinterpret_cast<void*>(dst), v, n);
     return CUDA_SUCCESS;
 }
-CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, std::size_t n, CUstream) { return cuMemsetD8_v2(dst, v, n); }
-CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned v, std::size_t n, CUstream) {
-    auto* p = reinterpret_cast<unsigned*>(dst);
-    for (std::size_t i = 0; i < n; ++i) p[i] = v;
-    return CUDA_SUCCESS;
+CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char v, std::size_t n, CUstream s) {
+    return fill_async(s, dst, v, n);
 }
-CUresult cuMemsetD16Async(CUdeviceptr dst, unsigned short v, std::size_t n, CUstream) {
-    auto* p = reinterpret_cast<unsigned short*>(dst);
-    for (std::size_t i = 0; i < n; ++i) p[i] = v;
-    return CUDA_SUCCESS;
+CUresult cuMemsetD32Async(CUdeviceptr dst, unsigned v, std::size_t n, CUstream s) { return fill_async(s, dst, v, n); }
+CUresult cuMemsetD16Async(CUdeviceptr dst, unsigned short v, std::size_t n, CUstream s) {
+    return fill_async(s, dst, v, n);
 }
 
 // A module image from the emulated NVRTC: "NVLMEMU1", the shared object's byte length (u64), the shared object.
@@ -381,8 +437,10 @@ CUresult cuModuleGetFunction(void** function, void* module, const char* name) {
     auto* m = static_cast<Module*>(module);
     const std::string symbol = std::string("__emu_launch_") + name;
     void* entry = dlsym(m->handle, symbol.c_str());
-    if (!entry) return CUDA_ERROR_NOT_FOUND;
-    *function = new Function{reinterpret_cast<void (*)(void**)>(entry), name};
+    void* sizes = dlsym(m->handle, (std::string("__emu_sizes_") + name).c_str());
+    if (!entry || !sizes) return CUDA_ERROR_NOT_FOUND;
+    *function = new Function{reinterpret_cast<void (*)(void**)>(entry), reinterpret_cast<int (*)(unsigned*)>(sizes),
+                             name};
     return CUDA_SUCCESS;
 }
 CUresult cuFuncGetAttribute(int* value, int attribute, void*) {
@@ -392,8 +450,16 @@ CUresult cuFuncGetAttribute(int* value, int attribute, void*) {
 CUresult cuFuncSetAttribute(void*, int, int) { return CUDA_SUCCESS; }
 CUresult cuFuncSetCacheConfig(void*, int) { return CUDA_SUCCESS; }
 
+}  // extern "C"
+
+namespace {
+CUresult run_kernel(const Function* f, EmuDim3 grid, EmuDim3 block, void** params);
+}  // namespace
+
+extern "C" {
+
 CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-                        unsigned shared_bytes, CUstream, void** params, void** extra) {
+                        unsigned shared_bytes, CUstream stream, void** params, void** extra) {
     auto* f = static_cast<Function*>(function);
     if (!f || extra) return CUDA_ERROR_INVALID_VALUE;
     if (shared_bytes > 0) {
@@ -406,6 +472,27 @@ CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, u
                 gz, bx, by, bz);
         return CUDA_ERROR_INVALID_VALUE;
     }
+    const EmuDim3 grid{gx, gy, gz}, block{bx, by, bz};
+    if (!emu::capturing(stream)) return run_kernel(f, grid, block, params);
+    // Recorded into a graph: the arguments' values now (the caller's array does not outlive this call).
+    unsigned sizes[256];
+    const int count = f->sizes(sizes);
+    std::vector<std::vector<char>> args((std::size_t)count);
+    for (int i = 0; i < count; ++i) args[i].assign(static_cast<char*>(params[i]), static_cast<char*>(params[i]) + sizes[i]);
+    return emu::submit(stream, [f, grid, block, args]() mutable {
+        std::vector<void*> pointers;
+        for (auto& a : args) pointers.push_back(a.data());
+        return run_kernel(f, grid, block, pointers.data());
+    });
+}
+
+}  // extern "C"
+
+namespace {
+
+// Runs every block of a launch, one after another.
+CUresult run_kernel(const Function* f, EmuDim3 grid, EmuDim3 block, void** params) {
+    const unsigned gx = grid.x, gy = grid.y, gz = grid.z;
     std::lock_guard<std::mutex> guard(g_lock);
     static const bool profile = getenv("NVLM_CUDA_EMU_PROFILE") != nullptr;
     if (profile && !g_profile) g_profile = new std::map<std::string, KernelTime>();
@@ -421,7 +508,6 @@ CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, u
         }
     } record{f->name, started};
     g_running_kernel = f->name.c_str();
-    const EmuDim3 grid{gx, gy, gz}, block{bx, by, bz};
     for (unsigned z = 0; z < gz; ++z)
         for (unsigned y = 0; y < gy; ++y)
             for (unsigned x = 0; x < gx; ++x) {
@@ -438,6 +524,10 @@ CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, u
     return CUDA_SUCCESS;
 }
 
+}  // namespace
+
+extern "C" {
+
 // The name and text of each code this driver returns.
 struct ErrorText {
     CUresult code;
@@ -452,6 +542,12 @@ const ErrorText kErrors[] = {
     {CUDA_ERROR_INVALID_IMAGE, "CUDA_ERROR_INVALID_IMAGE", "device kernel image is invalid"},
     {CUDA_ERROR_NOT_FOUND, "CUDA_ERROR_NOT_FOUND", "named symbol not found"},
     {CUDA_ERROR_LAUNCH_FAILED, "CUDA_ERROR_LAUNCH_FAILED", "unspecified launch failure"},
+    {CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, "CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED",
+     "operation not permitted when stream is capturing"},
+    {CUDA_ERROR_STREAM_CAPTURE_INVALIDATED, "CUDA_ERROR_STREAM_CAPTURE_INVALIDATED",
+     "operation failed due to a previous error during capture"},
+    {CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD, "CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD",
+     "attempt to terminate a thread-local capture sequence from another thread"},
 };
 const ErrorText& error_text(CUresult error) {
     static const ErrorText unknown{-1, "CUDA_ERROR_UNKNOWN", "unknown error"};

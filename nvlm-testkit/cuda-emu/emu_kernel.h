@@ -27,6 +27,14 @@ template <typename... A, std::size_t... I>
 static void __emu_call(void (*f)(A...), void** params, std::index_sequence<I...>) {
     f(*static_cast<std::remove_reference_t<A>*>(params[I])...);
 }
+// The byte size of each of a kernel's parameters, in order (for a launch recorded into a graph); returns the count.
+template <typename... A>
+static int __emu_param_sizes(void (*)(A...), unsigned* sizes) {
+    int i = 0;
+    ((sizes[i++] = (unsigned)sizeof(A)), ...);
+    (void)sizes;
+    return i;
+}
 static void __emu_check_copies_landed();
 // Calls a kernel with its parameters given as cuLaunchKernel's array of pointers.
 template <typename... A>

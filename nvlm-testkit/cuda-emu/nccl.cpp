@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "stream_work.h"
+
 #include <unistd.h>
 
 #include "bf16.h"
@@ -236,40 +238,51 @@ ncclResult_t ncclCommGetAsyncError(void*, ncclResult_t* error) {
 ncclResult_t ncclGroupStart() { return ncclSuccess; }
 ncclResult_t ncclGroupEnd() { return ncclSuccess; }
 
-ncclResult_t ncclAllReduce(const void* send, void* recv, std::size_t count, int type, int op, void* comm, void*) {
-    return collective(comm, send, recv, [&](const std::vector<Call>& calls) {
-        std::vector<char> out;
-        reduce(calls, count, type, op, out);
-        for (const Call& c : calls) memcpy(c.recv, out.data(), out.size());
+ncclResult_t ncclAllReduce(const void* send, void* recv, std::size_t count, int type, int op, void* comm,
+                           void* stream) {
+    return (ncclResult_t)emu_on_stream(stream, [=] {
+        return collective(comm, send, recv, [=](const std::vector<Call>& calls) {
+            std::vector<char> out;
+            reduce(calls, count, type, op, out);
+            for (const Call& c : calls) memcpy(c.recv, out.data(), out.size());
+        });
     });
 }
 
-ncclResult_t ncclAllGather(const void* send, void* recv, std::size_t count, int type, void* comm, void*) {
-    return collective(comm, send, recv, [&](const std::vector<Call>& calls) {
-        const std::size_t bytes = count * elem_size(type);
-        std::vector<char> all(bytes * calls.size());
-        for (std::size_t r = 0; r < calls.size(); ++r) memcpy(all.data() + r * bytes, calls[r].send, bytes);
-        for (const Call& c : calls) memcpy(c.recv, all.data(), all.size());
+ncclResult_t ncclAllGather(const void* send, void* recv, std::size_t count, int type, void* comm, void* stream) {
+    return (ncclResult_t)emu_on_stream(stream, [=] {
+        return collective(comm, send, recv, [=](const std::vector<Call>& calls) {
+            const std::size_t bytes = count * elem_size(type);
+            std::vector<char> all(bytes * calls.size());
+            for (std::size_t r = 0; r < calls.size(); ++r) memcpy(all.data() + r * bytes, calls[r].send, bytes);
+            for (const Call& c : calls) memcpy(c.recv, all.data(), all.size());
+        });
     });
 }
 
-ncclResult_t ncclBroadcast(const void* send, void* recv, std::size_t count, int type, int root, void* comm, void*) {
+ncclResult_t ncclBroadcast(const void* send, void* recv, std::size_t count, int type, int root, void* comm,
+                           void* stream) {
     auto* c = static_cast<Comm*>(comm);
     if (!c || root < 0 || root >= c->group->size) return ncclInvalidArgument;
-    return collective(comm, send, recv, [&](const std::vector<Call>& calls) {
-        const std::size_t bytes = count * elem_size(type);
-        std::vector<char> data(static_cast<const char*>(calls[(std::size_t)root].send),
-                               static_cast<const char*>(calls[(std::size_t)root].send) + bytes);
-        for (const Call& call : calls) memcpy(call.recv, data.data(), bytes);
+    return (ncclResult_t)emu_on_stream(stream, [=] {
+        return collective(comm, send, recv, [=](const std::vector<Call>& calls) {
+            const std::size_t bytes = count * elem_size(type);
+            std::vector<char> data(static_cast<const char*>(calls[(std::size_t)root].send),
+                                   static_cast<const char*>(calls[(std::size_t)root].send) + bytes);
+            for (const Call& call : calls) memcpy(call.recv, data.data(), bytes);
+        });
     });
 }
 
-ncclResult_t ncclReduceScatter(const void* send, void* recv, std::size_t count, int type, int op, void* comm, void*) {
-    return collective(comm, send, recv, [&](const std::vector<Call>& calls) {
-        std::vector<char> out;
-        reduce(calls, count * calls.size(), type, op, out);
-        const std::size_t bytes = count * elem_size(type);
-        for (std::size_t r = 0; r < calls.size(); ++r) memcpy(calls[r].recv, out.data() + r * bytes, bytes);
+ncclResult_t ncclReduceScatter(const void* send, void* recv, std::size_t count, int type, int op, void* comm,
+                               void* stream) {
+    return (ncclResult_t)emu_on_stream(stream, [=] {
+        return collective(comm, send, recv, [=](const std::vector<Call>& calls) {
+            std::vector<char> out;
+            reduce(calls, count * calls.size(), type, op, out);
+            const std::size_t bytes = count * elem_size(type);
+            for (std::size_t r = 0; r < calls.size(); ++r) memcpy(calls[r].recv, out.data() + r * bytes, bytes);
+        });
     });
 }
 

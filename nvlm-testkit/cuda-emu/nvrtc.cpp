@@ -113,8 +113,11 @@ nvrtcResult compile(Program& p) {
     if (ok) {
         std::string text = read_file(dir + "/kernel.ii");
         text += "\n// launch entries added by the emulated NVRTC\n";
-        for (const auto& name : kernel_names(text))
+        for (const auto& name : kernel_names(text)) {
             text += "extern \"C\" void __emu_launch_" + name + "(void** p) { __emu_invoke(" + name + ", p); }\n";
+            text += "extern \"C\" int __emu_sizes_" + name + "(unsigned* s) { return __emu_param_sizes(" + name +
+                    ", s); }\n";
+        }
         std::ofstream(dir + "/module.cpp") << text;
         ok = run({cxx, "-x", "c++", "-std=c++17", "-O2", "-fno-strict-aliasing", "-fPIC", "-shared", "-w", "-I" + lib,
                   dir + "/module.cpp", "-o", dir + "/module.so"},

@@ -231,8 +231,9 @@ fn step(
         .collect();
     let tokens: Vec<u32> = decoding.iter().map(|&i| running[i].next).collect();
     let mut parts: Vec<(SequenceId, usize)> = decoding.iter().map(|&i| (running[i].seq, 1)).collect();
+    let prefilling = running.iter().any(|r| r.prefill.is_some());
     let mut rows: Vec<Tensor> = Vec::new();
-    if !tokens.is_empty() {
+    if !tokens.is_empty() && prefilling {
         rows.push(engine.prompt_embeddings(&tokens, None)?);
     }
     // Prompt chunks, oldest request first, within the step's budget.
@@ -251,11 +252,17 @@ fn step(
         chunks.push((i, n));
         budget -= n;
     }
-    let embeds = match rows.len() {
-        1 => rows.pop().expect("one part"),
-        _ => nvlm_kernels::concat(&rows.iter().collect::<Vec<_>>(), 0)?,
+    let hidden = if prefilling {
+        let embeds = match rows.len() {
+            1 => rows.pop().expect("one part"),
+            _ => nvlm_kernels::concat(&rows.iter().collect::<Vec<_>>(), 0)?,
+        };
+        llm.forward_step(&embeds, kv, &parts)?
+    } else {
+        // Decode rows only: one step of the batch (replayed from a CUDA graph on a GPU).
+        let seqs: Vec<SequenceId> = parts.iter().map(|p| p.0).collect();
+        llm.decode_batch(&tokens, kv, &seqs)?
     };
-    let hidden = llm.forward_step(&embeds, kv, &parts)?;
     metrics.batch_step(parts.len());
     // Which hidden row gives each request its next token: decode rows, and the last row of a completed prompt.
     let mut sampled: Vec<(usize, usize)> = decoding.iter().enumerate().map(|(row, &i)| (i, row)).collect();
