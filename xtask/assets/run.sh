@@ -96,16 +96,19 @@ tests() {
     case "$q" in *sides*) image=();; esac
     cpu=$(limit 120 "$HERE/bin/nvlm" generate --device cpu "${image[@]}" --prompt "$q" --json 2>/dev/null)
     gpu=$(limit 120 "$HERE/bin/nvlm" generate --device cuda "${image[@]}" --prompt "$q" --json)
-    if python3 - "$cpu" "$gpu" <<'PY'
+    # The same without CUDA graphs (every decode step op by op).
+    ops=$(NVLM_CUDA_GRAPHS=0 limit 120 "$HERE/bin/nvlm" generate --device cuda "${image[@]}" --prompt "$q" --json)
+    if python3 - "$cpu" "$gpu" "$ops" <<'PY'
 import json, sys
 try:
-    cpu, gpu = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    cpu, gpu, ops = (json.loads(a) for a in sys.argv[1:4])
 except Exception as e:
     print("MODEL-CHECK could not parse the outputs:", e); sys.exit(1)
 same = cpu["token_ids"] == gpu["token_ids"]
+graphs = gpu["token_ids"] == ops["token_ids"]
 print(f"MODEL-CHECK {cpu['text']!r} (cpu) vs {gpu['text']!r} (gpu), ids equal: {same}; "
-      f"gpu timings {gpu.get('timings')}")
-sys.exit(0 if same else 1)
+      f"with and without CUDA graphs equal: {graphs}; gpu timings {gpu.get('timings')}")
+sys.exit(0 if same and graphs else 1)
 PY
     then echo "VERDICT demo-model: $q PASS"; else echo "VERDICT demo-model: $q FAIL"; status=1; fi
   done

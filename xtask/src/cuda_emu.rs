@@ -20,6 +20,7 @@ const TESTS: &[(&str, &str)] = &[
     ("gpu_ops", ""),
     ("nccl", ""),
     ("gpu_model", ""),
+    ("decode_graphs", ""),
     ("serve_cli", "on_cuda"),
 ];
 

@@ -9,7 +9,7 @@ use nvlm_qwen2::{Qwen2Config, Qwen2Model};
 use nvlm_tensor::{Device, MemoryWeights};
 
 use crate::cases::{llm, llm_share, Case};
-use crate::report::Report;
+use crate::report::{Report, Row};
 use crate::solo::SoloShare;
 use crate::sync;
 use crate::weights::{put, random_tensor};
@@ -179,25 +179,15 @@ impl LlmBench {
         let tokens: Vec<u32> = (0..batch as u32)
             .map(|i| (i * 37) % (VOCAB / tp) as u32)
             .collect();
-        let mut ms = [0.0; 2];
-        for (i, model) in self.models(tp)?.iter().enumerate() {
-            let mut cache = model.new_cache_for(batch, context + 2 * DECODE_STEPS)?;
-            let mut seqs = Vec::with_capacity(batch);
-            for _ in 0..batch {
-                let seq = cache.add_sequence()?;
-                model.forward(&prompt, &mut cache, seq)?;
-                seqs.push(seq);
+        // Each step replayed from a CUDA graph (the default), and op by op.
+        let mut ms = [[0.0; 2]; 2];
+        for (g, graphs) in [true, false].into_iter().enumerate() {
+            for (i, model) in self.models(tp)?.iter().enumerate() {
+                model.set_decode_graphs(graphs);
+                let timed = time_decode(model, device, &prompt, &tokens, batch, context);
+                model.set_decode_graphs(true);
+                ms[g][i] = timed?;
             }
-            for _ in 0..DECODE_STEPS {
-                model.decode_batch(&tokens, &mut cache, &seqs)?;
-            }
-            sync(device)?;
-            let start = Instant::now();
-            for _ in 0..DECODE_STEPS {
-                model.decode_batch(&tokens, &mut cache, &seqs)?;
-            }
-            sync(device)?;
-            ms[i] = start.elapsed().as_secs_f64() * 1e3 / DECODE_STEPS as f64;
         }
         // Every weight once, and every cached key and value of every sequence.
         let kv_bytes = (batch * (context + DECODE_STEPS) * kv_heads * d * 2 * 2) as f64;
@@ -206,9 +196,58 @@ impl LlmBench {
         let shape = format!("batch {batch}, context {context}, hidden {h} (TP {tp} share)");
         let basis = format!("{:.2} GB weights + KV / copy bandwidth", bytes / 1e9);
         let whole = format!("llm-{LAYERS}-layers-decode-b{batch}-tp{tp}-extrapolated");
-        let tokens_per_s = 1e3 * batch as f64 / (ms[0] + (LAYERS - 1) as f64 * (ms[1] - ms[0]));
+        let model_ms = |ms: [f64; 2]| ms[0] + (LAYERS - 1) as f64 * (ms[1] - ms[0]);
+        let tokens_per_s = 1e3 * batch as f64 / model_ms(ms[0]);
         let whole_basis = format!("{}; {tokens_per_s:.0} tokens/s", share_note(tp));
-        report.layer_and_model(case, shape, ms, LAYERS, roofline, basis, whole, whole_basis);
+        report.layer_and_model(
+            case,
+            shape.clone(),
+            ms[0],
+            LAYERS,
+            roofline,
+            basis,
+            whole.clone(),
+            whole_basis,
+        );
+        report.add(Row {
+            name: format!("{whole}-op-by-op"),
+            shape,
+            ms: model_ms(ms[1]),
+            roofline_ms: Some(LAYERS as f64 * roofline),
+            basis: format!(
+                "without CUDA graphs; {:.0} tokens/s",
+                1e3 * batch as f64 / model_ms(ms[1])
+            ),
+        });
         Ok(())
     }
+}
+
+/// Milliseconds per decode step of `batch` sequences with `context` cached positions each (the prompt `prompt`),
+/// through `decode_batch`, after as many warm-up steps (which capture the step's CUDA graph when graphs are on).
+fn time_decode(
+    model: &Qwen2Model,
+    device: Device,
+    prompt: &nvlm_tensor::Tensor,
+    tokens: &[u32],
+    batch: usize,
+    context: usize,
+) -> anyhow::Result<f64> {
+    let mut cache = model.new_cache_for(batch, context + 2 * DECODE_STEPS)?;
+    let mut seqs = Vec::with_capacity(batch);
+    for _ in 0..batch {
+        let seq = cache.add_sequence()?;
+        model.forward(prompt, &mut cache, seq)?;
+        seqs.push(seq);
+    }
+    for _ in 0..DECODE_STEPS {
+        model.decode_batch(tokens, &mut cache, &seqs)?;
+    }
+    sync(device)?;
+    let start = Instant::now();
+    for _ in 0..DECODE_STEPS {
+        model.decode_batch(tokens, &mut cache, &seqs)?;
+    }
+    sync(device)?;
+    Ok(start.elapsed().as_secs_f64() * 1e3 / DECODE_STEPS as f64)
 }
