@@ -21,6 +21,9 @@ pub const CUDA_GRAPHS_ENV: &str = "NVLM_CUDA_GRAPHS";
 
 /// Context bounds are powers of two from this many keys.
 const MIN_KEY_BOUND: usize = 256;
+/// Shapes kept per cache: each graph holds its own device memory for the step's temporaries, so a server whose batch
+/// size wanders keeps the most recently used ones.
+const MAX_SHAPES: usize = 24;
 
 /// Whether decode steps on a GPU use graphs (read once).
 pub(crate) fn graphs_enabled() -> bool {
@@ -35,6 +38,8 @@ pub(crate) fn key_bound(max_position: usize) -> usize {
 
 /// One captured (or about to be captured) decode shape: its fixed-address inputs and output, and its graph.
 pub(crate) struct DecodeShape {
+    /// When it was last used (the [`DecodeGraphs`] step counter).
+    last_used: u64,
     /// i32 `[B]`: each row's embedding source (`RowSource::code`).
     pub codes: Tensor,
     /// i32: the packed paged rows (`PagedRows::new_in`).
@@ -50,6 +55,7 @@ pub(crate) struct DecodeShape {
 pub(crate) struct DecodeGraphs {
     cache: Option<u64>,
     shapes: HashMap<(usize, usize), DecodeShape>,
+    steps: u64,
 }
 
 impl DecodeGraphs {
@@ -69,9 +75,20 @@ impl DecodeGraphs {
         let key = (batch, key_bound);
         let new = !self.shapes.contains_key(&key);
         if new {
+            if self.shapes.len() >= MAX_SHAPES {
+                let oldest = self
+                    .shapes
+                    .iter()
+                    .min_by_key(|(_, s)| s.last_used)
+                    .map(|(k, _)| *k);
+                oldest.map(|k| self.shapes.remove(&k));
+            }
             self.shapes.insert(key, make()?);
         }
-        Ok((self.shapes.get_mut(&key).expect("inserted above"), new))
+        self.steps += 1;
+        let shape = self.shapes.get_mut(&key).expect("inserted above");
+        shape.last_used = self.steps;
+        Ok((shape, new))
     }
 
     /// Shapes captured so far.
@@ -91,6 +108,7 @@ pub(crate) fn new_shape(
 ) -> crate::Result<DecodeShape> {
     let rows_len = nvlm_kernels::PagedRows::packed_len(batch, blocks);
     Ok(DecodeShape {
+        last_used: 0,
         codes: Tensor::zeros(&[batch], DType::I32, device)?,
         rows: Tensor::zeros(&[rows_len], DType::I32, device)?,
         hidden: Tensor::zeros(&[batch, hidden], dtype, device)?,
@@ -100,7 +118,37 @@ pub(crate) fn new_shape(
 
 #[cfg(test)]
 mod tests {
-    use super::key_bound;
+    use super::{key_bound, new_shape, DecodeGraphs, MAX_SHAPES};
+    use nvlm_tensor::{DType, Device};
+
+    #[test]
+    fn the_least_recently_used_shape_goes_first_and_another_cache_drops_all() {
+        let mut graphs = DecodeGraphs::default();
+        let make = || new_shape(Device::Cpu, 1, 4, 8, DType::F32);
+        for batch in 1..=MAX_SHAPES {
+            assert!(
+                graphs.shape(7, batch, 256, make).unwrap().1,
+                "batch {batch} is new"
+            );
+        }
+        assert!(!graphs.shape(7, 1, 256, make).unwrap().1, "batch 1 kept");
+        // Full: batch 2 is now the least recently used.
+        assert!(graphs.shape(7, MAX_SHAPES + 1, 256, make).unwrap().1);
+        assert!(
+            !graphs.shape(7, 1, 256, make).unwrap().1,
+            "batch 1 evicted though used last"
+        );
+        assert!(
+            graphs.shape(7, 2, 256, make).unwrap().1,
+            "batch 2 was not evicted"
+        );
+        assert_eq!(graphs.shapes.len(), MAX_SHAPES);
+        assert!(
+            graphs.shape(8, 1, 256, make).unwrap().1,
+            "a shape of another cache reused"
+        );
+        assert_eq!(graphs.shapes.len(), 1);
+    }
 
     #[test]
     fn key_bounds_are_powers_of_two_above_every_position() {
