@@ -393,14 +393,24 @@ impl Qwen2Model {
             Some(graph) => graph.launch()?,
             None if new => queue(shape, cache)?,
             None => {
-                let (graph, ()) = nvlm_tensor::DeviceGraph::capture(device, || {
+                let captured = nvlm_tensor::DeviceGraph::capture(device, || {
                     queue(shape, cache).map_err(|e| nvlm_tensor::TensorError::Device {
                         op: "decode graph capture",
                         detail: e.to_string(),
                     })
-                })?;
-                graph.launch()?;
-                shape.graph = Some(graph);
+                });
+                match captured {
+                    Ok((graph, ())) => {
+                        graph.launch()?;
+                        shape.graph = Some(graph);
+                    }
+                    Err(error) => {
+                        // Nothing of the step ran (a capture only records): it runs op by op, as every later step.
+                        eprintln!("nvlm: capturing a decode step as a CUDA graph failed ({error}); decoding op by op");
+                        self.set_decode_graphs(false);
+                        return Ok(None);
+                    }
+                }
             }
         }
         for &seq in seqs {

@@ -46,6 +46,61 @@ fn prefill(model: &Qwen2Model, prompts: &[Vec<u32>]) -> (PagedKvCache, Vec<Seque
     (cache, seqs, first)
 }
 
+/// Greedy tokens of `steps` decode steps of the three-token prompt, alone.
+fn decode_alone(model: &Qwen2Model, steps: usize) -> Vec<u32> {
+    let (mut cache, seqs, first) = prefill(model, &[vec![151644, 872, 198, 9707]]);
+    let mut tokens = vec![first[0]];
+    for _ in 0..steps {
+        let hidden = model
+            .decode_batch(&tokens[tokens.len() - 1..], &mut cache, &seqs)
+            .unwrap();
+        tokens.push(greedy(model, &hidden)[0]);
+    }
+    tokens
+}
+
+/// Where the driver cannot capture (here the emulator told to fail every capture), decoding goes on op by op.
+#[test]
+fn a_failed_capture_falls_back_to_op_by_op_steps() {
+    if std::env::var("DECODE_GRAPHS_CHILD").is_ok() {
+        let model = cuda_model().unwrap();
+        let with = decode_alone(&model, 6);
+        println!("CAPTURED {}", model.decode_graphs_captured());
+        model.set_decode_graphs(false);
+        assert_eq!(with, decode_alone(&model, 6), "the fallback changed the tokens");
+        println!("FALLBACK-OK");
+        return;
+    }
+    if cuda_model().is_none() {
+        return;
+    }
+    let name = nvlm_tensor::CudaDevice::get(0).unwrap().context().name().unwrap();
+    if !name.contains("emulator") {
+        println!("skipped: only the CUDA emulator can be told to fail captures");
+        return;
+    }
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "a_failed_capture_falls_back_to_op_by_op_steps",
+            "--exact",
+            "--nocapture",
+        ])
+        .env("DECODE_GRAPHS_CHILD", "1")
+        .env("NVLM_CUDA_EMU_FAIL_CAPTURE", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr),
+    );
+    assert!(child.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("CAPTURED 0") && stdout.contains("FALLBACK-OK"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("decoding op by op"), "no warning: {stderr}");
+}
+
 #[test]
 fn graph_replays_decode_as_the_op_by_op_steps() {
     let Some(model) = cuda_model() else { return };

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -136,6 +137,10 @@ CUresult cuStreamEndCapture(void* stream, void** graph) {
         return kCaptureInvalidated;
     }
     if (c.invalidated) return kCaptureInvalidated;
+    // $NVLM_CUDA_EMU_FAIL_CAPTURE=1: every capture fails, as one on a driver or library without graph support
+    // would, for testing the engine's fallback.
+    static const bool fail = getenv("NVLM_CUDA_EMU_FAIL_CAPTURE") != nullptr;
+    if (fail) return kCaptureUnsupported;
     *graph = new Graph(std::move(c.graph));
     return kSuccess;
 }
