@@ -122,33 +122,39 @@ pub struct PagedRows {
     key_bound: Option<usize>,
 }
 
-/// The host side of [`PagedRows`] and its packed i32 form.
-type Layout = (
-    Vec<usize>,
-    Vec<usize>,
-    Vec<(usize, usize)>,
-    Vec<usize>,
-    usize,
-    Vec<i32>,
-);
+/// The host side of [`PagedRows`].
+struct RowsLayout {
+    slots: Vec<usize>,
+    positions: Vec<usize>,
+    tables: Vec<(usize, usize)>,
+    blocks: Vec<usize>,
+    block_size: usize,
+}
+
+impl RowsLayout {
+    /// The rows, with their packed form on the device in `packed`.
+    fn with(self, packed: Tensor, key_bound: Option<usize>) -> PagedRows {
+        PagedRows {
+            slots: self.slots,
+            positions: self.positions,
+            tables: self.tables,
+            blocks: self.blocks,
+            block_size: self.block_size,
+            packed,
+            key_bound,
+        }
+    }
+}
 
 impl PagedRows {
     /// The rows at positions `start..start + rows` of each `(table, start, rows)`, in order; an error when a
     /// position has no block or the tables' block sizes differ.
     pub fn new(segments: &[(&BlockTable, usize, usize)], device: Device) -> Result<PagedRows> {
-        let (slots, positions, tables, blocks, block_size, packed) = Self::layout(segments)?;
+        let (layout, packed) = Self::layout(segments)?;
         // An empty step still needs a device buffer: one unused entry.
         let packed = if packed.is_empty() { vec![0] } else { packed };
         let len = packed.len();
-        Ok(PagedRows {
-            slots,
-            positions,
-            tables,
-            blocks,
-            block_size,
-            packed: Tensor::from_vec(packed, &[len])?.to_device(device)?,
-            key_bound: None,
-        })
+        Ok(layout.with(Tensor::from_vec(packed, &[len])?.to_device(device)?, None))
     }
 
     /// Entries of the packed buffer for `rows` rows whose sequences' tables hold `blocks` block ids in all.
@@ -166,7 +172,7 @@ impl PagedRows {
         key_bound: usize,
     ) -> Result<PagedRows> {
         const OP: &str = "PagedRows::new_in";
-        let (slots, positions, tables, blocks, block_size, mut packed) = Self::layout(segments)?;
+        let (layout, mut packed) = Self::layout(segments)?;
         buffer.expect_dtype(OP, nvlm_tensor::DType::I32)?;
         if packed.len() > buffer.numel() {
             return Err(KernelError::invalid(
@@ -174,7 +180,7 @@ impl PagedRows {
                 format!("{} entries for a buffer of {}", packed.len(), buffer.numel()),
             ));
         }
-        if let Some(p) = positions.iter().find(|&&p| p >= key_bound) {
+        if let Some(p) = layout.positions.iter().find(|&&p| p >= key_bound) {
             return Err(KernelError::invalid(
                 OP,
                 format!("position {p} is past the key bound {key_bound}"),
@@ -182,19 +188,11 @@ impl PagedRows {
         }
         packed.resize(buffer.numel(), 0);
         buffer.write_from_host(&packed)?;
-        Ok(PagedRows {
-            slots,
-            positions,
-            tables,
-            blocks,
-            block_size,
-            packed: buffer.clone(),
-            key_bound: Some(key_bound),
-        })
+        Ok(layout.with(buffer.clone(), Some(key_bound)))
     }
 
     /// The rows' host layout and packed form `[slots | positions | table starts | block ids]`.
-    fn layout(segments: &[(&BlockTable, usize, usize)]) -> Result<Layout> {
+    fn layout(segments: &[(&BlockTable, usize, usize)]) -> Result<(RowsLayout, Vec<i32>)> {
         const OP: &str = "PagedRows";
         let block_size = segments.first().map_or(1, |s| s.0.block_size);
         let (mut slots, mut positions, mut tables, mut blocks) = (vec![], vec![], vec![], vec![]);
@@ -223,7 +221,14 @@ impl PagedRows {
             .chain(blocks.iter().copied())
             .map(|v| i32::try_from(v).map_err(|_| KernelError::invalid(OP, format!("{v} exceeds i32"))))
             .collect::<Result<Vec<_>>>()?;
-        Ok((slots, positions, tables, blocks, block_size, packed))
+        let layout = RowsLayout {
+            slots,
+            positions,
+            tables,
+            blocks,
+            block_size,
+        };
+        Ok((layout, packed))
     }
 
     /// Each row's cache slot.

@@ -120,6 +120,15 @@ fn function(device: &Arc<CudaDevice>, name: &str) -> CudaFunction {
     module.load_function(name).unwrap()
 }
 
+/// One block of `threads` threads.
+fn one_block(threads: u32) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
 /// Launches `name(float* out[, int n])` as one block of `threads` threads over a fresh zeroed `out` of `len` floats;
 /// returns whether the launch succeeded, and `out` afterwards.
 fn launch_one_block(
@@ -137,11 +146,7 @@ fn launch_one_block(
     if let Some(n) = &n {
         launch.arg(n);
     }
-    let config = LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (threads, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let config = one_block(threads);
     // SAFETY: every kernel above takes `(float* out[, int n])` and stays inside `len` floats, except `past_the_end`,
     // whose point is to break that, and which runs in a child process.
     let outcome = unsafe { launch.launch(config) }.map(|_| ());
@@ -205,11 +210,7 @@ fn an_async_copy_lands_at_its_wait() {
     let kernel = function(&device, "copies_land_at_the_wait");
     let mut launch = stream.launch_builder(&kernel);
     launch.arg(&mut out);
-    let config = LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (32, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let config = one_block(32);
     // SAFETY: the kernel reads and writes 4 floats per thread of the 128 given.
     unsafe { launch.launch(config) }.unwrap();
     let got = stream.clone_dtoh(&out).unwrap();
@@ -269,11 +270,7 @@ fn a_graph_replays_its_work_reading_host_memory_at_each_launch() {
     }
     let mut launch = stream.launch_builder(&kernel);
     launch.arg(&mut buffer);
-    let config = LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (32, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let config = one_block(32);
     // SAFETY: the kernel adds one to each of the 32 floats.
     unsafe { launch.launch(config) }.unwrap();
     let graph = stream
