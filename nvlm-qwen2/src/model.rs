@@ -19,6 +19,8 @@ struct Step<'a> {
     inv_freq: &'a Tensor,
     rows: &'a PagedRows,
     segments: &'a [Segment],
+    /// In a step that mixes prompt chunks with other rows: the single-row segments' rows alone, in order.
+    single_rows: Option<&'a PagedRows>,
 }
 
 /// Consecutive rows of a forward pass that belong to one sequence, at positions `start..start + rows`.
@@ -385,6 +387,7 @@ impl Qwen2Model {
                 inv_freq,
                 rows: &rows,
                 segments: &segments,
+                single_rows: None,
             };
             let hidden = self.layers_and_norm(&embeds, &step, cache, |_, _| {})?;
             Ok(shape.hidden.copy_from(&hidden)?)
@@ -500,10 +503,17 @@ impl Qwen2Model {
         let inv_freq = Tensor::from_slice(inv_freq, &[inv_freq.len()], embeds.device())?;
         let parts: Vec<_> = segments.iter().map(|s| (s.seq, s.rows)).collect();
         let rows = cache.paged_rows(&parts)?;
+        let mixed = segments.len() > 1 && segments.iter().any(|s| s.rows > 1);
+        let single_parts: Vec<_> = parts.iter().copied().filter(|p| p.1 == 1).collect();
+        let single_rows = match mixed && !single_parts.is_empty() {
+            true => Some(cache.paged_rows(&single_parts)?),
+            false => None,
+        };
         let step = Step {
             inv_freq: &inv_freq,
             rows: &rows,
             segments,
+            single_rows: single_rows.as_ref(),
         };
         let hidden = self.layers_and_norm(embeds, &step, cache, trace)?;
         for s in segments {
@@ -543,11 +553,15 @@ impl Qwen2Model {
         let qkv = k::matmul(&h, &l.qkv, Some(&l.qkv_bias))?;
         let q = cache.write_rope_qkv(index, &qkv, step.inv_freq, [heads, kv_heads], step.rows)?;
         let scale = 1.0 / (d as f32).sqrt();
-        // A prefill chunk of one sequence: its queries over its cache (the tiled kernel); decode rows, or rows of
-        // several sequences: every row over its own sequence in one launch (split-K over the context on a GPU).
+        // A prefill chunk of one sequence: its queries over its cache (the prefill kernel); decode rows of several
+        // sequences: every row over its own sequence in one launch (split-K over the context on a GPU); both mixed:
+        // each chunk on the prefill kernel, the single rows together.
         let attn = match step.segments {
             [one] if one.rows > 1 => cache.attention(index, one.seq, &q, scale)?,
-            _ => cache.attention_rows(index, &q, step.rows, scale)?,
+            segments if segments.iter().all(|s| s.rows == 1) => {
+                cache.attention_rows(index, &q, step.rows, scale)?
+            }
+            _ => self.mixed_attention(index, &q, step, cache, scale)?,
         };
         let attn = attn.reshape(&[q.shape()[0], heads * d])?;
         let o = self.reduce(k::matmul(&attn, &l.o, None)?)?;
@@ -558,6 +572,52 @@ impl Qwen2Model {
             None,
         )?)?;
         Ok(k::add(&x, &mlp)?)
+    }
+
+    /// Attention of a step mixing prompt chunks with single rows (continuous batching with chunked prefill): each
+    /// chunk over its sequence's cache with the prefill kernel, the single rows in one launch, reassembled in order.
+    fn mixed_attention(
+        &self,
+        index: usize,
+        q: &Tensor,
+        step: &Step,
+        cache: &PagedKvCache,
+        scale: f32,
+    ) -> Result<Tensor> {
+        let mut starts = Vec::with_capacity(step.segments.len());
+        let mut row = 0;
+        for s in step.segments {
+            starts.push(row);
+            row += s.rows;
+        }
+        let singles: Vec<Tensor> = step
+            .segments
+            .iter()
+            .zip(&starts)
+            .filter(|(s, _)| s.rows == 1)
+            .map(|(_, &start)| q.narrow0(start, 1))
+            .collect::<std::result::Result<_, _>>()?;
+        let single_out = match step.single_rows {
+            Some(rows) => Some(cache.attention_rows(
+                index,
+                &k::concat(&singles.iter().collect::<Vec<_>>(), 0)?,
+                rows,
+                scale,
+            )?),
+            None => None,
+        };
+        let mut pieces = Vec::with_capacity(step.segments.len());
+        let mut next_single = 0;
+        for (s, &start) in step.segments.iter().zip(&starts) {
+            if s.rows == 1 {
+                let out = single_out.as_ref().expect("single rows planned with the step");
+                pieces.push(out.narrow0(next_single, 1)?);
+                next_single += 1;
+            } else {
+                pieces.push(cache.attention(index, s.seq, &q.narrow0(start, s.rows)?, scale)?);
+            }
+        }
+        Ok(k::concat(&pieces.iter().collect::<Vec<_>>(), 0)?)
     }
 
     /// Logits `[n, vocab]` (f32) of final-normed hidden states `[n, H]`.
