@@ -1,6 +1,7 @@
 // Flash attention on the tensor cores (FlashAttention-2's schedule on `mma.sync` m16n8k16, bf16 in, f32
 // accumulate), for prefill: q[b, tq, hq, D], k/v[b, tk, hkv, D] (or one sequence's paged cache), D 64 or 128, GQA,
-// bidirectional or causal with a query offset. Needs attention_keys.cuh (ContiguousKeys, PagedKeys).
+// bidirectional or causal with a query offset. Needs attention_keys.cuh (ContiguousKeys, PagedKeys) and
+// flash_common.cuh.
 //
 // One block of 4 warps per (batch, head, 64 queries), each warp owning 16 query rows whose Q fragments stay in
 // registers. Per tile of 64 keys, each warp computes S = Q K^T (8 x D/16 MMAs), scales, masks and folds it into its
@@ -9,98 +10,6 @@
 // arrive by cp.async, one tile ahead of use: V of this tile loads during S, K of the next tile during the softmax
 // and P V. B fragments come from shared memory by ldmatrix (transposed for V). Causal blocks stop at the last key
 // their last query sees. Shared rows are padded by 16 bytes, so the 8 rows an ldmatrix reads hit distinct banks.
-//
-// `mma.sync`, `ldmatrix` and `cp.async` are inline PTX; under the CUDA emulator they are the emulator's models of
-// those instructions (nvlm-testkit/cuda-emu/emu_kernel.h).
-
-#define FLASH_Q 64
-#define FLASH_K 64
-#define FLASH_WARPS 4
-
-// d = a b + d for one m16n8k16 tile (fragment layouts as in the PTX ISA, summarised in emu_kernel.h).
-__device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
-#ifdef NVLM_CUDA_EMU
-    __emu_mma_m16n8k16_bf16(d, a, b);
-#else
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-        "{%0, %1, %2, %3};\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
-#endif
-}
-
-// Four 8x8 b16 matrices from shared memory: this lane gives the address of row lane % 8 of matrix lane / 8; r[j]
-// gets row g, elements 2t, 2t + 1 of matrix j (TRANS: column g, rows 2t, 2t + 1).
-template <bool TRANS>
-__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const __nv_bfloat16* row) {
-#ifdef NVLM_CUDA_EMU
-    __emu_ldmatrix_x4(r, row, TRANS);
-#else
-    const unsigned at = (unsigned)__cvta_generic_to_shared(row);
-    if (TRANS)
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                     : "r"(at)
-                     : "memory");
-    else
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                     : "r"(at)
-                     : "memory");
-#endif
-}
-
-// 16 bytes global -> shared without passing through registers (zeros when !fill; src must still be a valid address).
-__device__ __forceinline__ void copy_async_16(__nv_bfloat16* dst, const __nv_bfloat16* src, bool fill) {
-#ifdef NVLM_CUDA_EMU
-    __emu_copy_async_16(dst, src, fill);
-#else
-    const unsigned at = (unsigned)__cvta_generic_to_shared(dst);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(at), "l"(src), "r"(fill ? 16 : 0)
-                 : "memory");
-#endif
-}
-
-// Closes this thread's group of copies issued since the last commit.
-__device__ __forceinline__ void copy_async_commit() {
-#ifdef NVLM_CUDA_EMU
-    __emu_copy_commit();
-#else
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-#endif
-}
-
-// Waits until at most PENDING of this thread's committed groups are still in flight.
-template <int PENDING>
-__device__ __forceinline__ void copy_async_wait() {
-#ifdef NVLM_CUDA_EMU
-    __emu_copy_wait(PENDING);
-#else
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING) : "memory");
-#endif
-}
-
-// Two f32 as a bf16 pair in one register, the first in the low half (the order of a fragment register).
-__device__ __forceinline__ unsigned pack_bf16x2(float lo, float hi) {
-    return (unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
-           ((unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
-}
-
-// Queues the copy of keys k0 .. k0 + FLASH_K (of head kh) of `src` (K or V) into `tile` [FLASH_K][LD], zeros past
-// key_end; the block's threads share the 16-byte pieces.
-template <int D, int LD, typename Keys>
-__device__ __forceinline__ void load_tile_async(__nv_bfloat16* tile, const __nv_bfloat16* __restrict__ src,
-                                                const Keys& keys, int bi, int kh, int hkv, int k0, int key_end) {
-    constexpr int CHUNKS = D / 8;
-    for (int idx = threadIdx.x; idx < FLASH_K * CHUNKS; idx += blockDim.x) {
-        const int r = idx / CHUNKS, c = (idx % CHUNKS) * 8, key = k0 + r;
-        const bool inside = key < key_end;
-        const __nv_bfloat16* from = inside ? src + (keys.row(bi, key) * hkv + kh) * D + c : src;
-        copy_async_16(tile + r * LD + c, from, inside);
-    }
-    copy_async_commit();
-}
 
 template <int D, typename Keys>
 __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
@@ -143,10 +52,11 @@ __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_
     float acc[D / 8][4];
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    // Rows g and g + 8 of the warp: running max (base-2 logits) and this lane's part of the running sum.
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+    // Rows g and g + 8 of the warp.
     const int qi[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
-    const int visible[2] = {causal ? min(offset + qi[0] + 1, tk) : tk, causal ? min(offset + qi[1] + 1, tk) : tk};
+    FlashRows rows = {{-INFINITY, -INFINITY},
+                      {0.0f, 0.0f},
+                      {causal ? min(offset + qi[0] + 1, tk) : tk, causal ? min(offset + qi[1] + 1, tk) : tk}};
     const float scale_log2 = scale * 1.4426950408889634f;
 
     for (int k0 = 0; k0 < key_end; k0 += FLASH_K) {
@@ -173,47 +83,10 @@ __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_
         const bool more = k0 + FLASH_K < key_end;
         if (more) load_tile_async<D, LD>(ks, k, keys, bi, kh, hkv, k0 + FLASH_K, key_end);
 
-        // Scale to base-2 logits, mask, and fold into the running max and sum. Element e of tile nt is row
-        // g + 8 (e / 2), key k0 + 8 nt + 2 t + e % 2.
-        float tile_max[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-        for (int nt = 0; nt < FLASH_K / 8; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const int key = k0 + nt * 8 + 2 * t + (e & 1);
-                s[nt][e] = key < visible[e >> 1] ? s[nt][e] * scale_log2 : -INFINITY;
-                tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[nt][e]);
-            }
-        }
-        float correction[2], base[2];
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            // The four lanes of a row group hold its 64 scores between them.
-            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
-            tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
-            const float m_new = fmaxf(m[r], tile_max[r]);
-            base[r] = m_new == -INFINITY ? 0.0f : m_new;  // a row that has seen no key yet stays at zero
-            correction[r] = exp2f(m[r] - base[r]);
-            m[r] = m_new;
-        }
-        float tile_sum[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int nt = 0; nt < FLASH_K / 8; ++nt) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                s[nt][e] = exp2f(s[nt][e] - base[e >> 1]);
-                tile_sum[e >> 1] += s[nt][e];
-            }
-        }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) l[r] = l[r] * correction[r] + tile_sum[r];
-#pragma unroll
-        for (int n = 0; n < D / 8; ++n) {
-            acc[n][0] *= correction[0];
-            acc[n][1] *= correction[0];
-            acc[n][2] *= correction[1];
-            acc[n][3] *= correction[1];
-        }
+        // Scale, mask and fold into the running max and sum; rescale the outputs so far.
+        float correction[2];
+        online_softmax_tile(s, k0, t, scale_log2, rows, correction);
+        rescale_rows<D>(acc, correction);
 
         if (more) copy_async_wait<1>();  // this tile's V has landed (the next K may still be in flight)
         else copy_async_wait<0>();
@@ -238,22 +111,7 @@ __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_
         __syncthreads();  // every warp is done with vs before the next tile's V lands there
     }
 
-    // The row sums from the four lanes of each row group; O / l as bf16 pairs.
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    }
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        const int i = qi[r];
-        if (i >= tq) continue;
-        const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-        unsigned* orow = reinterpret_cast<unsigned*>(o + (((size_t)bi * tq + i) * hq + h) * D);
-#pragma unroll
-        for (int dn = 0; dn < D / 8; ++dn)
-            orow[(dn * 8 + 2 * t) / 2] = pack_bf16x2(acc[dn][2 * r] * inv, acc[dn][2 * r + 1] * inv);
-    }
+    store_rows<D>(acc, rows, qi, t, o, bi, tq, hq, h);
 }
 
 // Entry points with the CUDA-core kernels' parameters (head_dim among them, fixed here by D).

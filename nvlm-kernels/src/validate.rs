@@ -3,6 +3,8 @@
 
 use nvlm_tensor::{DType, Device, Tensor};
 
+use crate::cuda::{flash_kernel, set_flash_kernel, FlashKernel};
+
 use crate::{
     add, add_rms_norm, add_scaled_channels, argmax, argmax_with_value, attention, batched_matmul, cast,
     concat, embedding, gather_rows, gelu, gemv, layer_norm, matmul, mul, paged_attention,
@@ -102,6 +104,38 @@ fn compare(
         max_rel,
         tolerance,
     })
+}
+
+/// The prefill attention kernels a case of `tq` queries at head_dim `d` is checked with on `device`: the one in use,
+/// and on a GPU, where the tensor-core kernels take the case, also the opt-in Hopper `wgmma` kernel (its case name
+/// suffixed), so that a GPU run reports it before it is made the default.
+fn prefill_kernels(device: Device, tq: usize, d: usize) -> Vec<(Option<FlashKernel>, &'static str)> {
+    let mut kernels = vec![(None, "")];
+    if matches!(device, Device::Cuda(_))
+        && tq >= 16
+        && (d == 64 || d == 128)
+        && flash_kernel() != FlashKernel::Wgmma
+    {
+        kernels.push((Some(FlashKernel::Wgmma), " wgmma"));
+    }
+    kernels
+}
+
+/// Sets the prefill attention kernel until dropped, then puts the previous one back.
+struct FlashKernelScope(FlashKernel);
+
+impl FlashKernelScope {
+    fn set(kernel: FlashKernel) -> FlashKernelScope {
+        let previous = flash_kernel();
+        set_flash_kernel(kernel);
+        FlashKernelScope(previous)
+    }
+}
+
+impl Drop for FlashKernelScope {
+    fn drop(&mut self) {
+        set_flash_kernel(self.0);
+    }
 }
 
 /// bf16 keeps 8 significant bits: one rounding of the output is 2^-9 relative; allow a few.
@@ -412,14 +446,17 @@ pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
         let k = random_tensor(seed + 7, &[batch, tk, hkv, d], bf)?;
         let v = random_tensor(seed + 8, &[batch, tk, hkv, d], bf)?;
         let scale = 1.0 / (d as f32).sqrt();
-        reports.push(check_with(
-            device,
-            "attention",
-            case.into(),
-            &[q, k, v],
-            ATTENTION_TOL,
-            |t| attention(&t[0], &t[1], &t[2], mask, scale),
-        )?);
+        for (kernel, suffix) in prefill_kernels(device, tq, d) {
+            let _scope = kernel.map(FlashKernelScope::set);
+            reports.push(check_with(
+                device,
+                "attention",
+                format!("{case}{suffix}"),
+                &[q.clone(), k.clone(), v.clone()],
+                ATTENTION_TOL,
+                |t| attention(&t[0], &t[1], &t[2], mask, scale),
+            )?);
+        }
     }
     let table = random_tensor(seed + 9, &[1000, 256], bf)?;
     let ids = Tensor::from_vec(vec![3i32, 999, 0, 3, 512], &[5])?;
@@ -660,18 +697,21 @@ pub fn check_paged_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
         ("chunk 40 of 90, GQA 64/8", 40),
     ] {
         let q = random_tensor(seed + 2, &[t, hq, d], bf)?;
-        reports.push(check_with(
-            device,
-            "paged_att",
-            case.into(),
-            &[q, keys.clone(), values.clone()],
-            ATTENTION_TOL,
-            |x| {
-                let table = BlockTable::new(&blocks, block_size, x[0].device())?;
-                let (kc, vc) = (filled(&x[1])?, filled(&x[2])?);
-                paged_attention(&x[0], &kc, &vc, &table, len - t, 1.0 / (d as f32).sqrt())
-            },
-        )?);
+        for (kernel, suffix) in prefill_kernels(device, t, d) {
+            let _scope = kernel.map(FlashKernelScope::set);
+            reports.push(check_with(
+                device,
+                "paged_att",
+                format!("{case}{suffix}"),
+                &[q.clone(), keys.clone(), values.clone()],
+                ATTENTION_TOL,
+                |x| {
+                    let table = BlockTable::new(&blocks, block_size, x[0].device())?;
+                    let (kc, vc) = (filled(&x[1])?, filled(&x[2])?);
+                    paged_attention(&x[0], &kc, &vc, &table, len - t, 1.0 / (d as f32).sqrt())
+                },
+            )?);
+        }
     }
     // Split-K decode at a long context (positions 4,095 and 1,999 over a cache of random rows whose blocks run
     // backwards), 8 query heads a KV head; and the one-warp fallback for a GQA group wider than a block (64 query

@@ -76,6 +76,29 @@ extern "C" __global__ void mma_product(float* out) {
         out[128 + row * 8 + col] = d[e];
     }
 }
+// One warpgroup: A [64][16] and B as [64 n][16 k], both K-major in 8 x 8 core matrices (lbo 128, sbo 256 bytes),
+// one wgmma (D = A B^T over k), D by the documented accumulator layout into out[0..4096]; out[4096 + thread] is what
+// the thread's first accumulator held before its wait (the product must not have landed).
+extern "C" __global__ void wgmma_product(float* out) {
+    __shared__ __align__(128) __nv_bfloat16 a[64 * 16], b[64 * 16];
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    auto at = [](int m, int k) { return ((m / 8) * 2 + k / 8) * 64 + (m % 8) * 8 + k % 8; };
+    for (int i = tid; i < 64 * 16; i += 128) {
+        const int m = i / 16, k = i % 16;
+        a[at(m, k)] = __float2bfloat16_rn((float)((m * 3 + k) % 7 - 3));
+        b[at(m, k)] = __float2bfloat16_rn((float)((m * 5 + k * 3) % 5 - 2));
+    }
+    __syncthreads();
+    float d[32];
+    for (int i = 0; i < 32; ++i) d[i] = 0.0f;
+    __emu_wgmma_ss(d, a, 128, 256, b, 128, 256, 64);
+    __emu_wgmma_commit();
+    const float before = d[0];
+    __emu_wgmma_wait(0);
+    for (int j = 0; j < 8; ++j)
+        for (int e = 0; e < 4; ++e) out[(16 * warp + g + 8 * (e / 2)) * 64 + 8 * j + 2 * t + e % 2] = d[4 * j + e];
+    out[4096 + tid] = before;
+}
 extern "C" __global__ void add_one(float* out) { out[threadIdx.x] += 1.0f; }
 // Copies issued and never waited for.
 extern "C" __global__ void copies_in_flight(float* out) {
@@ -198,6 +221,25 @@ fn the_mma_and_ldmatrix_models_give_the_matrix_product() {
             );
         }
     }
+}
+
+#[test]
+fn the_wgmma_model_gives_the_matrix_product_at_the_wait() {
+    let Some(device) = emulator() else { return };
+    let (outcome, got) = launch_one_block(&device, "wgmma_product", 4096 + 128, 128, None);
+    outcome.unwrap();
+    let a = |m: usize, k: usize| ((m * 3 + k) % 7) as f64 - 3.0;
+    let b = |n: usize, k: usize| ((n * 5 + k * 3) % 5) as f64 - 2.0;
+    for m in 0..64 {
+        for n in 0..64 {
+            let want: f64 = (0..16).map(|k| a(m, k) * b(n, k)).sum();
+            assert_eq!(got[m * 64 + n] as f64, want, "D[{m}][{n}]");
+        }
+    }
+    assert!(
+        got[4096..].iter().all(|&v| v == 0.0),
+        "a product landed before its wait"
+    );
 }
 
 #[test]

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use nvlm_kernels::cuda::set_flash_attention;
+use nvlm_kernels::cuda::{flash_kernel, set_flash_kernel, FlashKernel};
 use nvlm_kernels::{attention, paged_attention_rows, AttentionMask, BlockTable, PagedRows};
 use nvlm_tensor::{CudaDevice, Device};
 
@@ -32,7 +32,8 @@ pub fn copy_bandwidth(device: Device, bytes: usize) -> anyhow::Result<f64> {
 }
 
 /// Times `nvlm_kernels::attention` on the case's shapes (random bf16 q, k, v), against the FLOP roofline: the
-/// tensor-core flash kernel (the default), then the CUDA-core tiled kernel it replaced, as `<case>-cuda-cores`.
+/// `mma.sync` tensor-core kernel (the default), the Hopper `wgmma` one (`<case>-wgmma`, opt-in until measured) and
+/// the CUDA-core tiled kernel they replace (`<case>-cuda-cores`).
 pub fn run(device: Device, case: &Case, report: &mut Report) -> anyhow::Result<()> {
     let Kind::Attention {
         batch,
@@ -64,15 +65,17 @@ pub fn run(device: Device, case: &Case, report: &mut Report) -> anyhow::Result<(
         "[{batch}, {queries}, {heads}, {head_dim}] over {keys} keys, {kv_heads} KV heads, {}",
         if causal { "causal" } else { "bidirectional" }
     );
-    for (flash, name) in [
-        (true, case.name.clone()),
-        (false, format!("{}-cuda-cores", case.name)),
+    let default = flash_kernel();
+    for (kernel, name) in [
+        (FlashKernel::MmaSync, case.name.clone()),
+        (FlashKernel::Wgmma, format!("{}-wgmma", case.name)),
+        (FlashKernel::Off, format!("{}-cuda-cores", case.name)),
     ] {
-        set_flash_attention(flash);
+        set_flash_kernel(kernel);
         let timed = time_ms(device, || {
             attention(&q, &k, &v, mask, scale).map(drop).map_err(Into::into)
         });
-        set_flash_attention(true);
+        set_flash_kernel(default);
         let ms = timed?;
         report.add(Row {
             name,

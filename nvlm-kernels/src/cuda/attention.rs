@@ -38,34 +38,52 @@ struct Plan {
     block: u32,
 }
 
-/// Environment variable that turns the tensor-core prefill kernel off (`NVLM_FLASH=0`), for comparing kernels.
+/// Environment variable that chooses the tensor-core prefill kernel: unset, the `mma.sync` one; `wgmma`, the Hopper
+/// warpgroup one (opt-in until an H200 has run it); `0`, neither (the CUDA-core kernels), for comparing kernels.
 pub const FLASH_ENV: &str = "NVLM_FLASH";
 
-/// 0: not yet read from [`FLASH_ENV`]; 1: on; 2: off.
+/// The prefill attention kernel on the tensor cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlashKernel {
+    /// None: the CUDA-core tiled kernel.
+    Off,
+    /// `flash_attention.cu`: `mma.sync` m16n8k16 (the default).
+    MmaSync,
+    /// `flash_attention_wgmma.cu`: Hopper's `wgmma` (sm_90a only; elsewhere `MmaSync`).
+    Wgmma,
+}
+
+/// 0: not yet read from [`FLASH_ENV`]; else 1 + the [`FlashKernel`] index.
 static FLASH: AtomicU8 = AtomicU8::new(0);
 
-fn flash_enabled() -> bool {
+/// The prefill kernel in use ([`FLASH_ENV`] until [`set_flash_kernel`]).
+pub fn flash_kernel() -> FlashKernel {
+    const KERNELS: [FlashKernel; 3] = [FlashKernel::Off, FlashKernel::MmaSync, FlashKernel::Wgmma];
     match FLASH.load(Ordering::Relaxed) {
         0 => {
-            let on = std::env::var(FLASH_ENV).as_deref() != Ok("0");
-            FLASH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
-            on
+            let chosen = match std::env::var(FLASH_ENV).as_deref() {
+                Ok("0") => FlashKernel::Off,
+                Ok("wgmma") => FlashKernel::Wgmma,
+                _ => FlashKernel::MmaSync,
+            };
+            set_flash_kernel(chosen);
+            chosen
         }
-        state => state == 1,
+        state => KERNELS[usize::from(state - 1)],
     }
 }
 
-/// Turns the tensor-core prefill attention kernel on or off for the whole process (it is on unless
-/// `NVLM_FLASH=0`): for a benchmark that times both kernels on the same shapes.
-pub fn set_flash_attention(on: bool) {
-    FLASH.store(if on { 1 } else { 2 }, Ordering::Relaxed);
+/// Chooses the prefill attention kernel for the whole process: for a benchmark or a check that runs each kernel on
+/// the same inputs.
+pub fn set_flash_kernel(kernel: FlashKernel) {
+    FLASH.store(1 + kernel as u8, Ordering::Relaxed);
 }
 
 /// Why the tensor-core kernel (`flash_attention.cu`) cannot take these inputs (q first), or `None` when it can:
 /// bf16, head_dim 64 or 128, at least 16 queries (fewer would leave most of a block's 64 rows idle), and every
 /// input 16-byte aligned (it moves 8 bf16 at a time).
 pub(crate) fn flash_misfit(inputs: &[&Tensor], tq: usize, d: usize) -> Option<String> {
-    if !flash_enabled() {
+    if flash_kernel() == FlashKernel::Off {
         return Some(format!("{FLASH_ENV}=0"));
     }
     if inputs[0].dtype() != DType::BF16 {
@@ -86,8 +104,17 @@ pub(crate) fn flash_misfit(inputs: &[&Tensor], tq: usize, d: usize) -> Option<St
     None
 }
 
+/// Whether `t` lives on a Hopper GPU (`sm_90a`: the `wgmma` instructions).
+fn on_hopper(t: &Tensor) -> bool {
+    t.cuda_parts()
+        .ok()
+        .and_then(|(buffer, _, _)| buffer.device.arch().ok())
+        .is_some_and(|arch| arch == "sm_90a")
+}
+
 /// The kernel for `b x tq` queries of `hq` heads of `head_dim` `d` (`base` names the CUDA-core variant):
-/// - the tensor-core flash kernel, 64 queries a block, where [`flash_misfit`] allows;
+/// - the tensor-core flash kernel ([`flash_kernel`]: `mma.sync`, or `wgmma` on Hopper), 64 queries a block, where
+///   [`flash_misfit`] allows;
 /// - else the tiled kernel (16 queries a block, K/V tiles staged once in shared memory) from 16 queries and
 ///   head_dim <= 128;
 /// - else one warp per (batch, query, head), 4 warps a block.
@@ -106,14 +133,14 @@ fn attention_kernel(
     let paged = base != "attention";
     let dtype = inputs[0].dtype();
     if base != "paged_attention_rows" && flash_misfit(inputs, tq, d).is_none() {
-        let flash = if paged {
-            "paged_attention_flash"
-        } else {
-            "attention_flash"
+        let (module, kernel) = match flash_kernel() {
+            FlashKernel::Wgmma if on_hopper(inputs[0]) => ("flash_attention_wgmma", "attention_wgmma"),
+            _ => ("flash_attention", "attention_flash"),
         };
+        let paged_prefix = if paged { "paged_" } else { "" };
         return Ok(Plan {
-            module: "flash_attention",
-            function: format!("{flash}_d{d}"),
+            module,
+            function: format!("{paged_prefix}{kernel}_d{d}"),
             grid: (b * hq * tq.div_ceil(FLASH_Q)) as u32,
             block: WARPS * 32,
         });

@@ -2,7 +2,7 @@
 //! launch wrappers the op dispatchers call.
 
 pub(crate) mod attention;
-pub use attention::{set_flash_attention, FLASH_ENV};
+pub use attention::{flash_kernel, set_flash_kernel, FlashKernel, FLASH_ENV};
 pub(crate) mod elementwise;
 pub(crate) mod launch;
 pub(crate) mod layout;

@@ -18,6 +18,8 @@ pub const COMMON_HEADER: &str = include_str!("../../cuda/common.cuh");
 
 /// Where attention kernels find a key's row (`cuda/attention_keys.cuh`).
 const ATTENTION_KEYS: &str = include_str!("../../cuda/attention_keys.cuh");
+/// The tensor-core attention kernels' instructions and online softmax (`cuda/flash_common.cuh`).
+const FLASH_COMMON: &str = include_str!("../../cuda/flash_common.cuh");
 
 /// Every kernel of the crate. The compile check builds each for `sm_90a`.
 pub const KERNEL_SOURCES: &[KernelSource] = &[
@@ -130,7 +132,18 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "paged_attention_flash_d64",
             "paged_attention_flash_d128",
         ],
-        headers: &[ATTENTION_KEYS],
+        headers: &[ATTENTION_KEYS, FLASH_COMMON],
+    },
+    KernelSource {
+        name: "flash_attention_wgmma",
+        source: include_str!("../../cuda/flash_attention_wgmma.cu"),
+        functions: &[
+            "attention_wgmma_d64",
+            "attention_wgmma_d128",
+            "paged_attention_wgmma_d64",
+            "paged_attention_wgmma_d128",
+        ],
+        headers: &[ATTENTION_KEYS, FLASH_COMMON],
     },
     KernelSource {
         name: "embedding",

@@ -1,0 +1,148 @@
+// Flash attention on Hopper's warpgroup MMA (`wgmma.mma_async`, bf16 in, f32 accumulate; sm_90a), for prefill:
+// the same inputs, outputs and online softmax as flash_attention.cu (mma.sync), for which it is a drop-in. Needs
+// attention_keys.cuh and flash_common.cuh.
+//
+// One block is one warpgroup (4 warps) per (batch, head, 64 queries): wgmma's M is 64, so S = Q K^T for a tile of
+// 64 keys is D/16 m64n64k16 instructions and O += P V is 4 m64nDk16 instructions, each issued once for the whole
+// warpgroup where mma.sync needs 4 warps x 8 x D/16. Both operands come from shared memory through descriptors,
+// in the canonical K-major layout without swizzle (8 x 8 core matrices of 128 contiguous bytes):
+// - Q [64 rows][D] and K [64 keys][D], loaded once / per tile (K by cp.async);
+// - V transposed, [D][64 keys], so that P V contracts over its contiguous dimension too;
+// - P [64 rows][64 keys] in bf16, written by each thread from its accumulators into the K tile (K is done by then).
+// The accumulators have mma.sync's layout per warp, so the online softmax is flash_common's. Loads are not
+// overlapped with the MMAs here (two blocks an SM overlap each other's); a TMA / warp-specialised pipeline is the
+// next step.
+
+// Byte offsets of the K-major core-matrix layout of an operand whose contraction dimension holds `k_extent`
+// elements: between core matrices along K, and along M / N.
+#define CORE_LBO 128u
+#define CORE_SBO(k_extent) ((unsigned)(k_extent) / 8u * 128u)
+
+// Element (row, col) of a K-major operand [rows][k_extent] (col along the contraction) in the core-matrix layout.
+__device__ __forceinline__ int core_offset(int row, int col, int k_extent) {
+    return ((row >> 3) * (k_extent >> 3) + (col >> 3)) * 64 + (row & 7) * 8 + (col & 7);
+}
+
+template <int D, typename Keys>
+__device__ void attention_wgmma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
+                                const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ o, int batch,
+                                int tq, int tk, int hq, int hkv, int causal, int offset, float scale, Keys keys) {
+    constexpr int CHUNKS = D / 8;
+    static_assert(FLASH_Q == 64 && FLASH_K == 64, "one warpgroup, wgmma M = 64");
+    __shared__ __align__(128) __nv_bfloat16 qs[FLASH_Q * D];
+    __shared__ __align__(128) __nv_bfloat16 ks[FLASH_K * D];  // K, then P (64 x 64) once S is done
+    __shared__ __align__(128) __nv_bfloat16 vt[D * FLASH_K];  // V transposed
+
+    const int tiles = (tq + FLASH_Q - 1) / FLASH_Q;
+    const int q0 = (blockIdx.x % tiles) * FLASH_Q;
+    const int h = (blockIdx.x / tiles) % hq;
+    const int bi = blockIdx.x / (tiles * hq);
+    if (bi >= batch) return;
+    const int kh = h / (hq / hkv);
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int last = min(q0 + FLASH_Q, tq) - 1;
+    const int key_end = causal ? min(offset + last + 1, tk) : tk;
+
+    // Q into its core-matrix layout (zeros past tq): each 16-byte piece is one core-matrix row.
+    for (int idx = threadIdx.x; idx < FLASH_Q * CHUNKS; idx += blockDim.x) {
+        const int r = idx / CHUNKS, c = (idx % CHUNKS) * 8, i = q0 + r;
+        uint4 piece = {0u, 0u, 0u, 0u};
+        if (i < tq) piece = *reinterpret_cast<const uint4*>(q + (((size_t)bi * tq + i) * hq + h) * D + c);
+        *reinterpret_cast<uint4*>(qs + core_offset(r, c, D)) = piece;
+    }
+
+    float acc[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    const int qi[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
+    FlashRows rows = {{-INFINITY, -INFINITY},
+                      {0.0f, 0.0f},
+                      {causal ? min(offset + qi[0] + 1, tk) : tk, causal ? min(offset + qi[1] + 1, tk) : tk}};
+    const float scale_log2 = scale * 1.4426950408889634f;
+
+    for (int k0 = 0; k0 < key_end; k0 += FLASH_K) {
+        // K by cp.async into its core-matrix layout; V transposed through registers. Zeros past key_end.
+        for (int idx = threadIdx.x; idx < FLASH_K * CHUNKS; idx += blockDim.x) {
+            const int r = idx / CHUNKS, c = (idx % CHUNKS) * 8, key = k0 + r;
+            const bool inside = key < key_end;
+            const __nv_bfloat16* from = inside ? k + (keys.row(bi, key) * hkv + kh) * D + c : k;
+            copy_async_16(ks + core_offset(r, c, D), from, inside);
+        }
+        copy_async_commit();
+        for (int idx = threadIdx.x; idx < FLASH_K * CHUNKS; idx += blockDim.x) {
+            const int r = idx % FLASH_K, c = (idx / FLASH_K) * 8, key = k0 + r;
+            uint4 piece = {0u, 0u, 0u, 0u};
+            if (key < key_end) piece = *reinterpret_cast<const uint4*>(v + (keys.row(bi, key) * hkv + kh) * D + c);
+            const __nv_bfloat16* e = reinterpret_cast<const __nv_bfloat16*>(&piece);
+#pragma unroll
+            for (int j = 0; j < 8; ++j) vt[core_offset(c + j, r, FLASH_K)] = e[j];
+        }
+        copy_async_wait<0>();
+        __syncthreads();  // every thread's K pieces and V^T stores (and, first time, Q) are in place
+
+        // S = Q K^T: the K-major Q [64][D] and K [64][D] (B[kk][n] = K[n][kk]), 16 channels a step.
+        float s[FLASH_K / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < FLASH_K / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+        float(&s_flat)[FLASH_K / 2] = reinterpret_cast<float(&)[FLASH_K / 2]>(s);
+        fence_shared_for_wgmma();
+        fence_registers<FLASH_K / 2>(s_flat);
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+            wgmma_bf16_ss<FLASH_K>(s_flat, qs + kk * 128, CORE_LBO, CORE_SBO(D), ks + kk * 128, CORE_LBO,
+                                   CORE_SBO(D));
+        wgmma_commit();
+        wgmma_wait_all();
+        fence_registers<FLASH_K / 2>(s_flat);
+
+        float correction[2];
+        online_softmax_tile(s, k0, t, scale_log2, rows, correction);
+        rescale_rows<D>(acc, correction);
+
+        // P (bf16) over K's tile: rows 16 warp + g (+ 8), keys 8 nt + 2 t (+ 1), two at a time.
+        __syncthreads();  // the warpgroup's S is done reading ks
+        __nv_bfloat16* ps = ks;
+#pragma unroll
+        for (int nt = 0; nt < FLASH_K / 8; ++nt)
+#pragma unroll
+            for (int r = 0; r < 2; ++r) {
+                const int row = warp * 16 + g + 8 * r, key = nt * 8 + 2 * t;
+                *reinterpret_cast<unsigned*>(ps + core_offset(row, key, FLASH_K)) =
+                    pack_bf16x2(s[nt][2 * r], s[nt][2 * r + 1]);
+            }
+        __syncthreads();
+
+        // O += P V: P [64][64 keys] and V^T [D][64 keys] (B[kk][n] = V[kk][n]), 16 keys a step.
+        float(&acc_flat)[D / 2] = reinterpret_cast<float(&)[D / 2]>(acc);
+        fence_shared_for_wgmma();
+        fence_registers<D / 2>(acc_flat);
+#pragma unroll
+        for (int kk = 0; kk < FLASH_K / 16; ++kk)
+            wgmma_bf16_ss<D>(acc_flat, ps + kk * 128, CORE_LBO, CORE_SBO(FLASH_K), vt + kk * 128, CORE_LBO,
+                             CORE_SBO(FLASH_K));
+        wgmma_commit();
+        wgmma_wait_all();
+        fence_registers<D / 2>(acc_flat);
+        __syncthreads();  // P V is done reading ks and vt before the next tile lands there
+    }
+    store_rows<D>(acc, rows, qi, t, o, bi, tq, hq, h);
+}
+
+// Entry points with the CUDA-core kernels' parameters (head_dim among them, fixed here by D).
+#define WGMMA_ATTENTION(D)                                                                                         \
+    extern "C" __global__ void __launch_bounds__(FLASH_WARPS * 32, 2)                                              \
+        attention_wgmma_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,              \
+                             __nv_bfloat16* o, int b, int tq, int tk, int hq, int hkv, int, int causal,           \
+                             int offset, float scale) {                                                            \
+        attention_wgmma<D>(q, k, v, o, b, tq, tk, hq, hkv, causal, offset, scale, ContiguousKeys{tk});            \
+    }                                                                                                              \
+    extern "C" __global__ void __launch_bounds__(FLASH_WARPS * 32, 2)                                              \
+        paged_attention_wgmma_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,        \
+                                   const int* table, __nv_bfloat16* o, int t, int hq, int hkv, int, int offset,   \
+                                   int block_size, float scale) {                                                  \
+        attention_wgmma<D>(q, k, v, o, 1, t, offset + t, hq, hkv, 1, offset, scale,                                \
+                           PagedKeys{table, block_size});                                                          \
+    }
+
+WGMMA_ATTENTION(64)
+WGMMA_ATTENTION(128)
