@@ -78,6 +78,7 @@ __device__ void attention_wgmma(const __nv_bfloat16* __restrict__ q, const __nv_
             for (int j = 0; j < 8; ++j) vt[core_offset(c + j, r, FLASH_K)] = e[j];
         }
         copy_async_wait<0>();
+        fence_shared_for_async();
         __syncthreads();  // every thread's K pieces and V^T stores (and, first time, Q) are in place
 
         // S = Q K^T: the K-major Q [64][D] and K [64][D] (B[kk][n] = K[n][kk]), 16 channels a step.
@@ -85,8 +86,8 @@ __device__ void attention_wgmma(const __nv_bfloat16* __restrict__ q, const __nv_
 #pragma unroll
         for (int nt = 0; nt < FLASH_K / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
         float(&s_flat)[FLASH_K / 2] = reinterpret_cast<float(&)[FLASH_K / 2]>(s);
-        fence_shared_for_wgmma();
         fence_registers<FLASH_K / 2>(s_flat);
+        wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < D / 16; ++kk)
             wgmma_bf16_ss<FLASH_K>(s_flat, qs + kk * 128, CORE_LBO, CORE_SBO(D), ks + kk * 128, CORE_LBO,
@@ -110,12 +111,13 @@ __device__ void attention_wgmma(const __nv_bfloat16* __restrict__ q, const __nv_
                 *reinterpret_cast<unsigned*>(ps + core_offset(row, key, FLASH_K)) =
                     pack_bf16x2(s[nt][2 * r], s[nt][2 * r + 1]);
             }
+        fence_shared_for_async();
         __syncthreads();
 
         // O += P V: P [64][64 keys] and V^T [D][64 keys] (B[kk][n] = V[kk][n]), 16 keys a step.
         float(&acc_flat)[D / 2] = reinterpret_cast<float(&)[D / 2]>(acc);
-        fence_shared_for_wgmma();
         fence_registers<D / 2>(acc_flat);
+        wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < FLASH_K / 16; ++kk)
             wgmma_bf16_ss<D>(acc_flat, ps + kk * 128, CORE_LBO, CORE_SBO(FLASH_K), vt + kk * 128, CORE_LBO,

@@ -119,10 +119,17 @@ __device__ __forceinline__ void fence_registers(float* d) {
 #endif
 }
 
-// Orders this thread's earlier shared-memory writes (generic proxy) before wgmma's operand reads (async proxy).
-__device__ __forceinline__ void fence_shared_for_wgmma() {
+// Orders this thread's shared-memory writes so far (generic proxy: stores, cp.async) before later reads by wgmma
+// (async proxy). Each writer runs it before the barrier that hands the tile to the warpgroup.
+__device__ __forceinline__ void fence_shared_for_async() {
 #ifndef NVLM_CUDA_EMU
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#endif
+}
+
+// Orders the warpgroup's register writes (zeroed or rescaled accumulators) before the wgmma that follow.
+__device__ __forceinline__ void wgmma_fence() {
+#ifndef NVLM_CUDA_EMU
     asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 #endif
 }
