@@ -21,15 +21,10 @@ __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_
     __shared__ __align__(16) __nv_bfloat16 ks[FLASH_K * LD];
     __shared__ __align__(16) __nv_bfloat16 vs[FLASH_K * LD];
 
-    const int tiles = (tq + FLASH_Q - 1) / FLASH_Q;
-    const int q0 = (blockIdx.x % tiles) * FLASH_Q;
-    const int h = (blockIdx.x / tiles) % hq;
-    const int bi = blockIdx.x / (tiles * hq);
-    if (bi >= batch) return;
-    const int kh = h / (hq / hkv);
+    const FlashBlock blk = flash_block(tq, tk, hq, hkv, causal, offset);
+    if (blk.bi >= batch) return;
+    const int bi = blk.bi, h = blk.h, kh = blk.kh, q0 = blk.q0, key_end = blk.key_end;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int last = min(q0 + FLASH_Q, tq) - 1;
-    const int key_end = causal ? min(offset + last + 1, tk) : tk;
 
     // Q tile through the K tile (zeros past tq), then this warp's 16 rows into A fragments.
     for (int idx = threadIdx.x; idx < FLASH_Q * CHUNKS; idx += blockDim.x) {
@@ -54,9 +49,7 @@ __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_
     for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     // Rows g and g + 8 of the warp.
     const int qi[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
-    FlashRows rows = {{-INFINITY, -INFINITY},
-                      {0.0f, 0.0f},
-                      {causal ? min(offset + qi[0] + 1, tk) : tk, causal ? min(offset + qi[1] + 1, tk) : tk}};
+    FlashRows rows = flash_rows(qi, causal, offset, tk);
     const float scale_log2 = scale * 1.4426950408889634f;
 
     for (int k0 = 0; k0 < key_end; k0 += FLASH_K) {
@@ -114,21 +107,6 @@ __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_
     store_rows<D>(acc, rows, qi, t, o, bi, tq, hq, h);
 }
 
-// Entry points with the CUDA-core kernels' parameters (head_dim among them, fixed here by D).
-#define FLASH_ATTENTION(D)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(FLASH_WARPS * 32, 2)                                              \
-        attention_flash_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,              \
-                             __nv_bfloat16* o, int b, int tq, int tk, int hq, int hkv, int, int causal,         \
-                             int offset, float scale) {                                                                        \
-        attention_flash<D>(q, k, v, o, b, tq, tk, hq, hkv, causal, offset, scale, ContiguousKeys{tk});            \
-    }                                                                                                              \
-    extern "C" __global__ void __launch_bounds__(FLASH_WARPS * 32, 2)                                              \
-        paged_attention_flash_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,        \
-                                   const int* table, __nv_bfloat16* o, int t, int hq, int hkv, int, int offset,   \
-                                   int block_size, float scale) {                                                  \
-        attention_flash<D>(q, k, v, o, 1, t, offset + t, hq, hkv, 1, offset, scale,                                \
-                           PagedKeys{table, block_size});                                                          \
-    }
-
-FLASH_ATTENTION(64)
-FLASH_ATTENTION(128)
+// Entry points with the CUDA-core kernels' parameters.
+FLASH_ENTRY_POINTS(attention_flash, 64)
+FLASH_ENTRY_POINTS(attention_flash, 128)

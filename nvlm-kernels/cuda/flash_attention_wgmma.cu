@@ -23,6 +23,20 @@ __device__ __forceinline__ int core_offset(int row, int col, int k_extent) {
     return ((row >> 3) * (k_extent >> 3) + (col >> 3)) * 64 + (row & 7) * 8 + (col & 7);
 }
 
+// d[64 x N] += A[64 x K] B[K x N] by the warpgroup, then waited for: A [64][K] and B as [N][K], both K-major core
+// matrices in shared memory, K / 16 wgmma steps.
+template <int N, int K>
+__device__ __forceinline__ void warpgroup_gemm(float (&d)[N / 2], const __nv_bfloat16* a, const __nv_bfloat16* b) {
+    fence_registers<N / 2>(d);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < K / 16; ++kk)
+        wgmma_bf16_ss<N>(d, a + kk * 128, CORE_LBO, CORE_SBO(K), b + kk * 128, CORE_LBO, CORE_SBO(K));
+    wgmma_commit();
+    wgmma_wait_all();
+    fence_registers<N / 2>(d);
+}
+
 template <int D, typename Keys>
 __device__ void attention_wgmma(const __nv_bfloat16* __restrict__ q, const __nv_bfloat16* __restrict__ k,
                                 const __nv_bfloat16* __restrict__ v, __nv_bfloat16* __restrict__ o, int batch,
@@ -33,15 +47,10 @@ __device__ void attention_wgmma(const __nv_bfloat16* __restrict__ q, const __nv_
     __shared__ __align__(128) __nv_bfloat16 ks[FLASH_K * D];  // K, then P (64 x 64) once S is done
     __shared__ __align__(128) __nv_bfloat16 vt[D * FLASH_K];  // V transposed
 
-    const int tiles = (tq + FLASH_Q - 1) / FLASH_Q;
-    const int q0 = (blockIdx.x % tiles) * FLASH_Q;
-    const int h = (blockIdx.x / tiles) % hq;
-    const int bi = blockIdx.x / (tiles * hq);
-    if (bi >= batch) return;
-    const int kh = h / (hq / hkv);
+    const FlashBlock blk = flash_block(tq, tk, hq, hkv, causal, offset);
+    if (blk.bi >= batch) return;
+    const int bi = blk.bi, h = blk.h, kh = blk.kh, q0 = blk.q0, key_end = blk.key_end;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    const int last = min(q0 + FLASH_Q, tq) - 1;
-    const int key_end = causal ? min(offset + last + 1, tk) : tk;
 
     // Q into its core-matrix layout (zeros past tq): each 16-byte piece is one core-matrix row.
     for (int idx = threadIdx.x; idx < FLASH_Q * CHUNKS; idx += blockDim.x) {
@@ -55,9 +64,7 @@ __device__ void attention_wgmma(const __nv_bfloat16* __restrict__ q, const __nv_
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
     const int qi[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
-    FlashRows rows = {{-INFINITY, -INFINITY},
-                      {0.0f, 0.0f},
-                      {causal ? min(offset + qi[0] + 1, tk) : tk, causal ? min(offset + qi[1] + 1, tk) : tk}};
+    FlashRows rows = flash_rows(qi, causal, offset, tk);
     const float scale_log2 = scale * 1.4426950408889634f;
 
     for (int k0 = 0; k0 < key_end; k0 += FLASH_K) {
@@ -85,16 +92,7 @@ __device__ void attention_wgmma(const __nv_bfloat16* __restrict__ q, const __nv_
         float s[FLASH_K / 8][4];
 #pragma unroll
         for (int nt = 0; nt < FLASH_K / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
-        float(&s_flat)[FLASH_K / 2] = reinterpret_cast<float(&)[FLASH_K / 2]>(s);
-        fence_registers<FLASH_K / 2>(s_flat);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk)
-            wgmma_bf16_ss<FLASH_K>(s_flat, qs + kk * 128, CORE_LBO, CORE_SBO(D), ks + kk * 128, CORE_LBO,
-                                   CORE_SBO(D));
-        wgmma_commit();
-        wgmma_wait_all();
-        fence_registers<FLASH_K / 2>(s_flat);
+        warpgroup_gemm<FLASH_K, D>(reinterpret_cast<float(&)[FLASH_K / 2]>(s), qs, ks);
 
         float correction[2];
         online_softmax_tile(s, k0, t, scale_log2, rows, correction);
@@ -115,36 +113,12 @@ __device__ void attention_wgmma(const __nv_bfloat16* __restrict__ q, const __nv_
         __syncthreads();
 
         // O += P V: P [64][64 keys] and V^T [D][64 keys] (B[kk][n] = V[kk][n]), 16 keys a step.
-        float(&acc_flat)[D / 2] = reinterpret_cast<float(&)[D / 2]>(acc);
-        fence_registers<D / 2>(acc_flat);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < FLASH_K / 16; ++kk)
-            wgmma_bf16_ss<D>(acc_flat, ps + kk * 128, CORE_LBO, CORE_SBO(FLASH_K), vt + kk * 128, CORE_LBO,
-                             CORE_SBO(FLASH_K));
-        wgmma_commit();
-        wgmma_wait_all();
-        fence_registers<D / 2>(acc_flat);
+        warpgroup_gemm<D, FLASH_K>(reinterpret_cast<float(&)[D / 2]>(acc), ps, vt);
         __syncthreads();  // P V is done reading ks and vt before the next tile lands there
     }
     store_rows<D>(acc, rows, qi, t, o, bi, tq, hq, h);
 }
 
-// Entry points with the CUDA-core kernels' parameters (head_dim among them, fixed here by D).
-#define WGMMA_ATTENTION(D)                                                                                         \
-    extern "C" __global__ void __launch_bounds__(FLASH_WARPS * 32, 2)                                              \
-        attention_wgmma_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,              \
-                             __nv_bfloat16* o, int b, int tq, int tk, int hq, int hkv, int, int causal,           \
-                             int offset, float scale) {                                                            \
-        attention_wgmma<D>(q, k, v, o, b, tq, tk, hq, hkv, causal, offset, scale, ContiguousKeys{tk});            \
-    }                                                                                                              \
-    extern "C" __global__ void __launch_bounds__(FLASH_WARPS * 32, 2)                                              \
-        paged_attention_wgmma_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,        \
-                                   const int* table, __nv_bfloat16* o, int t, int hq, int hkv, int, int offset,   \
-                                   int block_size, float scale) {                                                  \
-        attention_wgmma<D>(q, k, v, o, 1, t, offset + t, hq, hkv, 1, offset, scale,                                \
-                           PagedKeys{table, block_size});                                                          \
-    }
-
-WGMMA_ATTENTION(64)
-WGMMA_ATTENTION(128)
+// Entry points with the CUDA-core kernels' parameters.
+FLASH_ENTRY_POINTS(attention_wgmma, 64)
+FLASH_ENTRY_POINTS(attention_wgmma, 128)

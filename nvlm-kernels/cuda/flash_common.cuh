@@ -190,12 +190,36 @@ __device__ __forceinline__ void wgmma_wait_all() {
 #endif
 }
 
+// The (batch entry, head, first of 64 queries) a block owns, its KV head, and the end of the keys its queries see.
+struct FlashBlock {
+    int bi, h, kh, q0, key_end;
+};
+
+__device__ __forceinline__ FlashBlock flash_block(int tq, int tk, int hq, int hkv, int causal, int offset) {
+    const int tiles = (tq + FLASH_Q - 1) / FLASH_Q;
+    FlashBlock b;
+    b.q0 = (blockIdx.x % tiles) * FLASH_Q;
+    b.h = (blockIdx.x / tiles) % hq;
+    b.bi = blockIdx.x / (tiles * hq);
+    b.kh = b.h / (hq / hkv);
+    const int last = min(b.q0 + FLASH_Q, tq) - 1;
+    b.key_end = causal ? min(offset + last + 1, tk) : tk;
+    return b;
+}
+
 // The running softmax state of a thread's two rows (g and g + 8 of its warp's 16): max of the base-2 logits, this
 // lane's part of the sum, and the keys each row sees.
 struct FlashRows {
     float m[2], l[2];
     int visible[2];
 };
+
+// The starting state of rows qi (query indices).
+__device__ __forceinline__ FlashRows flash_rows(const int (&qi)[2], int causal, int offset, int tk) {
+    return FlashRows{{-INFINITY, -INFINITY},
+                     {0.0f, 0.0f},
+                     {causal ? min(offset + qi[0] + 1, tk) : tk, causal ? min(offset + qi[1] + 1, tk) : tk}};
+}
 
 // Scales one tile's scores s (keys k0 + 8 n + 2 t + e % 2) to base-2 logits, masks the keys a row does not see,
 // folds the tile into the rows' running max and sum, and leaves the unnormalised probabilities in s; `correction`
@@ -268,3 +292,18 @@ __device__ __forceinline__ void store_rows(const float (&acc)[D / 8][4], FlashRo
             orow[(dn * 8 + 2 * t) / 2] = pack_bf16x2(acc[dn][2 * r] * inv, acc[dn][2 * r + 1] * inv);
     }
 }
+
+// The entry points of a tensor-core prefill kernel KERNEL<D> (contiguous keys, then one sequence's paged cache),
+// named KERNEL_dD and paged_KERNEL_dD, with the CUDA-core kernels' parameters (head_dim among them, fixed by D).
+#define FLASH_ENTRY_POINTS(KERNEL, D)                                                                        \
+    extern "C" __global__ void __launch_bounds__(FLASH_WARPS * 32, 2)                                              \
+        KERNEL##_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v, __nv_bfloat16* o,     \
+                    int b, int tq, int tk, int hq, int hkv, int, int causal, int offset, float scale) {            \
+        KERNEL<D>(q, k, v, o, b, tq, tk, hq, hkv, causal, offset, scale, ContiguousKeys{tk});                      \
+    }                                                                                                              \
+    extern "C" __global__ void __launch_bounds__(FLASH_WARPS * 32, 2)                                              \
+        paged_##KERNEL##_d##D(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,             \
+                              const int* table, __nv_bfloat16* o, int t, int hq, int hkv, int, int offset,         \
+                              int block_size, float scale) {                                                       \
+        KERNEL<D>(q, k, v, o, 1, t, offset + t, hq, hkv, 1, offset, scale, PagedKeys{table, block_size});          \
+    }
