@@ -2,7 +2,7 @@
 //! plumbing: the embedded demo model run whole and as a group of one rank (NCCL on a GPU, the thread group on the
 //! CPU), which sends every collective of the sharded code path (vocabulary-parallel embedding and LM head, the
 //! row-parallel all-reduces, the ViT's QK-norm statistics, the stop agreement, sharded sampling) through the
-//! communicator a multi-GPU run uses.
+//! communicator a multi-GPU run uses. On a GPU it also decodes with and without CUDA graphs.
 
 use std::sync::Arc;
 
@@ -119,6 +119,17 @@ fn tensor_parallel_plumbing(device: Device, image: Option<&std::path::Path>) -> 
             "tensor-parallel LLM, {kind} group of one, {name}: the same {} tokens",
             got.len()
         );
+        if matches!(device, Device::Cuda(_)) {
+            // The decode steps above were replayed from CUDA graphs: op by op they must give the same tokens.
+            whole.set_decode_graphs(false);
+            let op_by_op = tokens(&whole);
+            whole.set_decode_graphs(true);
+            let op_by_op = op_by_op?;
+            if op_by_op != want {
+                bail!("{name} decoding op by op gave {op_by_op:?}, replayed from CUDA graphs {want:?}");
+            }
+            println!("decode steps with and without CUDA graphs, {name}: the same tokens");
+        }
     }
     let vision = VisionConfig::from_json(&config)?;
     let widths = (llm_config.intermediate_size, llm_config.hidden_size);
