@@ -27,12 +27,7 @@ __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 
     // Q tile through the K tile (zeros past tq), then this warp's 16 rows into A fragments.
-    for (int idx = threadIdx.x; idx < FLASH_Q * CHUNKS; idx += blockDim.x) {
-        const int r = idx / CHUNKS, c = (idx % CHUNKS) * 8, i = q0 + r;
-        uint4 piece = {0u, 0u, 0u, 0u};
-        if (i < tq) piece = *reinterpret_cast<const uint4*>(q + (((size_t)bi * tq + i) * hq + h) * D + c);
-        *reinterpret_cast<uint4*>(ks + r * LD + c) = piece;
-    }
+    stage_queries<D>(ks, q, blk, tq, hq, [](int r, int c) { return r * LD + c; });
     __syncthreads();
     unsigned qa[D / 16][4];
 #pragma unroll

@@ -53,12 +53,7 @@ __device__ void attention_wgmma(const __nv_bfloat16* __restrict__ q, const __nv_
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
 
     // Q into its core-matrix layout (zeros past tq): each 16-byte piece is one core-matrix row.
-    for (int idx = threadIdx.x; idx < FLASH_Q * CHUNKS; idx += blockDim.x) {
-        const int r = idx / CHUNKS, c = (idx % CHUNKS) * 8, i = q0 + r;
-        uint4 piece = {0u, 0u, 0u, 0u};
-        if (i < tq) piece = *reinterpret_cast<const uint4*>(q + (((size_t)bi * tq + i) * hq + h) * D + c);
-        *reinterpret_cast<uint4*>(qs + core_offset(r, c, D)) = piece;
-    }
+    stage_queries<D>(qs, q, blk, tq, hq, [](int r, int c) { return core_offset(r, c, D); });
 
     float acc[D / 8][4];
 #pragma unroll

@@ -207,6 +207,20 @@ __device__ __forceinline__ FlashBlock flash_block(int tq, int tk, int hq, int hk
     return b;
 }
 
+// The block's 64 query rows of head h into shared memory, 16 bytes at a time (zeros past tq): channels c .. c + 7 of
+// row r go to dst + at(r, c), so each kernel picks its layout.
+template <int D, typename Layout>
+__device__ __forceinline__ void stage_queries(__nv_bfloat16* dst, const __nv_bfloat16* __restrict__ q,
+                                              const FlashBlock& blk, int tq, int hq, Layout at) {
+    constexpr int CHUNKS = D / 8;
+    for (int idx = threadIdx.x; idx < FLASH_Q * CHUNKS; idx += blockDim.x) {
+        const int r = idx / CHUNKS, c = (idx % CHUNKS) * 8, i = blk.q0 + r;
+        uint4 piece = {0u, 0u, 0u, 0u};
+        if (i < tq) piece = *reinterpret_cast<const uint4*>(q + (((size_t)blk.bi * tq + i) * hq + blk.h) * D + c);
+        *reinterpret_cast<uint4*>(dst + at(r, c)) = piece;
+    }
+}
+
 // The running softmax state of a thread's two rows (g and g + 8 of its warp's 16): max of the base-2 logits, this
 // lane's part of the sum, and the keys each row sees.
 struct FlashRows {

@@ -187,14 +187,16 @@ pub fn fixed_weight(x: f32, max: f32, inv_t: f32) -> u64 {
 pub fn top_p_count(weights: &[u64], total: u64, top_p: f32) -> Option<usize> {
     let need = (top_p as f64 * total as f64).ceil();
     let target = if need >= 1.0 { need as u64 - 1 } else { 0 };
+    first_past(weights, target).map(|i| i + 1)
+}
+
+/// The first index of `weights` whose running total exceeds `target`.
+fn first_past(weights: &[u64], target: u64) -> Option<usize> {
     let mut cumulative = 0u64;
-    weights
-        .iter()
-        .position(|&w| {
-            cumulative += w;
-            cumulative > target
-        })
-        .map(|i| i + 1)
+    weights.iter().position(|&w| {
+        cumulative += w;
+        cumulative > target
+    })
 }
 
 /// The index into `weights` (most likely first) that the uniform draw `u` in `[0, 1)` lands on: the first whose
@@ -202,14 +204,7 @@ pub fn top_p_count(weights: &[u64], total: u64, top_p: f32) -> Option<usize> {
 pub fn draw_index(weights: &[u64], u: f32) -> usize {
     let total: u64 = weights.iter().sum();
     let target = ((u as f64 * total as f64) as u64).min(total.saturating_sub(1));
-    let mut cumulative = 0u64;
-    weights
-        .iter()
-        .position(|&w| {
-            cumulative += w;
-            cumulative > target
-        })
-        .unwrap_or(weights.len().saturating_sub(1))
+    first_past(weights, target).unwrap_or(weights.len().saturating_sub(1))
 }
 
 /// The candidate tokens and their weights ([`fixed_weight`]) after temperature, top-k and top-p, most likely first:

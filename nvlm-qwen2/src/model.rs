@@ -351,7 +351,7 @@ impl Qwen2Model {
         }
         // Dynamic NTK changes the frequencies past `max_position_embeddings` (32k for NVLM-D): op by op from there.
         let rope = &self.config.rope;
-        if rope.dynamic.is_some() && rope.inv_freq(longest + 1) != rope.inv_freq(1) {
+        if rope.base_for(longest + 1) != rope.theta {
             return Ok(None);
         }
         self.check_ids(tokens)?;
@@ -439,7 +439,7 @@ impl Qwen2Model {
         if let Some(t) = self.fixed_inv_freq.get() {
             return Ok(t);
         }
-        let freq = self.config.rope.inv_freq(1);
+        let freq = self.config.rope.inv_freq(1); // the base, θ, below the threshold
         let t = Tensor::from_slice(&freq, &[freq.len()], self.device())?;
         Ok(self.fixed_inv_freq.get_or_init(|| t))
     }
@@ -610,7 +610,9 @@ impl Qwen2Model {
         let mut next_single = 0;
         for (s, &start) in step.segments.iter().zip(&starts) {
             if s.rows == 1 {
-                let out = single_out.as_ref().expect("single rows planned with the step");
+                let out = single_out.as_ref().ok_or_else(|| {
+                    crate::Qwen2Error::Cache("a step's single rows were not planned with it".into())
+                })?;
                 pieces.push(out.narrow0(next_single, 1)?);
                 next_single += 1;
             } else {

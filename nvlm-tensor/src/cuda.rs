@@ -19,6 +19,8 @@ pub struct CudaDevice {
     context: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     uploader: Mutex<Option<Uploader>>,
+    /// `sm_XY[a]`, read once (kernel dispatch asks for it per launch).
+    arch: OnceLock<String>,
 }
 
 fn driver_library_present() -> bool {
@@ -104,6 +106,7 @@ impl CudaDevice {
             context,
             stream,
             uploader: Mutex::new(None),
+            arch: OnceLock::new(),
         });
         devices.insert(ordinal, device.clone());
         Ok(device)
@@ -126,12 +129,18 @@ impl CudaDevice {
 
     /// `sm_XY` (with the `a` suffix on Hopper, whose wgmma/TMA instructions need `sm_90a`).
     pub fn arch(&self) -> Result<String> {
+        if let Some(arch) = self.arch.get() {
+            return Ok(arch.clone());
+        }
         let (major, minor) = self
             .context
             .compute_capability()
             .map_err(TensorError::driver("reading compute capability"))?;
         let suffix = if major == 9 && minor == 0 { "a" } else { "" };
-        Ok(format!("sm_{major}{minor}{suffix}"))
+        Ok(self
+            .arch
+            .get_or_init(|| format!("sm_{major}{minor}{suffix}"))
+            .clone())
     }
 
     /// `bytes` (not empty) in fresh device memory, ordered on the compute stream, through pinned memory (see

@@ -99,3 +99,59 @@ fn memory_weights_serve_views() {
     assert!(matches!(w.get("b"), Err(TensorError::MissingWeight(_))));
     assert_eq!(w.names(), vec!["a.weight".to_string()]);
 }
+
+/// The in-place writes a CUDA graph's fixed buffers need: `copy_from` and `write_from_host` refuse a shared storage,
+/// a shape or dtype mismatch; `deep_copy` does not alias. On the CPU, and on a CUDA device when there is one.
+#[test]
+fn in_place_writes_check_and_deep_copies_do_not_alias() {
+    let src = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+    let mut devices = vec![Device::Cpu];
+    if cuda_available() {
+        devices.push(Device::cuda(0).unwrap());
+    }
+    for device in devices {
+        let src = src.to_device(device).unwrap();
+        let mut dst = Tensor::zeros(&[2, 3], DType::F32, device).unwrap();
+        let before = dst.deep_copy().unwrap();
+        dst.copy_from(&src).unwrap();
+        assert_eq!(
+            dst.to_vec::<f32>().unwrap(),
+            src.to_vec::<f32>().unwrap(),
+            "{device}"
+        );
+        assert_eq!(
+            before.to_vec::<f32>().unwrap(),
+            vec![0.0; 6],
+            "{device}: deep_copy aliased"
+        );
+        let wrong = Tensor::zeros(&[3, 2], DType::F32, device).unwrap();
+        assert!(
+            dst.copy_from(&wrong).is_err(),
+            "{device}: shape mismatch accepted"
+        );
+        let alias = dst.clone();
+        assert!(
+            dst.copy_from(&src).is_err(),
+            "{device}: write into a shared storage accepted"
+        );
+        drop(alias);
+        match device {
+            Device::Cpu => assert!(
+                dst.write_from_host(&[0.0f32; 6]).is_err(),
+                "host tensor written as device"
+            ),
+            Device::Cuda(_) => {
+                dst.write_from_host(&[9.0f32, 8.0, 7.0, 6.0, 5.0, 4.0]).unwrap();
+                assert_eq!(dst.to_vec::<f32>().unwrap(), vec![9.0, 8.0, 7.0, 6.0, 5.0, 4.0]);
+                assert!(
+                    dst.write_from_host(&[1i32; 6]).is_err(),
+                    "dtype mismatch accepted"
+                );
+                assert!(
+                    dst.write_from_host(&[1.0f32; 5]).is_err(),
+                    "length mismatch accepted"
+                );
+            }
+        }
+    }
+}

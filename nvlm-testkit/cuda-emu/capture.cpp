@@ -1,6 +1,7 @@
 // Stream capture and CUDA graphs (capture.h), and the driver entry points for them.
 
 #include "capture.h"
+#include "driver_types.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -12,12 +13,8 @@
 #include <thread>
 #include <vector>
 
-typedef int CUresult;
-
 namespace {
 
-constexpr CUresult kSuccess = 0, kInvalidValue = 1, kCaptureUnsupported = 900, kCaptureInvalidated = 901,
-                   kCaptureWrongThread = 908;
 
 // Device memory a graph owns: allocated during its capture, released when the graph and every instance are gone.
 struct GraphMemory {
@@ -57,7 +54,7 @@ int submit(void* stream, Work work) {
         std::lock_guard<std::mutex> guard(g_capture_lock);
         if (Capture* c = find(stream)) {
             if (!c->invalidated) c->graph.work.push_back(std::move(work));
-            return c->invalidated ? kCaptureInvalidated : kSuccess;
+            return c->invalidated ? CUDA_ERROR_STREAM_CAPTURE_INVALIDATED : CUDA_SUCCESS;
         }
     }
     return work();
@@ -78,10 +75,10 @@ int forbid_during_capture(const char* what) {
         forbidden = true;
         if (mine) c.invalidated = true;
     }
-    if (!forbidden) return kSuccess;
+    if (!forbidden) return CUDA_SUCCESS;
     fprintf(stderr, "cuda-emu: %s during stream capture (CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED; the capture is now "
                     "invalid)\n", what);
-    return kCaptureUnsupported;
+    return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
 }
 
 void note_allocation(void* stream, std::uintptr_t ptr) {
@@ -100,7 +97,7 @@ int capture_free(void* stream, std::uintptr_t ptr) {
     fprintf(stderr, "cuda-emu: cuMemFreeAsync during stream capture of memory the graph did not allocate (CUDA "
                     "allows only graph allocations there; the capture is now invalid)\n");
     c->invalidated = true;
-    return kCaptureUnsupported;
+    return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
 }
 
 }  // namespace emu
@@ -109,19 +106,19 @@ extern "C" {
 
 CUresult cuStreamBeginCapture_v2(void* stream, int mode) {
     std::lock_guard<std::mutex> guard(g_capture_lock);
-    if (find(stream)) return kCaptureUnsupported;
+    if (find(stream)) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
     Capture& c = g_captures[stream];
     c.graph.memory = std::make_shared<GraphMemory>();
     c.thread = std::this_thread::get_id();
     c.mode = mode;
-    return kSuccess;
+    return CUDA_SUCCESS;
 }
 
 CUresult cuStreamEndCapture(void* stream, void** graph) {
     std::lock_guard<std::mutex> guard(g_capture_lock);
     auto it = g_captures.find(stream);
-    if (it == g_captures.end()) return kInvalidValue;
-    if (it->second.thread != std::this_thread::get_id() && it->second.mode != 2) return kCaptureWrongThread;
+    if (it == g_captures.end()) return CUDA_ERROR_INVALID_VALUE;
+    if (it->second.thread != std::this_thread::get_id() && it->second.mode != 2) return CUDA_ERROR_STREAM_CAPTURE_WRONG_THREAD;
     Capture c = std::move(it->second);
     g_captures.erase(it);
     *graph = nullptr;
@@ -134,52 +131,52 @@ CUresult cuStreamEndCapture(void* stream, void** graph) {
         // for an engine that replays its graphs every step, that is a bug, and this emulator says so at once.
         fprintf(stderr, "cuda-emu: stream capture ended with %zu of its allocations not freed inside it (the graph "
                         "could not be launched twice)\n", c.live.size());
-        return kCaptureInvalidated;
+        return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
     }
-    if (c.invalidated) return kCaptureInvalidated;
+    if (c.invalidated) return CUDA_ERROR_STREAM_CAPTURE_INVALIDATED;
     // $NVLM_CUDA_EMU_FAIL_CAPTURE=1: every capture fails, as one on a driver or library without graph support
     // would, for testing the engine's fallback.
     static const bool fail = getenv("NVLM_CUDA_EMU_FAIL_CAPTURE") != nullptr;
-    if (fail) return kCaptureUnsupported;
+    if (fail) return CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED;
     *graph = new Graph(std::move(c.graph));
-    return kSuccess;
+    return CUDA_SUCCESS;
 }
 
 CUresult cuStreamIsCapturing(void* stream, int* status) {
     std::lock_guard<std::mutex> guard(g_capture_lock);
     const Capture* c = find(stream);
     *status = c ? (c->invalidated ? 2 : 1) : 0;  // NONE, ACTIVE, INVALIDATED
-    return kSuccess;
+    return CUDA_SUCCESS;
 }
 
 CUresult cuGraphInstantiateWithFlags(void** exec, void* graph, unsigned long long) {
-    if (!graph) return kInvalidValue;
+    if (!graph) return CUDA_ERROR_INVALID_VALUE;
     *exec = new Graph(*static_cast<Graph*>(graph));
-    return kSuccess;
+    return CUDA_SUCCESS;
 }
 
 CUresult cuGraphLaunch(void* exec, void* stream) {
-    if (!exec) return kInvalidValue;
+    if (!exec) return CUDA_ERROR_INVALID_VALUE;
     const Graph* g = static_cast<Graph*>(exec);
     return emu::submit(stream, [g]() {
         for (const emu::Work& w : g->work) {
             const int r = w();
-            if (r != kSuccess) return r;
+            if (r != CUDA_SUCCESS) return r;
         }
-        return (int)kSuccess;
+        return (int)CUDA_SUCCESS;
     });
 }
 
-CUresult cuGraphUpload(void*, void*) { return kSuccess; }
+CUresult cuGraphUpload(void*, void*) { return CUDA_SUCCESS; }
 
 CUresult cuGraphExecDestroy(void* exec) {
     delete static_cast<Graph*>(exec);
-    return kSuccess;
+    return CUDA_SUCCESS;
 }
 
 CUresult cuGraphDestroy(void* graph) {
     delete static_cast<Graph*>(graph);
-    return kSuccess;
+    return CUDA_SUCCESS;
 }
 
 // For the emulated cuBLASLt and NCCL (found with dlsym): run `run(ctx)` on `stream` now, or record it while the

@@ -79,29 +79,17 @@ pub fn set_flash_kernel(kernel: FlashKernel) {
     FLASH.store(1 + kernel as u8, Ordering::Relaxed);
 }
 
-/// Why the tensor-core kernel (`flash_attention.cu`) cannot take these inputs (q first), or `None` when it can:
-/// bf16, head_dim 64 or 128, at least 16 queries (fewer would leave most of a block's 64 rows idle), and every
-/// input 16-byte aligned (it moves 8 bf16 at a time).
-pub(crate) fn flash_misfit(inputs: &[&Tensor], tq: usize, d: usize) -> Option<String> {
-    if flash_kernel() == FlashKernel::Off {
-        return Some(format!("{FLASH_ENV}=0"));
-    }
-    if inputs[0].dtype() != DType::BF16 {
-        return Some(format!("{} (bf16 only)", inputs[0].dtype()));
-    }
-    if d != 64 && d != 128 {
-        return Some(format!("head_dim {d} (64 or 128 only)"));
-    }
-    if tq < 16 {
-        return Some(format!("{tq} queries (16 or more)"));
-    }
-    for t in &inputs[..3] {
-        match t.cuda_parts() {
-            Ok((_, offset, _)) if offset % 16 == 0 => {}
-            _ => return Some("an input view not 16-byte aligned".into()),
-        }
-    }
-    None
+/// Whether a tensor-core kernel can take these inputs (q first): one chosen ([`flash_kernel`]), bf16, head_dim 64 or
+/// 128, at least 16 queries (fewer would leave most of a block's 64 rows idle), and q, k, v 16-byte aligned (the
+/// kernels move 8 bf16 at a time).
+fn flash_fits(inputs: &[&Tensor], tq: usize, d: usize) -> bool {
+    flash_kernel() != FlashKernel::Off
+        && inputs[0].dtype() == DType::BF16
+        && (d == 64 || d == 128)
+        && tq >= 16
+        && inputs[..3]
+            .iter()
+            .all(|t| matches!(t.cuda_parts(), Ok((_, offset, _)) if offset % 16 == 0))
 }
 
 /// Whether `t` lives on a Hopper GPU (`sm_90a`: the `wgmma` instructions).
@@ -114,7 +102,7 @@ fn on_hopper(t: &Tensor) -> bool {
 
 /// The kernel for `b x tq` queries of `hq` heads of `head_dim` `d` (`base` names the CUDA-core variant):
 /// - the tensor-core flash kernel ([`flash_kernel`]: `mma.sync`, or `wgmma` on Hopper), 64 queries a block, where
-///   [`flash_misfit`] allows;
+///   [`flash_fits`];
 /// - else the tiled kernel (16 queries a block, K/V tiles staged once in shared memory) from 16 queries and
 ///   head_dim <= 128;
 /// - else one warp per (batch, query, head), 4 warps a block.
@@ -132,7 +120,7 @@ fn attention_kernel(
     const WARPS: u32 = 4;
     let paged = base != "attention";
     let dtype = inputs[0].dtype();
-    if base != "paged_attention_rows" && flash_misfit(inputs, tq, d).is_none() {
+    if base != "paged_attention_rows" && flash_fits(inputs, tq, d) {
         let (module, kernel) = match flash_kernel() {
             FlashKernel::Wgmma if on_hopper(inputs[0]) => ("flash_attention_wgmma", "attention_wgmma"),
             _ => ("flash_attention", "attention_flash"),
