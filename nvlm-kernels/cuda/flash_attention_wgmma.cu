@@ -1,6 +1,6 @@
 // Flash attention on Hopper's warpgroup MMA (`wgmma.mma_async`, bf16 in, f32 accumulate; sm_90a), for prefill:
 // the same inputs, outputs and online softmax as flash_attention.cu (mma.sync), for which it is a drop-in. Needs
-// attention_keys.cuh and flash_common.cuh.
+// attention_keys.cuh, flash_common.cuh and wgmma.cuh.
 //
 // One block is one warpgroup (4 warps) per (batch, head, 64 queries): wgmma's M is 64, so S = Q K^T for a tile of
 // 64 keys is D/16 m64n64k16 instructions and O += P V is 4 m64nDk16 instructions, each issued once for the whole
@@ -31,7 +31,8 @@ __device__ __forceinline__ void warpgroup_gemm(float (&d)[N / 2], const __nv_bfl
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < K / 16; ++kk)
-        wgmma_bf16_ss<N>(d, a + kk * 128, CORE_LBO, CORE_SBO(K), b + kk * 128, CORE_LBO, CORE_SBO(K));
+        wgmma_bf16_ss<N>(d, SmemOperand{a + kk * 128, CORE_LBO, CORE_SBO(K), K_MAJOR_INTERLEAVE},
+                         SmemOperand{b + kk * 128, CORE_LBO, CORE_SBO(K), K_MAJOR_INTERLEAVE});
     wgmma_commit();
     wgmma_wait_all();
     fence_registers<N / 2>(d);

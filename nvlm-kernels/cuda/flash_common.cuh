@@ -1,8 +1,8 @@
-// What the tensor-core attention kernels share (flash_attention.cu: mma.sync; flash_attention_wgmma.cu: wgmma): the
-// tile sizes, the PTX instructions they use as device functions (each with the CUDA emulator's model of it under
-// NVLM_CUDA_EMU, nvlm-testkit/cuda-emu/emu_kernel.h), and the per-row online softmax both run on the accumulator
-// layout of an m16n8 (or m64nN, per warp the same) tile: thread 4 g + t of a warp holds rows g and g + 8 of the
-// warp's 16, columns 8 n + 2 t and + 1 of each n8 tile n.
+// What the tensor-core attention kernels share (flash_attention.cu: mma.sync; flash_attention_wgmma.cu and
+// flash_attention_tma.cu: wgmma, with wgmma.cuh): the tile sizes, the PTX instructions they use as device functions
+// (each with the CUDA emulator's model of it under NVLM_CUDA_EMU, nvlm-testkit/cuda-emu/emu_kernel.h), and the
+// per-row online softmax all run on the accumulator layout of an m16n8 (or m64nN, per warp the same) tile: thread
+// 4 g + t of a warp holds rows g and g + 8 of the warp's 16, columns 8 n + 2 t and + 1 of each n8 tile n.
 
 #define FLASH_Q 64
 #define FLASH_K 64
@@ -91,103 +91,6 @@ __device__ __forceinline__ void load_tile_async(__nv_bfloat16* tile, const __nv_
         copy_async_16(tile + r * LD + c, from, inside);
     }
     copy_async_commit();
-}
-
-// Wgmma operand descriptor for shared memory laid out as 8 x 8 core matrices (128 contiguous bytes each), no
-// swizzle: start address, `lbo` bytes between core matrices along K, `sbo` along M / N (PTX ISA, "Matrix
-// Descriptor Format": bits 0-13 address >> 4, 16-29 lbo >> 4, 32-45 sbo >> 4, 62-63 swizzle mode 0).
-__device__ __forceinline__ unsigned long long wgmma_desc(const void* smem, unsigned lbo, unsigned sbo) {
-#ifdef NVLM_CUDA_EMU
-    (void)smem, (void)lbo, (void)sbo;
-    return 0;  // the emulator's model takes the pointer and the offsets themselves
-#else
-    const unsigned long long at = (unsigned long long)__cvta_generic_to_shared(smem);
-    return ((at & 0x3FFFFull) >> 4) | ((unsigned long long)(lbo >> 4) << 16) |
-           ((unsigned long long)(sbo >> 4) << 32);
-#endif
-}
-
-// A compiler barrier on accumulator registers: wgmma writes them asynchronously, so their reads and writes must not
-// move across the fence before it or the wait after it.
-template <int N>
-__device__ __forceinline__ void fence_registers(float* d) {
-#ifndef NVLM_CUDA_EMU
-#pragma unroll
-    for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
-#else
-    (void)d;
-#endif
-}
-
-// Orders this thread's shared-memory writes so far (generic proxy: stores, cp.async) before later reads by wgmma
-// (async proxy). Each writer runs it before the barrier that hands the tile to the warpgroup.
-__device__ __forceinline__ void fence_shared_for_async() {
-#ifndef NVLM_CUDA_EMU
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#endif
-}
-
-// Orders the warpgroup's register writes (zeroed or rescaled accumulators) before the wgmma that follow.
-__device__ __forceinline__ void wgmma_fence() {
-#ifndef NVLM_CUDA_EMU
-    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-#endif
-}
-
-#define WGMMA_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), \
-                    "+f"(d[i + 6]), "+f"(d[i + 7])
-
-// d[64 x N] += A[64 x 16] B[16 x N] by the warpgroup, both operands K-major in shared memory (descriptors, no
-// swizzle), N 64 or 128; queued, not done: see wgmma_commit / wgmma_wait. Accumulators as in the header comment,
-// d[4 n + e] for n8 tile n.
-template <int N>
-__device__ __forceinline__ void wgmma_bf16_ss(float (&d)[N / 2], const __nv_bfloat16* a, unsigned lbo_a,
-                                              unsigned sbo_a, const __nv_bfloat16* b, unsigned lbo_b,
-                                              unsigned sbo_b) {
-#ifdef NVLM_CUDA_EMU
-    __emu_wgmma_ss(d, a, lbo_a, sbo_a, b, lbo_b, sbo_b, N);
-#else
-    const unsigned long long da = wgmma_desc(a, lbo_a, sbo_a), db = wgmma_desc(b, lbo_b, sbo_b);
-    if constexpr (N == 64) {
-        asm volatile(
-            "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-            "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-            "%32, %33, 1, 1, 1, 0, 0;\n"
-            : WGMMA_D8(0), WGMMA_D8(8), WGMMA_D8(16), WGMMA_D8(24)
-            : "l"(da), "l"(db));
-    } else {
-        static_assert(N == 128, "wgmma_bf16_ss: N is 64 or 128");
-        asm volatile(
-            "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-            "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-            "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "
-            "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "
-            "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
-            "%64, %65, 1, 1, 1, 0, 0;\n"
-            : WGMMA_D8(0), WGMMA_D8(8), WGMMA_D8(16), WGMMA_D8(24), WGMMA_D8(32), WGMMA_D8(40), WGMMA_D8(48),
-              WGMMA_D8(56)
-            : "l"(da), "l"(db));
-    }
-#endif
-}
-
-// Closes the group of wgmma operations queued since the last commit.
-__device__ __forceinline__ void wgmma_commit() {
-#ifdef NVLM_CUDA_EMU
-    __emu_wgmma_commit();
-#else
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-#endif
-}
-
-// Waits until every committed wgmma group has completed.
-__device__ __forceinline__ void wgmma_wait_all() {
-#ifdef NVLM_CUDA_EMU
-    __emu_wgmma_wait(0);
-#else
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-#endif
 }
 
 // The (batch entry, head, first of 64 queries) a block owns, its KV head, and the end of the keys its queries see.

@@ -10,7 +10,7 @@ $cxx -std=c++17 -O2 -fPIC -shared -Wall -Wextra "$here/fibers.cpp" "$here/driver
 $cxx -std=c++17 -O2 -fPIC -shared -Wall -Wextra "$here/nvrtc.cpp" -ldl -o "$out/libnvrtc.so"
 $cxx -std=c++17 -O3 -fPIC -shared -Wall -Wextra "$here/cublaslt.cpp" -ldl -o "$out/libcublasLt.so"
 $cxx -std=c++17 -O2 -fPIC -shared -Wall -Wextra "$here/nccl.cpp" -lpthread -ldl -o "$out/libnccl.so"
-cp "$here/bf16.h" "$here/emu_api.h" "$here/emu_kernel.h" "$out/"
+cp "$here/bf16.h" "$here/emu_api.h" "$here/emu_kernel.h" "$here/emu_hopper.h" "$out/"
 cp "$here/include/cuda_bf16.h" "$out/include/"
 ln -sf libcuda.so "$out/libcuda.so.1"
 ln -sf libnvrtc.so "$out/libnvrtc.so.13"

@@ -44,7 +44,11 @@ struct Function {
     void (*entry)(void**);
     int (*sizes)(unsigned*);  // each parameter's byte size (to record a launch by value)
     std::string name;
+    int max_dynamic_smem = 48 * 1024;  // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
 };
+
+// Shared memory a block may have on Hopper (sm_90: 227 KiB).
+constexpr int kMaxSharedPerBlock = 227 * 1024;
 
 const char* g_running_kernel = nullptr;
 
@@ -428,13 +432,65 @@ CUresult cuFuncGetAttribute(int* value, int attribute, void*) {
     *value = attribute == 0 ? 1024 : 0;  // CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK
     return CUDA_SUCCESS;
 }
-CUresult cuFuncSetAttribute(void*, int, int) { return CUDA_SUCCESS; }
+CUresult cuFuncSetAttribute(void* function, int attribute, int value) {
+    constexpr int kMaxDynamicShared = 8;  // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+    if (attribute == kMaxDynamicShared) {
+        if (value < 0 || value > kMaxSharedPerBlock) return CUDA_ERROR_INVALID_VALUE;
+        static_cast<Function*>(function)->max_dynamic_smem = value;
+    }
+    return CUDA_SUCCESS;
+}
 CUresult cuFuncSetCacheConfig(void*, int) { return CUDA_SUCCESS; }
+
+// A TMA descriptor for the kernel modules' model (emu_api.h's EmuTensorMap), with the checks the documentation of
+// cuTensorMapEncodeTiled states. Element strides other than 1 and interleaved layouts are not emulated.
+CUresult cuTensorMapEncodeTiled(void* map, int dtype, unsigned rank, void* global, const std::uint64_t* dims,
+                                const std::uint64_t* strides, const unsigned* box, const unsigned* element_strides,
+                                int interleave, int swizzle, int, int) {
+    auto refuse = [](const char* why) {
+        fprintf(stderr, "cuda-emu: cuTensorMapEncodeTiled: %s\n", why);
+        return CUDA_ERROR_INVALID_VALUE;
+    };
+    unsigned element_bytes = 0;
+    if (dtype == 6 || dtype == 9) element_bytes = 2;  // FLOAT16, BFLOAT16
+    if (dtype == 7) element_bytes = 4;                // FLOAT32
+    if (!map || reinterpret_cast<std::uintptr_t>(map) % 64 != 0) return refuse("the map is not 64-byte aligned");
+    if (element_bytes == 0) return refuse("data type not emulated (f16, bf16, f32 are)");
+    if (rank < 1 || rank > 5) return refuse("rank outside 1..5");
+    if (reinterpret_cast<std::uintptr_t>(global) % 16 != 0) return refuse("global address not 16-byte aligned");
+    if (interleave != 0) return refuse("interleaved layouts are not emulated");
+    if (swizzle < 0 || swizzle > 3) return refuse("unknown swizzle mode");
+    const unsigned swizzle_bytes = swizzle == 0 ? 0u : 16u << swizzle;  // 32, 64, 128
+    EmuTensorMap m{};
+    m.magic = kEmuTensorMapMagic;
+    m.base = static_cast<const unsigned char*>(global);
+    m.rank = rank;
+    m.element_bytes = element_bytes;
+    m.swizzle_bytes = swizzle_bytes;
+    for (unsigned i = 0; i < rank; ++i) {
+        if (dims[i] == 0 || dims[i] > (1ull << 32)) return refuse("a dimension outside 1..2^32");
+        if (box[i] == 0 || box[i] > 256) return refuse("a box dimension outside 1..256");
+        if (element_strides[i] != 1) return refuse("element strides other than 1 are not emulated");
+        m.dims[i] = dims[i];
+        m.box[i] = box[i];
+        if (i + 1 < rank) {
+            if (strides[i] % 16 != 0 || strides[i] >= (1ull << 40))
+                return refuse("a global stride that is not a multiple of 16 below 2^40");
+            m.strides[i] = strides[i];
+        }
+    }
+    const unsigned inner = box[0] * element_bytes;
+    if (inner % 16 != 0) return refuse("the inner box dimension is not a multiple of 16 bytes");
+    if (swizzle_bytes != 0 && inner > swizzle_bytes) return refuse("the inner box dimension exceeds the swizzle span");
+    std::memset(map, 0, 128);
+    std::memcpy(map, &m, sizeof m);
+    return CUDA_SUCCESS;
+}
 
 }  // extern "C"
 
 namespace {
-CUresult run_kernel(const Function* f, EmuDim3 grid, EmuDim3 block, void** params);
+CUresult run_kernel(const Function* f, EmuDim3 grid, EmuDim3 block, unsigned shared_bytes, void** params);
 }  // namespace
 
 extern "C" {
@@ -443,8 +499,11 @@ CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, u
                         unsigned shared_bytes, CUstream stream, void** params, void** extra) {
     auto* f = static_cast<Function*>(function);
     if (!f || extra) return CUDA_ERROR_INVALID_VALUE;
-    if (shared_bytes > 0) {
-        fprintf(stderr, "cuda-emu: %s: dynamic shared memory is not emulated\n", f->name.c_str());
+    if (shared_bytes > (unsigned)f->max_dynamic_smem) {
+        fprintf(stderr,
+                "cuda-emu: %s: %u bytes of dynamic shared memory, over the function's limit of %d (raise it with "
+                "CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES)\n",
+                f->name.c_str(), shared_bytes, f->max_dynamic_smem);
         return CUDA_ERROR_INVALID_VALUE;
     }
     if (gx == 0 || gy == 0 || gz == 0 || (std::size_t)bx * by * bz == 0 || (std::size_t)bx * by * bz > 1024 ||
@@ -454,16 +513,16 @@ CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, u
         return CUDA_ERROR_INVALID_VALUE;
     }
     const EmuDim3 grid{gx, gy, gz}, block{bx, by, bz};
-    if (!emu::capturing(stream)) return run_kernel(f, grid, block, params);
+    if (!emu::capturing(stream)) return run_kernel(f, grid, block, shared_bytes, params);
     // Recorded into a graph: the arguments' values now (the caller's array does not outlive this call).
     unsigned sizes[256];
     const int count = f->sizes(sizes);
     std::vector<std::vector<char>> args((std::size_t)count);
     for (int i = 0; i < count; ++i) args[i].assign(static_cast<char*>(params[i]), static_cast<char*>(params[i]) + sizes[i]);
-    return emu::submit(stream, [f, grid, block, args]() mutable {
+    return emu::submit(stream, [f, grid, block, shared_bytes, args]() mutable {
         std::vector<void*> pointers;
         for (auto& a : args) pointers.push_back(a.data());
-        return run_kernel(f, grid, block, pointers.data());
+        return run_kernel(f, grid, block, shared_bytes, pointers.data());
     });
 }
 
@@ -472,7 +531,7 @@ CUresult cuLaunchKernel(void* function, unsigned gx, unsigned gy, unsigned gz, u
 namespace {
 
 // Runs every block of a launch, one after another.
-CUresult run_kernel(const Function* f, EmuDim3 grid, EmuDim3 block, void** params) {
+CUresult run_kernel(const Function* f, EmuDim3 grid, EmuDim3 block, unsigned shared_bytes, void** params) {
     const unsigned gx = grid.x, gy = grid.y, gz = grid.z;
     std::lock_guard<std::mutex> guard(g_lock);
     static const bool profile = getenv("NVLM_CUDA_EMU_PROFILE") != nullptr;
@@ -493,7 +552,7 @@ CUresult run_kernel(const Function* f, EmuDim3 grid, EmuDim3 block, void** param
         for (unsigned y = 0; y < gy; ++y)
             for (unsigned x = 0; x < gx; ++x) {
                 g_running_block = EmuDim3{x, y, z};
-                const std::string why = emu::run_block(f->entry, params, grid, block, g_running_block);
+                const std::string why = emu::run_block(f->entry, params, grid, block, g_running_block, shared_bytes);
                 if (!why.empty()) {
                     fprintf(stderr, "cuda-emu: kernel %s, block (%u,%u,%u): %s\n", f->name.c_str(), x, y, z,
                             why.c_str());

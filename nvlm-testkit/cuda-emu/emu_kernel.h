@@ -52,6 +52,7 @@ static void __emu_invoke(void (*f)(A...), void** params) {
 #define __launch_bounds__(...)
 #define __noinline__ __attribute__((noinline))
 #define __align__(n) __attribute__((aligned(n)))
+#define __grid_constant__
 
 #define threadIdx (*__emu.thread_idx)
 #define blockIdx (*__emu.block_idx)
@@ -237,65 +238,7 @@ static inline void __emu_copy_wait(int pending) {
     }
     __emu_copy_count[me] = kept;
 }
-// `wgmma.mma_async.sync.aligned.m64nNk16.f32.bf16.bf16` with both operands in shared memory, no swizzle, K-major
-// (trans-a = trans-b = 0), scale-d = 1, and its commit_group / wait_group. A warpgroup of 4 warps computes
-// D[64][N] += A[64][16] B[16][N]; thread (warp w, lane 4 g + t) holds d[4 i + 0, 1] = D[16 w + g][8 i + 2 t, + 1]
-// and d[4 i + 2, 3] = D[16 w + g + 8][same], i = 0 .. N/8 - 1. Operands are read through the canonical no-swizzle
-// layout the descriptors describe: 8 x 8 core matrices of 128 contiguous bytes (row r of a core matrix at 16 r),
-// `lbo` bytes apart along K and `sbo` bytes apart along M (N); element (m, k) of a K-major operand at
-// (m / 8) sbo + (k / 8) lbo + (m % 8) 16 + (k % 8) 2. As on the GPU the product lands only when the issuing thread
-// waits for its group, reading shared memory then: reading the accumulators earlier, or overwriting an operand
-// before the wait, gives a wrong answer here too.
-struct __EmuWgmma {
-    float* d;
-    const unsigned char* a;
-    const unsigned char* b;
-    unsigned lbo_a, sbo_a, lbo_b, sbo_b;
-    int n, group;
-};
-static constexpr int __emu_max_wgmma = 32;
-static __EmuWgmma __emu_wgmma[1024][__emu_max_wgmma];
-static int __emu_wgmma_count[1024];
-static int __emu_wgmma_group[1024];
-static inline float __emu_kmajor(const unsigned char* base, unsigned lbo, unsigned sbo, int m, int k) {
-    unsigned short bits;
-    std::memcpy(&bits, base + (m / 8) * sbo + (k / 8) * lbo + (m % 8) * 16 + (k % 8) * 2, 2);
-    return emu_bf16_to_float(bits);
-}
-static inline void __emu_wgmma_ss(float* d, const void* a, unsigned lbo_a, unsigned sbo_a, const void* b,
-                                  unsigned lbo_b, unsigned sbo_b, int n) {
-    const int me = __emu_thread_rank();
-    if (blockDim.x * blockDim.y * blockDim.z != 128 || __emu_wgmma_count[me] == __emu_max_wgmma) {
-        std::fprintf(stderr, "cuda-emu: wgmma model: blocks of one warpgroup (128 threads), at most %d in flight\n",
-                     __emu_max_wgmma);
-        std::abort();
-    }
-    __emu_wgmma[me][__emu_wgmma_count[me]++] =
-        __EmuWgmma{d, static_cast<const unsigned char*>(a), static_cast<const unsigned char*>(b), lbo_a, sbo_a, lbo_b,
-                   sbo_b, n, __emu_wgmma_group[me]};
-}
-static inline void __emu_wgmma_commit() { ++__emu_wgmma_group[__emu_thread_rank()]; }
-static inline void __emu_wgmma_wait(int pending) {
-    const int me = __emu_thread_rank(), done_below = __emu_wgmma_group[me] - pending;
-    const int warp = me / 32, lane = me % 32, g = lane / 4, t = lane % 4;
-    int kept = 0;
-    for (int i = 0; i < __emu_wgmma_count[me]; ++i) {
-        const __EmuWgmma op = __emu_wgmma[me][i];
-        if (op.group >= done_below) {
-            __emu_wgmma[me][kept++] = op;
-            continue;
-        }
-        for (int j = 0; j < op.n / 8; ++j)
-            for (int e = 0; e < 4; ++e) {
-                const int row = 16 * warp + g + 8 * (e / 2), col = 8 * j + 2 * t + e % 2;
-                float sum = op.d[4 * j + e];
-                for (int k = 0; k < 16; ++k)
-                    sum += __emu_kmajor(op.a, op.lbo_a, op.sbo_a, row, k) * __emu_kmajor(op.b, op.lbo_b, op.sbo_b, col, k);
-                op.d[4 * j + e] = sum;
-            }
-    }
-    __emu_wgmma_count[me] = kept;
-}
+#include "emu_hopper.h"
 
 // A thread that returns with copies or wgmma products in flight has lost them (its registers and its block's shared
 // memory are gone): a kernel bug.

@@ -1,6 +1,6 @@
-// The block scheduler behind fibers.h. Each fiber runs until it waits at a barrier or finishes; a barrier opens
-// when every live thread of its scope (block, or warp for exchanges) waits at it. Threads that have returned no
-// longer count, as on the GPU.
+// The block scheduler behind fibers.h. Each fiber runs until it waits at a barrier, waits for a condition (an
+// mbarrier phase) or finishes; a barrier opens when every live thread of its scope (block, or warp for exchanges)
+// waits at it, a condition when it holds. Threads that have returned no longer count, as on the GPU.
 
 #include "fibers.h"
 
@@ -46,7 +46,7 @@ namespace {
 constexpr std::size_t kStackBytes = 256 * 1024;
 constexpr std::size_t kGuardBytes = 4096;
 
-enum class State { Runnable, AtBlockBarrier, AtWarpBarrier, Done };
+enum class State { Runnable, AtBlockBarrier, AtWarpBarrier, Waiting, Done };
 
 struct Fiber {
     void* sp = nullptr;
@@ -58,6 +58,9 @@ struct Fiber {
     // A warp gather's offer (`source` is kGather then).
     unsigned char record[32] = {};
     unsigned record_bytes = 0;
+    // What a Waiting fiber waits for.
+    bool (*ready)(const void*) = nullptr;
+    const void* ready_arg = nullptr;
 };
 
 constexpr int kGather = -1000;
@@ -75,6 +78,11 @@ struct Block {
     std::vector<unsigned long long> received;
     // Results of the last warp gather, 32 x 32 bytes per warp, read when the lanes resume.
     std::vector<unsigned char> gathered;
+    // Dynamic shared memory: `dynamic_bytes` from the 1024-byte aligned `dynamic`.
+    std::vector<unsigned char> dynamic_storage;
+    unsigned char* dynamic = nullptr;
+    unsigned dynamic_bytes = 0;
+    unsigned long long serial = 0;
 };
 
 Block g;
@@ -105,6 +113,15 @@ void warp_gather(const void* mine, void* all, unsigned bytes) {
     yield_to_scheduler();
     const std::size_t warp = (std::size_t)(me - g.fibers.data()) / 32;
     std::memcpy(all, &g.gathered[warp * 32 * 32], 32 * (std::size_t)bytes);
+}
+
+void wait_until(bool (*ready)(const void*), const void* arg) {
+    if (ready(arg)) return;
+    Fiber* me = g.current;
+    me->ready = ready;
+    me->ready_arg = arg;
+    me->state = State::Waiting;
+    yield_to_scheduler();
 }
 
 [[noreturn]] void fiber_main() {
@@ -195,22 +212,30 @@ bool reverse_order() {
     return reverse;
 }
 
-bool run_warp(std::size_t w0, std::size_t w1) {
+// Runs warp [w0, w1) until each of its live lanes waits at __syncthreads, waits for a condition that does not hold
+// yet, or has returned, completing its warp exchanges as they fill; `progress` is set when a lane ran. Returns false
+// when the lanes are stuck for good (some at an exchange, the others at __syncthreads or returned).
+bool run_warp(std::size_t w0, std::size_t w1, bool& progress) {
     const bool reverse = reverse_order();
     for (;;) {
         bool ran = false;
         for (std::size_t j = w0; j < w1; ++j) {
             const std::size_t i = reverse ? w0 + w1 - 1 - j : j;
             Fiber& f = g.fibers[i];
+            if (f.state == State::Waiting && f.ready(f.ready_arg)) f.state = State::Runnable;
             if (f.state != State::Runnable) continue;
-            resume(f);  // until its next exchange, __syncthreads or return
+            resume(f);  // until its next exchange, wait, __syncthreads or return
             ran = true;
+            progress = true;
         }
         if (exchange_if_ready(w0, w1)) continue;
         if (!ran) {
-            for (std::size_t i = w0; i < w1; ++i)
-                if (g.fibers[i].state == State::AtWarpBarrier) return false;
-            return true;
+            bool exchanging = false, waiting = false;
+            for (std::size_t i = w0; i < w1; ++i) {
+                exchanging = exchanging || g.fibers[i].state == State::AtWarpBarrier;
+                waiting = waiting || g.fibers[i].state == State::Waiting;
+            }
+            return !exchanging || waiting;
         }
     }
 }
@@ -229,15 +254,27 @@ bool open_block_barrier() {
     return true;
 }
 
-EmuApi g_api = {&g.thread_idx, &g.block_idx, &g.block_dim, &g.grid_dim, &sync_block, &warp_exchange, &warp_gather};
+EmuApi g_api = {&g.thread_idx,  &g.block_idx,     &g.block_dim,      &g.grid_dim,    &sync_block,
+                &warp_exchange, &warp_gather,     &wait_until,       &g.dynamic,     &g.dynamic_bytes,
+                &g.serial};
 
 }  // namespace
 
 const EmuApi* kernel_api() { return &g_api; }
 
-std::string run_block(void (*entry)(void**), void** params, EmuDim3 grid_dim, EmuDim3 block_dim, EmuDim3 block_idx) {
+std::string run_block(void (*entry)(void**), void** params, EmuDim3 grid_dim, EmuDim3 block_dim, EmuDim3 block_idx,
+                      unsigned dynamic_smem_bytes) {
     const std::size_t n = (std::size_t)block_dim.x * block_dim.y * block_dim.z;
     if (n == 0 || n > 1024) return "block of " + std::to_string(n) + " threads (1..1024 allowed)";
+    ++g.serial;
+    g.dynamic_bytes = dynamic_smem_bytes;
+    g.dynamic = nullptr;
+    if (dynamic_smem_bytes > 0) {
+        g.dynamic_storage.resize((std::size_t)dynamic_smem_bytes + 1024);
+        auto at = reinterpret_cast<std::uintptr_t>(g.dynamic_storage.data());
+        g.dynamic = g.dynamic_storage.data() + ((1024 - at % 1024) % 1024);
+        std::memset(g.dynamic, 0x7f, dynamic_smem_bytes);  // not zeros: a kernel reading what nobody wrote shows it
+    }
     while (g.fibers.size() < n) {
         g.fibers.emplace_back();
         g.fibers.back().stack = new_stack();
@@ -256,12 +293,13 @@ std::string run_block(void (*entry)(void**), void** params, EmuDim3 grid_dim, Em
         f.thread_idx = EmuDim3{(unsigned)(i % block_dim.x), (unsigned)((i / block_dim.x) % block_dim.y),
                                (unsigned)(i / ((std::size_t)block_dim.x * block_dim.y))};
     }
-    // Warp by warp up to the next __syncthreads, then open it; until every thread has returned.
+    // Warp by warp up to the next __syncthreads (or wait), then open it; until every thread has returned.
     for (;;) {
         const std::size_t warps = (n + 31) / 32;
+        bool progress = false;
         for (std::size_t wi = 0; wi < warps; ++wi) {
             const std::size_t w0 = 32 * (reverse_order() ? warps - 1 - wi : wi);
-            if (!run_warp(w0, std::min(n, w0 + 32))) {
+            if (!run_warp(w0, std::min(n, w0 + 32), progress)) {
                 return "deadlock: in warp " + std::to_string(w0 / 32) +
                        ", some threads wait at a warp shuffle while others wait at __syncthreads or have returned";
             }
@@ -269,7 +307,13 @@ std::string run_block(void (*entry)(void**), void** params, EmuDim3 grid_dim, Em
         bool done = true;
         for (std::size_t i = 0; i < n; ++i) done = done && g.fibers[i].state == State::Done;
         if (done) return {};
-        if (!open_block_barrier()) return "deadlock: a barrier that no thread can pass";
+        if (open_block_barrier()) continue;
+        if (!progress) {
+            bool waiting = false;
+            for (std::size_t i = 0; i < n; ++i) waiting = waiting || g.fibers[i].state == State::Waiting;
+            return waiting ? "deadlock: threads wait for an mbarrier phase that no thread can complete"
+                           : "deadlock: a barrier that no thread can pass";
+        }
     }
 }
 

@@ -20,6 +20,10 @@ pub const COMMON_HEADER: &str = include_str!("../../cuda/common.cuh");
 const ATTENTION_KEYS: &str = include_str!("../../cuda/attention_keys.cuh");
 /// The tensor-core attention kernels' instructions and online softmax (`cuda/flash_common.cuh`).
 const FLASH_COMMON: &str = include_str!("../../cuda/flash_common.cuh");
+/// Hopper's warpgroup MMA (`cuda/wgmma.cuh`).
+const WGMMA: &str = include_str!("../../cuda/wgmma.cuh");
+/// Hopper's mbarriers, TMA loads and dynamic shared memory (`cuda/tma.cuh`).
+const TMA: &str = include_str!("../../cuda/tma.cuh");
 
 /// Every kernel of the crate. The compile check builds each for `sm_90a`.
 pub const KERNEL_SOURCES: &[KernelSource] = &[
@@ -143,7 +147,13 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
             "paged_attention_wgmma_d64",
             "paged_attention_wgmma_d128",
         ],
-        headers: &[ATTENTION_KEYS, FLASH_COMMON],
+        headers: &[ATTENTION_KEYS, FLASH_COMMON, WGMMA],
+    },
+    KernelSource {
+        name: "flash_attention_tma",
+        source: include_str!("../../cuda/flash_attention_tma.cu"),
+        functions: &["attention_tma_d64", "attention_tma_d128"],
+        headers: &[ATTENTION_KEYS, FLASH_COMMON, WGMMA, TMA],
     },
     KernelSource {
         name: "embedding",

@@ -1,0 +1,182 @@
+// FlashAttention-3's structure on Hopper (sm_90a) for prefill over contiguous keys: warp specialisation, TMA loads
+// and warpgroup MMA. The same inputs and outputs as flash_attention.cu, given as TMA tensor maps. Needs
+// flash_common.cuh, wgmma.cuh and tma.cuh.
+//
+// A block is three warpgroups for 128 queries of one (batch, head):
+// - warpgroup 0 produces: one thread loads the block's Q once and then each 64-key tile of K and of V by TMA into
+//   a ring of TMA_STAGES slots, each load completing on the slot's mbarrier (K and V apart, so S = Q K^T can start
+//   before V lands), and waits for the consumers to release a slot before refilling it;
+// - warpgroups 1 and 2 consume, 64 queries each: S = Q K^T by wgmma from shared memory, the online softmax in
+//   registers, P turned into wgmma's A fragments in registers (never through shared memory), O += P V by wgmma
+//   with V read transposed from its slot; then they release the slot. A consumer skips the MMAs of tiles its rows
+//   cannot see (causal) but still releases them.
+// Tiles are what TMA writes with the 128-byte swizzle: per 64 channels a panel of [rows][64] bf16, 128-byte rows,
+// which wgmma reads through K_MAJOR_SW128 descriptors (Q, K: contraction over channels) and MN_MAJOR_SW128 ones
+// (V: contraction over keys, channels along N).
+
+#define TMA_QUERIES 128
+#define TMA_KEYS 64
+#define TMA_STAGES 2
+#define TMA_THREADS 384
+
+// Byte offsets in the block's dynamic shared memory (1024-byte aligned pieces).
+template <int D>
+struct TmaLayout {
+    static constexpr unsigned PANEL_ROW = 128;                      // one 64-channel row of a panel
+    static constexpr unsigned Q_PANEL = TMA_QUERIES * PANEL_ROW;    // [128 queries][64]
+    static constexpr unsigned KV_PANEL = TMA_KEYS * PANEL_ROW;      // [64 keys][64]
+    static constexpr unsigned TILE = (D / 64) * KV_PANEL;           // one K or V tile
+    static constexpr unsigned K_AT = (D / 64) * Q_PANEL;
+    static constexpr unsigned V_AT = K_AT + TMA_STAGES * TILE;
+    static constexpr unsigned BARRIERS_AT = V_AT + TMA_STAGES * TILE;
+    static constexpr unsigned BYTES = BARRIERS_AT + 8 * (1 + 3 * TMA_STAGES);
+};
+
+// The producer thread: Q, then K and V tile by tile through the ring.
+template <int D>
+__device__ __forceinline__ void produce_tiles(unsigned char* smem, unsigned long long* bars, const TensorMap* qmap,
+                                              const TensorMap* kmap, const TensorMap* vmap, int bi, int h, int kh,
+                                              int q0, int tiles) {
+    using L = TmaLayout<D>;
+    unsigned long long *q_full = bars, *k_full = bars + 1, *v_full = k_full + TMA_STAGES,
+                       *empty = v_full + TMA_STAGES;
+    mbarrier_arrive_expect_tx(q_full, (D / 64) * L::Q_PANEL);
+    for (int p = 0; p < D / 64; ++p) tma_load_4d(smem + p * L::Q_PANEL, qmap, q_full, 64 * p, h, q0, bi);
+    for (int n = 0; n < tiles; ++n) {
+        const int s = n % TMA_STAGES;
+        mbarrier_wait(empty + s, ((n / TMA_STAGES) & 1) ^ 1);  // the consumers are done with the slot's last tile
+        unsigned char* k_tile = smem + L::K_AT + s * L::TILE;
+        unsigned char* v_tile = smem + L::V_AT + s * L::TILE;
+        mbarrier_arrive_expect_tx(k_full + s, L::TILE);
+        for (int p = 0; p < D / 64; ++p)
+            tma_load_4d(k_tile + p * L::KV_PANEL, kmap, k_full + s, 64 * p, kh, n * TMA_KEYS, bi);
+        mbarrier_arrive_expect_tx(v_full + s, L::TILE);
+        for (int p = 0; p < D / 64; ++p)
+            tma_load_4d(v_tile + p * L::KV_PANEL, vmap, v_full + s, 64 * p, kh, n * TMA_KEYS, bi);
+    }
+}
+
+// S[64 queries][64 keys] = Q K^T for consumer warpgroup `cw` from slot tile `k_tile`: D / 16 wgmma steps of 16
+// channels, each inside one panel (32 bytes along its 128-byte rows).
+template <int D>
+__device__ __forceinline__ void scores(float (&s)[TMA_KEYS / 8][4], const unsigned char* smem, int cw,
+                                       const unsigned char* k_tile) {
+    using L = TmaLayout<D>;
+#pragma unroll
+    for (int nt = 0; nt < TMA_KEYS / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+    float(&d)[TMA_KEYS / 2] = reinterpret_cast<float(&)[TMA_KEYS / 2]>(s);
+    fence_registers<TMA_KEYS / 2>(d);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+        const unsigned in_panel = (kk % 4) * 32;  // 16 channels of the panel's 64
+        const SmemOperand q{smem + (kk / 4) * L::Q_PANEL + cw * 64 * L::PANEL_ROW + in_panel, 16, 1024, K_MAJOR_SW128};
+        const SmemOperand k{k_tile + (kk / 4) * L::KV_PANEL + in_panel, 16, 1024, K_MAJOR_SW128};
+        wgmma_bf16_ss<TMA_KEYS>(d, q, k);
+    }
+    wgmma_commit();
+    wgmma_wait_all();
+    fence_registers<TMA_KEYS / 2>(d);
+}
+
+// O[64 queries][D] += P V: P from registers (the probabilities of s as bf16 A fragments, 16 keys a step), V from
+// slot tile `v_tile` read M/N-major (channels along N, panels KV_PANEL apart; 8-key row groups 1024 bytes apart).
+template <int D>
+__device__ __forceinline__ void accumulate_pv(float (&acc)[D / 8][4], const float (&s)[TMA_KEYS / 8][4],
+                                              const unsigned char* v_tile) {
+    using L = TmaLayout<D>;
+    unsigned p[TMA_KEYS / 16][4];
+#pragma unroll
+    for (int kk = 0; kk < TMA_KEYS / 16; ++kk) {
+        p[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
+        p[kk][1] = pack_bf16x2(s[2 * kk][2], s[2 * kk][3]);
+        p[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        p[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+    }
+    float(&d)[D / 2] = reinterpret_cast<float(&)[D / 2]>(acc);
+    fence_registers<D / 2>(d);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < TMA_KEYS / 16; ++kk)
+        wgmma_bf16_rs<D, true>(d, p[kk],
+                               SmemOperand{v_tile + kk * 16 * L::PANEL_ROW, L::KV_PANEL, 1024, MN_MAJOR_SW128});
+    wgmma_commit();
+    wgmma_wait_all();
+    fence_registers<D / 2>(d);
+}
+
+template <int D>
+__device__ void attention_tma(const TensorMap* qmap, const TensorMap* kmap, const TensorMap* vmap,
+                              __nv_bfloat16* __restrict__ o, int tq, int tk, int hq, int hkv, int causal, int offset,
+                              float scale) {
+    using L = TmaLayout<D>;
+    unsigned char* smem = dynamic_smem_1024(L::BYTES);
+    unsigned long long* bars = reinterpret_cast<unsigned long long*>(smem + L::BARRIERS_AT);
+    unsigned long long *q_full = bars, *k_full = bars + 1, *v_full = k_full + TMA_STAGES,
+                       *empty = v_full + TMA_STAGES;
+    const int q_tiles = (tq + TMA_QUERIES - 1) / TMA_QUERIES;
+    const int q0 = (blockIdx.x % q_tiles) * TMA_QUERIES, h = (blockIdx.x / q_tiles) % hq,
+              bi = blockIdx.x / (q_tiles * hq), kh = h / (hq / hkv);
+    const int last = min(q0 + TMA_QUERIES, tq) - 1;
+    const int key_end = causal ? min(offset + last + 1, tk) : tk;
+    const int tiles = (key_end + TMA_KEYS - 1) / TMA_KEYS;
+
+    if (threadIdx.x == 0) {
+        mbarrier_init(q_full, 1);
+        for (int s = 0; s < TMA_STAGES; ++s) {
+            mbarrier_init(k_full + s, 1);
+            mbarrier_init(v_full + s, 1);
+            mbarrier_init(empty + s, TMA_THREADS - 128);  // every consumer thread releases
+        }
+        mbarrier_init_fence();
+    }
+    __syncthreads();
+    const int wg = threadIdx.x / 128;
+    if (wg == 0) {
+        if (threadIdx.x == 0) produce_tiles<D>(smem, bars, qmap, kmap, vmap, bi, h, kh, q0, tiles);
+        return;
+    }
+
+    // A consumer: its 64 queries, each thread rows g and g + 8 of its warp's 16.
+    const int cw = wg - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int first = q0 + 64 * cw;
+    const int qi[2] = {first + warp * 16 + g, first + warp * 16 + g + 8};
+    FlashRows rows = flash_rows(qi, causal, offset, tk);
+    const int own_end = first >= tq ? 0 : causal ? min(offset + min(first + 64, tq), tk) : tk;
+    const float scale_log2 = scale * 1.4426950408889634f;
+    float acc[D / 8][4];
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+
+    mbarrier_wait(q_full, 0);
+    for (int n = 0; n < tiles; ++n) {
+        const int s = n % TMA_STAGES, k0 = n * TMA_KEYS;
+        const unsigned parity = (n / TMA_STAGES) & 1;
+        const bool seen = k0 < own_end;
+        float sc[TMA_KEYS / 8][4];
+        mbarrier_wait(k_full + s, parity);
+        if (seen) {
+            scores<D>(sc, smem, cw, smem + L::K_AT + s * L::TILE);
+            float correction[2];
+            online_softmax_tile(sc, k0, t, scale_log2, rows, correction);
+            rescale_rows<D>(acc, correction);
+        }
+        mbarrier_wait(v_full + s, parity);
+        if (seen) accumulate_pv<D>(acc, sc, smem + L::V_AT + s * L::TILE);
+        mbarrier_arrive(empty + s);
+    }
+    store_rows<D>(acc, rows, qi, t, o, bi, tq, hq, h);
+}
+
+// Entry points: q, k, v (for the launch's bookkeeping; read through the maps), o, the CUDA-core kernels' integers,
+// scale, then the tensor maps of q [b, tq, hq, D], k and v [b, tk, hkv, D] (4-D, channels innermost; boxes of
+// 64 channels x 1 head x 128 queries / 64 keys x 1 batch entry; 128-byte swizzle).
+#define TMA_ENTRY_POINT(D)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(TMA_THREADS, 1) attention_tma_d##D(                                \
+        const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16* o, int, int tq, int tk,    \
+        int hq, int hkv, int, int causal, int offset, float scale, const __grid_constant__ TensorMap qmap,          \
+        const __grid_constant__ TensorMap kmap, const __grid_constant__ TensorMap vmap) {                           \
+        attention_tma<D>(&qmap, &kmap, &vmap, o, tq, tk, hq, hkv, causal, offset, scale);                          \
+    }
+TMA_ENTRY_POINT(64)
+TMA_ENTRY_POINT(128)
