@@ -107,16 +107,23 @@ fn compare(
 }
 
 /// The prefill attention kernels a case of `tq` queries at head_dim `d` is checked with on `device`: the one in use,
-/// and on a GPU, where the tensor-core kernels take the case, also the opt-in Hopper `wgmma` kernel (its case name
-/// suffixed), so that a GPU run reports it before it is made the default.
-fn prefill_kernels(device: Device, tq: usize, d: usize) -> Vec<(Option<FlashKernel>, &'static str)> {
+/// and on a GPU, where the tensor-core kernels take the case, also the opt-in Hopper ones (`wgmma`, and for
+/// contiguous keys the warp-specialised TMA kernel; case names suffixed), so that a GPU run reports them before
+/// either is made the default.
+fn prefill_kernels(
+    device: Device,
+    tq: usize,
+    d: usize,
+    paged: bool,
+) -> Vec<(Option<FlashKernel>, &'static str)> {
     let mut kernels = vec![(None, "")];
-    if matches!(device, Device::Cuda(_))
-        && tq >= 16
-        && (d == 64 || d == 128)
-        && flash_kernel() != FlashKernel::Wgmma
-    {
-        kernels.push((Some(FlashKernel::Wgmma), " wgmma"));
+    if matches!(device, Device::Cuda(_)) && tq >= 16 && (d == 64 || d == 128) {
+        let hopper = [(FlashKernel::Wgmma, " wgmma"), (FlashKernel::Tma, " tma")];
+        for (kernel, suffix) in hopper {
+            if flash_kernel() != kernel && !(paged && kernel == FlashKernel::Tma) {
+                kernels.push((Some(kernel), suffix));
+            }
+        }
     }
     kernels
 }
@@ -446,7 +453,7 @@ pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
         let k = random_tensor(seed + 7, &[batch, tk, hkv, d], bf)?;
         let v = random_tensor(seed + 8, &[batch, tk, hkv, d], bf)?;
         let scale = 1.0 / (d as f32).sqrt();
-        for (kernel, suffix) in prefill_kernels(device, tq, d) {
+        for (kernel, suffix) in prefill_kernels(device, tq, d, false) {
             let _scope = kernel.map(FlashKernelScope::set);
             reports.push(check_with(
                 device,
@@ -697,7 +704,7 @@ pub fn check_paged_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
         ("chunk 40 of 90, GQA 64/8", 40),
     ] {
         let q = random_tensor(seed + 2, &[t, hq, d], bf)?;
-        for (kernel, suffix) in prefill_kernels(device, t, d) {
+        for (kernel, suffix) in prefill_kernels(device, t, d, true) {
             let _scope = kernel.map(FlashKernelScope::set);
             reports.push(check_with(
                 device,

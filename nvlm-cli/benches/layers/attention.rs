@@ -69,6 +69,7 @@ pub fn run(device: Device, case: &Case, report: &mut Report) -> anyhow::Result<(
     for (kernel, name) in [
         (FlashKernel::MmaSync, case.name.clone()),
         (FlashKernel::Wgmma, format!("{}-wgmma", case.name)),
+        (FlashKernel::Tma, format!("{}-tma", case.name)),
         (FlashKernel::Off, format!("{}-cuda-cores", case.name)),
     ] {
         set_flash_kernel(kernel);

@@ -1,12 +1,14 @@
-//! Launch wrappers for attention: prefill on the tensor cores (`flash_attention.cu`) where it applies, else on CUDA
-//! cores (`attention.cu`); decode over the paged cache, split-K.
+//! Launch wrappers for attention: prefill on the tensor cores (`flash_attention.cu`, or on Hopper when chosen
+//! `flash_attention_wgmma.cu` / `flash_attention_tma.cu`) where it applies, else on CUDA cores (`attention.cu`);
+//! decode over the paged cache, split-K.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use nvlm_tensor::{DType, Tensor};
 
 use super::elementwise::name;
-use super::launch::{launch, Output, Scalar};
+use super::launch::{launch, launch_shaped, LaunchShape, Output, Scalar};
+use super::tma::bf16_map_4d;
 use crate::{KernelError, Result};
 
 /// Attention of `q[b, tq, hq, d]` over `k`/`v` `[b, tk, hkv, d]`, bidirectional or causal with the queries at
@@ -22,10 +24,59 @@ pub(crate) fn attention(
     let [b, tq, hq, d] = [q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]];
     let [tk, hkv] = [k.shape()[1], k.shape()[2]];
     head_dim_fits(OP, d)?;
-    let plan = attention_kernel(OP, "attention", &[q, k, v], b, tq, hq, d)?;
     let causal = usize::from(causal_offset.is_some());
     let ints = [b, tq, tk, hq, hkv, d, causal, causal_offset.unwrap_or(0)];
+    if flash_kernel() == FlashKernel::Tma && on_hopper(q) && flash_fits(&[q, k, v], tq, d) {
+        return attention_tma(q, k, v, &ints, scale);
+    }
+    let plan = attention_kernel(OP, "attention", &[q, k, v], b, tq, hq, d)?;
     attention_launch(OP, &plan, &[q, k, v], &ints, scale)
+}
+
+/// Queries a block of the TMA kernel takes (two consumer warpgroups of 64).
+const TMA_QUERIES: usize = 128;
+
+/// Dynamic shared memory of `flash_attention_tma.cu` at head_dim `d`: its `TmaLayout<D>::BYTES` (Q for 128 queries,
+/// two ring slots of a 64-key K tile and V tile, seven mbarriers), plus 1024 bytes for aligning the start.
+fn tma_shared_bytes(d: usize) -> u32 {
+    const STAGES: usize = 2;
+    const BARRIERS: usize = 8 * (1 + 3 * STAGES);
+    let q = TMA_QUERIES * d * 2;
+    let tile = 64 * d * 2;
+    (q + 2 * STAGES * tile + BARRIERS + 1024) as u32
+}
+
+/// The warp-specialised TMA kernel (`flash_attention_tma.cu`) on contiguous q, k, v: tensor maps with boxes of
+/// 64 channels x 1 head x 128 queries (q) or 64 keys (k, v) x 1 batch entry; three warpgroups a block.
+fn attention_tma(q: &Tensor, k: &Tensor, v: &Tensor, ints: &[usize; 8], scale: f32) -> Result<Tensor> {
+    const OP: &str = "attention";
+    let [b, tq, tk, hq, hkv, d] = [ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]];
+    let maps = [
+        bf16_map_4d(OP, q, [d, hq, tq, b], [64, 1, TMA_QUERIES as u32, 1])?,
+        bf16_map_4d(OP, k, [d, hkv, tk, b], [64, 1, 64, 1])?,
+        bf16_map_4d(OP, v, [d, hkv, tk, b], [64, 1, 64, 1])?,
+    ];
+    let scalars: Vec<Scalar> = ints
+        .iter()
+        .map(|&v| Scalar::I32(v as i32))
+        .chain([Scalar::F32(scale)])
+        .chain(maps.map(Scalar::TensorMap))
+        .collect();
+    let shape = LaunchShape {
+        grid: (b * hq * tq.div_ceil(TMA_QUERIES)) as u32,
+        block: 384,
+        shared_bytes: tma_shared_bytes(d),
+    };
+    Ok(launch_shaped(
+        OP,
+        "flash_attention_tma",
+        &format!("attention_tma_d{d}"),
+        &[q, k, v],
+        vec![Output::new(q.dtype(), q.shape())],
+        &scalars,
+        shape,
+    )?
+    .remove(0))
 }
 
 /// Which attention kernel runs, on what grid.
@@ -38,8 +89,8 @@ struct Plan {
     block: u32,
 }
 
-/// Environment variable that chooses the tensor-core prefill kernel: unset, the `mma.sync` one; `wgmma`, the Hopper
-/// warpgroup one (opt-in until an H200 has run it); `0`, neither (the CUDA-core kernels), for comparing kernels.
+/// Environment variable that chooses the tensor-core prefill kernel: unset, the `mma.sync` one; `wgmma` or `tma`,
+/// the Hopper ones (opt-in until an H200 has run them); `0`, none (the CUDA-core kernels), for comparing kernels.
 pub const FLASH_ENV: &str = "NVLM_FLASH";
 
 /// The prefill attention kernel on the tensor cores.
@@ -51,6 +102,9 @@ pub enum FlashKernel {
     MmaSync,
     /// `flash_attention_wgmma.cu`: Hopper's `wgmma` (sm_90a only; elsewhere `MmaSync`).
     Wgmma,
+    /// `flash_attention_tma.cu`: FlashAttention-3's structure (a TMA producer warpgroup, two `wgmma` consumer
+    /// warpgroups) for contiguous keys; the paged cache takes `Wgmma`'s kernel (sm_90a only; elsewhere `MmaSync`).
+    Tma,
 }
 
 /// 0: not yet read from [`FLASH_ENV`]; else 1 + the [`FlashKernel`] index.
@@ -58,12 +112,18 @@ static FLASH: AtomicU8 = AtomicU8::new(0);
 
 /// The prefill kernel in use ([`FLASH_ENV`] until [`set_flash_kernel`]).
 pub fn flash_kernel() -> FlashKernel {
-    const KERNELS: [FlashKernel; 3] = [FlashKernel::Off, FlashKernel::MmaSync, FlashKernel::Wgmma];
+    const KERNELS: [FlashKernel; 4] = [
+        FlashKernel::Off,
+        FlashKernel::MmaSync,
+        FlashKernel::Wgmma,
+        FlashKernel::Tma,
+    ];
     match FLASH.load(Ordering::Relaxed) {
         0 => {
             let chosen = match std::env::var(FLASH_ENV).as_deref() {
                 Ok("0") => FlashKernel::Off,
                 Ok("wgmma") => FlashKernel::Wgmma,
+                Ok("tma") => FlashKernel::Tma,
                 _ => FlashKernel::MmaSync,
             };
             set_flash_kernel(chosen);
@@ -101,8 +161,8 @@ fn on_hopper(t: &Tensor) -> bool {
 }
 
 /// The kernel for `b x tq` queries of `hq` heads of `head_dim` `d` (`base` names the CUDA-core variant):
-/// - the tensor-core flash kernel ([`flash_kernel`]: `mma.sync`, or `wgmma` on Hopper), 64 queries a block, where
-///   [`flash_fits`];
+/// - the tensor-core flash kernel ([`flash_kernel`]: `mma.sync`, or `wgmma` on Hopper; the TMA kernel is chosen
+///   before this, for contiguous keys), 64 queries a block, where [`flash_fits`];
 /// - else the tiled kernel (16 queries a block, K/V tiles staged once in shared memory) from 16 queries and
 ///   head_dim <= 128;
 /// - else one warp per (batch, query, head), 4 warps a block.
@@ -122,7 +182,9 @@ fn attention_kernel(
     let dtype = inputs[0].dtype();
     if base != "paged_attention_rows" && flash_fits(inputs, tq, d) {
         let (module, kernel) = match flash_kernel() {
-            FlashKernel::Wgmma if on_hopper(inputs[0]) => ("flash_attention_wgmma", "attention_wgmma"),
+            FlashKernel::Wgmma | FlashKernel::Tma if on_hopper(inputs[0]) => {
+                ("flash_attention_wgmma", "attention_wgmma")
+            }
             _ => ("flash_attention", "attention_flash"),
         };
         let paged_prefix = if paged { "paged_" } else { "" };

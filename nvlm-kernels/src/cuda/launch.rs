@@ -1,19 +1,34 @@
 //! One way to launch any kernel of this crate: device views of the inputs, fresh outputs, then scalars, in the
 //! order the kernel declares them.
 
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaSlice, CudaViewMut, LaunchConfig, PushKernelArg};
 use nvlm_tensor::{DType, Tensor};
 
 use super::module_cache::function;
+use super::tma::TensorMap;
 use crate::{KernelError, Result};
 
-/// A scalar kernel argument.
+/// A kernel argument passed by value.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Scalar {
     I32(i32),
     I64(i64),
     F32(f32),
+    /// A TMA descriptor (a `const __grid_constant__ TensorMap` parameter).
+    TensorMap(TensorMap),
 }
+
+/// How a kernel is launched: `grid` blocks of `block` threads, with `shared_bytes` of dynamic shared memory.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LaunchShape {
+    pub grid: u32,
+    pub block: u32,
+    pub shared_bytes: u32,
+}
+
+/// Dynamic shared memory a block may use without opting in (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).
+const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
 
 /// An output to allocate: dtype and shape.
 pub(crate) struct Output {
@@ -67,6 +82,24 @@ pub(crate) fn launch(
     grid: u32,
     block: u32,
 ) -> Result<Vec<Tensor>> {
+    let shape = LaunchShape {
+        grid,
+        block,
+        shared_bytes: 0,
+    };
+    launch_shaped(op, kernel, function_name, inputs, outputs, scalars, shape)
+}
+
+/// [`launch`] with dynamic shared memory.
+pub(crate) fn launch_shaped(
+    op: &'static str,
+    kernel: &'static str,
+    function_name: &str,
+    inputs: &[&Tensor],
+    outputs: Vec<Output>,
+    scalars: &[Scalar],
+    shape: LaunchShape,
+) -> Result<Vec<Tensor>> {
     let (first, _, _) = inputs[0].cuda_parts()?;
     let device = first.device.clone();
     let stream = device.stream();
@@ -84,15 +117,14 @@ pub(crate) fn launch(
         slices.push(slice);
     }
     let mut views: Vec<CudaViewMut<u8>> = slices.iter_mut().map(|s| s.slice_mut(..)).collect();
-    run(
+    run_shaped(
         op,
         kernel,
         function_name,
         inputs,
         &mut views,
         scalars,
-        grid,
-        block,
+        shape,
     )?;
     drop(views);
     Ok(slices
@@ -129,10 +161,40 @@ pub(crate) fn run(
     grid: u32,
     block: u32,
 ) -> Result<()> {
+    let shape = LaunchShape {
+        grid,
+        block,
+        shared_bytes: 0,
+    };
+    run_shaped(op, kernel, function_name, inputs, outputs, scalars, shape)
+}
+
+/// [`run`] with dynamic shared memory (opted into for the function when over 48 KiB).
+fn run_shaped(
+    op: &'static str,
+    kernel: &'static str,
+    function_name: &str,
+    inputs: &[&Tensor],
+    outputs: &mut [CudaViewMut<'_, u8>],
+    scalars: &[Scalar],
+    shape: LaunchShape,
+) -> Result<()> {
+    let LaunchShape {
+        grid,
+        block,
+        shared_bytes,
+    } = shape;
     let (first, _, _) = inputs[0].cuda_parts()?;
     let device = first.device.clone();
     let stream = device.stream();
     let func = function(&device, kernel, function_name)?;
+    if shared_bytes > DEFAULT_SHARED_LIMIT {
+        func.set_attribute(
+            CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            shared_bytes as i32,
+        )
+        .map_err(KernelError::cuda(op))?;
+    }
     let mut views = Vec::with_capacity(inputs.len());
     for t in inputs {
         let (b, offset, len) = t.cuda_parts()?;
@@ -145,7 +207,7 @@ pub(crate) fn run(
         let cfg = LaunchConfig {
             grid_dim: (grid, 1, 1),
             block_dim: (block, 1, 1),
-            shared_mem_bytes: 0,
+            shared_mem_bytes: shared_bytes,
         };
         let mut builder = stream.launch_builder(&func);
         for v in &views {
@@ -159,6 +221,7 @@ pub(crate) fn run(
                 Scalar::I32(v) => builder.arg(v),
                 Scalar::I64(v) => builder.arg(v),
                 Scalar::F32(v) => builder.arg(v),
+                Scalar::TensorMap(v) => builder.arg(v),
             };
         }
         // SAFETY: every caller passes the arguments in the order and of the types its kernel declares, with

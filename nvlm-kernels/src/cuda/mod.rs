@@ -10,3 +10,4 @@ pub mod matmul;
 pub mod module_cache;
 pub mod nvrtc;
 pub mod sources;
+pub(crate) mod tma;
