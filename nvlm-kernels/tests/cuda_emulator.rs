@@ -91,13 +91,89 @@ extern "C" __global__ void wgmma_product(float* out) {
     __syncthreads();
     float d[32];
     for (int i = 0; i < 32; ++i) d[i] = 0.0f;
-    __emu_wgmma_ss(d, a, 128, 256, b, 128, 256, 64);
+    const auto operand = [](const __nv_bfloat16* m) {
+        return __EmuSmemOperand{reinterpret_cast<const unsigned char*>(m), 128, 256, EMU_K_MAJOR_INTERLEAVE};
+    };
+    __emu_wgmma_ss(d, operand(a), operand(b), 64);
     __emu_wgmma_commit();
     const float before = d[0];
     __emu_wgmma_wait(0);
     for (int j = 0; j < 8; ++j)
         for (int e = 0; e < 4; ++e) out[(16 * warp + g + 8 * (e / 2)) * 64 + 8 * j + 2 * t + e % 2] = d[4 * j + e];
     out[4096 + tid] = before;
+}
+// One warpgroup, the 128-byte swizzled layouts TMA writes: A [64][16] K-major at channels 16..31 of 128-byte rows
+// (descriptor start 32 bytes in), B [16 k][128 n] M/N-major in two 64-wide panels (lbo 2048, sbo 1024), each
+// element stored where the documented swizzle puts it (16-byte chunk c of row r at chunk c ^ (r % 8)). D = A B by
+// the shared-memory form into out[0..8192], and by the register form (A as mma.m16n8k16 fragments) into
+// out[8192..16384].
+extern "C" __global__ void wgmma_swizzled(float* out) {
+    unsigned char* smem = __emu_dynamic_smem();
+    unsigned char* a = smem;          // 64 rows x 128 bytes
+    unsigned char* b = smem + 8192;   // 2 panels x 16 rows x 128 bytes
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
+    auto a_at = [](int m, int k) { return (float)((m * 3 + k) % 7 - 3); };
+    auto b_at = [](int k, int n) { return (float)((k * 5 + n * 3) % 5 - 2); };
+    auto swizzled = [](int row, int byte) { return row * 128 + (((byte / 16) ^ (row % 8)) * 16) + byte % 16; };
+    auto put = [](unsigned char* at, float x) {
+        const __nv_bfloat16 v = __float2bfloat16_rn(x);
+        std::memcpy(at, &v, 2);
+    };
+    for (int i = tid; i < 64 * 16; i += 128) put(a + swizzled(i / 16, 32 + 2 * (i % 16)), a_at(i / 16, i % 16));
+    for (int i = tid; i < 16 * 128; i += 128) {
+        const int k = i / 128, n = i % 128;
+        put(b + (n / 64) * 2048 + swizzled(k, 2 * (n % 64)), b_at(k, n));
+    }
+    __syncthreads();
+    const __EmuSmemOperand a_op{a + 32, 16, 1024, EMU_K_MAJOR_SW128}, b_op{b, 2048, 1024, EMU_MN_MAJOR_SW128};
+    float d[64], e[64];
+    for (int i = 0; i < 64; ++i) d[i] = e[i] = 0.0f;
+    __emu_wgmma_ss(d, a_op, b_op, 128);
+    auto bits = [](float x) { return __bfloat16_as_ushort(__float2bfloat16_rn(x)); };
+    auto pair = [&](int row, int k) { return (unsigned)bits(a_at(row, k)) | ((unsigned)bits(a_at(row, k + 1)) << 16); };
+    const int r0 = 16 * warp + g;
+    const unsigned frag[4] = {pair(r0, 2 * t), pair(r0 + 8, 2 * t), pair(r0, 2 * t + 8), pair(r0 + 8, 2 * t + 8)};
+    __emu_wgmma_rs(e, frag, b_op, 128);
+    __emu_wgmma_commit();
+    __emu_wgmma_wait(0);
+    for (int j = 0; j < 16; ++j)
+        for (int x = 0; x < 4; ++x) {
+            const int at = (r0 + 8 * (x / 2)) * 128 + 8 * j + 2 * t + x % 2;
+            out[at] = d[4 * j + x];
+            out[8192 + at] = e[4 * j + x];
+        }
+}
+struct __align__(64) TensorMap {
+    unsigned long long opaque[16];
+};
+// A TMA load of a box of 64 rows x 32 f32 (128-byte rows, 128-byte swizzle) from rows 40.. of a [70][64] f32
+// tensor, completing on an mbarrier; every thread waits for phase 0, then reads the box back through the swizzle
+// (out[r * 32 + c]). out[2048] is what thread 0 read at the destination before waiting.
+extern "C" __global__ void tma_box(float* out, const __grid_constant__ TensorMap map) {
+    unsigned char* smem = __emu_dynamic_smem();
+    unsigned long long* bar = reinterpret_cast<unsigned long long*>(smem + 8192);
+    if (threadIdx.x == 0) __emu_mbarrier_init(bar, 1);
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        __emu_mbarrier_arrive_expect_tx(bar, 64 * 128);
+        const int coords[2] = {0, 40};
+        __emu_tma_load(smem, &map, coords, 2, bar);
+        std::memcpy(&out[2048], smem, 4);
+    }
+    __emu_mbarrier_wait(bar, 0);
+    for (int i = threadIdx.x; i < 64 * 32; i += blockDim.x) {
+        const int r = i / 32, byte = 4 * (i % 32);
+        std::memcpy(&out[i], smem + r * 128 + (((byte / 16) ^ (r % 8)) * 16) + byte % 16, 4);
+    }
+}
+// Waits for a phase that needs two arrivals when only one thread arrives.
+extern "C" __global__ void phase_never_completes(float* out) {
+    __shared__ unsigned long long bar;
+    if (threadIdx.x == 0) __emu_mbarrier_init(&bar, 2);
+    __syncthreads();
+    if (threadIdx.x == 0) __emu_mbarrier_arrive(&bar);
+    __emu_mbarrier_wait(&bar, 0);
+    out[threadIdx.x] = 1.0f;
 }
 extern "C" __global__ void add_one(float* out) { out[threadIdx.x] += 1.0f; }
 // Copies issued and never waited for.
@@ -240,6 +316,120 @@ fn the_wgmma_model_gives_the_matrix_product_at_the_wait() {
         got[4096..].iter().all(|&v| v == 0.0),
         "a product landed before its wait"
     );
+}
+
+#[test]
+fn the_wgmma_model_reads_swizzled_and_register_operands() {
+    let Some(device) = emulator() else { return };
+    let stream = device.stream();
+    let mut out = stream.alloc_zeros::<f32>(16384).unwrap();
+    let kernel = function(&device, "wgmma_swizzled");
+    let mut launch = stream.launch_builder(&kernel);
+    launch.arg(&mut out);
+    let config = LaunchConfig {
+        shared_mem_bytes: 8192 + 4096,
+        ..one_block(128)
+    };
+    // SAFETY: the kernel writes 16,384 floats and uses 12 KiB of dynamic shared memory.
+    unsafe { launch.launch(config) }.unwrap();
+    let got = stream.clone_dtoh(&out).unwrap();
+    let a = |m: usize, k: usize| ((m * 3 + k) % 7) as f64 - 3.0;
+    let b = |k: usize, n: usize| ((k * 5 + n * 3) % 5) as f64 - 2.0;
+    for m in 0..64 {
+        for n in 0..128 {
+            let want: f64 = (0..16).map(|k| a(m, k) * b(k, n)).sum();
+            assert_eq!(got[m * 128 + n] as f64, want, "shared A: D[{m}][{n}]");
+            assert_eq!(got[8192 + m * 128 + n] as f64, want, "register A: D[{m}][{n}]");
+        }
+    }
+}
+
+#[test]
+fn a_tma_load_lands_swizzled_at_the_barrier_wait_with_zeros_outside() {
+    use cudarc::driver::{sys, DevicePtr, DeviceRepr};
+    #[repr(C, align(64))]
+    struct Map([u64; 16]);
+    // SAFETY: 128 plain bytes, the kernel's `TensorMap` parameter.
+    unsafe impl DeviceRepr for Map {}
+    let Some(device) = emulator() else { return };
+    let stream = device.stream();
+    let (rows, cols) = (70usize, 64usize);
+    let data: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+    let tensor = stream.clone_htod(&data).unwrap();
+    let mut map = Map([0; 16]);
+    let dims = [cols as u64, rows as u64];
+    let strides = [(cols * 4) as u64];
+    let (boxes, element_strides) = ([32u32, 64], [1u32, 1]);
+    {
+        let (address, _read) = tensor.device_ptr(&stream);
+        // SAFETY: 128 writable aligned bytes; two-entry arrays for a rank-2 map over live device memory.
+        let status = unsafe {
+            sys::cuTensorMapEncodeTiled(
+                map.0.as_mut_ptr().cast(),
+                sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+                2,
+                address as *mut std::ffi::c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                boxes.as_ptr(),
+                element_strides.as_ptr(),
+                sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_NONE,
+                sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        };
+        status.result().unwrap();
+    }
+    let mut out = stream.alloc_zeros::<f32>(2049).unwrap();
+    let kernel = function(&device, "tma_box");
+    let mut launch = stream.launch_builder(&kernel);
+    launch.arg(&mut out);
+    launch.arg(&map);
+    launch.arg(&tensor);
+    let config = LaunchConfig {
+        shared_mem_bytes: 8192 + 64,
+        ..one_block(64)
+    };
+    // SAFETY: `tma_box(float* out, TensorMap map)` (the extra tensor argument only keeps it alive), 2,049 floats out.
+    unsafe { launch.launch(config) }.unwrap();
+    let got = stream.clone_dtoh(&out).unwrap();
+    for r in 0..64 {
+        for c in 0..32 {
+            let row = 40 + r;
+            let want = if row < rows { (row * cols + c) as f32 } else { 0.0 };
+            assert_eq!(got[r * 32 + c], want, "box row {r} column {c}");
+        }
+    }
+    assert_ne!(got[2048], 40.0 * 64.0, "the load landed before the barrier wait");
+
+    let bad_box = [48u32, 64]; // 192-byte rows: wider than the 128-byte swizzle span
+    // SAFETY: as above.
+    let refused = unsafe {
+        let (address, _read) = tensor.device_ptr(&stream);
+        sys::cuTensorMapEncodeTiled(
+            map.0.as_mut_ptr().cast(),
+            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+            2,
+            address as *mut std::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            bad_box.as_ptr(),
+            element_strides.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_NONE,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    assert!(refused.result().is_err(), "a box wider than the swizzle span was accepted");
+}
+
+#[test]
+fn a_wait_for_a_phase_that_never_completes_fails_the_launch() {
+    let Some(device) = emulator() else { return };
+    let (outcome, _) = launch_one_block(&device, "phase_never_completes", 64, 64, None);
+    assert!(outcome.is_err(), "a deadlock on an mbarrier ran to the end");
 }
 
 #[test]
