@@ -117,15 +117,7 @@ pub(crate) fn launch_shaped(
         slices.push(slice);
     }
     let mut views: Vec<CudaViewMut<u8>> = slices.iter_mut().map(|s| s.slice_mut(..)).collect();
-    run_shaped(
-        op,
-        kernel,
-        function_name,
-        inputs,
-        &mut views,
-        scalars,
-        shape,
-    )?;
+    run_shaped(op, kernel, function_name, inputs, &mut views, scalars, shape)?;
     drop(views);
     Ok(slices
         .into_iter()

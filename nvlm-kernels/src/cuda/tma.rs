@@ -29,13 +29,17 @@ pub(crate) fn bf16_map_4d(
     if t.dtype() != DType::BF16 || dims.iter().product::<usize>() != t.shape().iter().product::<usize>() {
         return Err(KernelError::invalid(
             op,
-            format!("a TMA map of {dims:?} over a {:?} {} tensor", t.shape(), t.dtype()),
+            format!(
+                "a TMA map of {dims:?} over a {:?} {} tensor",
+                t.shape(),
+                t.dtype()
+            ),
         ));
     }
     let (buffer, offset, len) = t.cuda_parts()?;
     let stream = buffer.device.stream();
     let view = buffer.slice.slice(offset..offset + len);
-    let (address, _read) = view.device_ptr(&stream);
+    let (address, _read) = view.device_ptr(stream);
     let global_dims = dims.map(|d| d as u64);
     // Bytes between consecutive indices of dims 1..3 (dim 0 is contiguous).
     let mut strides = [0u64; 3];
@@ -64,8 +68,5 @@ pub(crate) fn bf16_map_4d(
             sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
         )
     };
-    status
-        .result()
-        .map_err(KernelError::cuda(op))
-        .map(|()| map)
+    status.result().map_err(KernelError::cuda(op)).map(|()| map)
 }
