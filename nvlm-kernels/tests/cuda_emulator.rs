@@ -279,16 +279,22 @@ fn shuffles_barriers_and_early_returns_give_cuda_results() {
     assert_eq!(got, want);
 }
 
+/// Entry (m, n) of the product the `mma_product` and `wgmma_swizzled` kernels compute, in f64: A[m][k] =
+/// (3 m + k) mod 7 - 3 times B[k][n] = (5 k + 3 n) mod 5 - 2, over 16 k.
+fn product(m: usize, n: usize) -> f64 {
+    let a = |k: usize| ((m * 3 + k) % 7) as f64 - 3.0;
+    let b = |k: usize| ((k * 5 + n * 3) % 5) as f64 - 2.0;
+    (0..16).map(|k| a(k) * b(k)).sum()
+}
+
 #[test]
 fn the_mma_and_ldmatrix_models_give_the_matrix_product() {
     let Some(device) = emulator() else { return };
     let (outcome, got) = launch_one_block(&device, "mma_product", 256, 32, None);
     outcome.unwrap();
-    let a = |i: usize, k: usize| ((i * 3 + k) % 7) as f64 - 3.0;
-    let b = |k: usize, n: usize| ((k * 5 + n * 3) % 5) as f64 - 2.0;
     for row in 0..16 {
         for col in 0..8 {
-            let want: f64 = (0..16).map(|k| a(row, k) * b(k, col)).sum();
+            let want = product(row, col);
             assert_eq!(got[row * 8 + col] as f64, want, "mma C[{row}][{col}]");
             assert_eq!(
                 got[128 + row * 8 + col] as f64,
@@ -333,11 +339,9 @@ fn the_wgmma_model_reads_swizzled_and_register_operands() {
     // SAFETY: the kernel writes 16,384 floats and uses 12 KiB of dynamic shared memory.
     unsafe { launch.launch(config) }.unwrap();
     let got = stream.clone_dtoh(&out).unwrap();
-    let a = |m: usize, k: usize| ((m * 3 + k) % 7) as f64 - 3.0;
-    let b = |k: usize, n: usize| ((k * 5 + n * 3) % 5) as f64 - 2.0;
     for m in 0..64 {
         for n in 0..128 {
-            let want: f64 = (0..16).map(|k| a(m, k) * b(k, n)).sum();
+            let want = product(m, n);
             assert_eq!(got[m * 128 + n] as f64, want, "shared A: D[{m}][{n}]");
             assert_eq!(got[8192 + m * 128 + n] as f64, want, "register A: D[{m}][{n}]");
         }

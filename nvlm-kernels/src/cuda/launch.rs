@@ -27,6 +27,17 @@ pub(crate) struct LaunchShape {
     pub shared_bytes: u32,
 }
 
+impl LaunchShape {
+    /// `grid` blocks of `block` threads, no dynamic shared memory.
+    pub fn plain(grid: u32, block: u32) -> LaunchShape {
+        LaunchShape {
+            grid,
+            block,
+            shared_bytes: 0,
+        }
+    }
+}
+
 /// Dynamic shared memory a block may use without opting in (CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES).
 const DEFAULT_SHARED_LIMIT: u32 = 48 * 1024;
 
@@ -82,11 +93,7 @@ pub(crate) fn launch(
     grid: u32,
     block: u32,
 ) -> Result<Vec<Tensor>> {
-    let shape = LaunchShape {
-        grid,
-        block,
-        shared_bytes: 0,
-    };
+    let shape = LaunchShape::plain(grid, block);
     launch_shaped(op, kernel, function_name, inputs, outputs, scalars, shape)
 }
 
@@ -153,11 +160,7 @@ pub(crate) fn run(
     grid: u32,
     block: u32,
 ) -> Result<()> {
-    let shape = LaunchShape {
-        grid,
-        block,
-        shared_bytes: 0,
-    };
+    let shape = LaunchShape::plain(grid, block);
     run_shaped(op, kernel, function_name, inputs, outputs, scalars, shape)
 }
 
