@@ -8,16 +8,21 @@
 //   before V lands), and waits for the consumers to release a slot before refilling it;
 // - warpgroups 1 and 2 consume, 64 queries each: S = Q K^T by wgmma from shared memory, the online softmax in
 //   registers, P turned into wgmma's A fragments in registers (never through shared memory), O += P V by wgmma
-//   with V read transposed from its slot; then they release the slot. A consumer skips the MMAs of tiles its rows
-//   cannot see (causal) but still releases them.
+//   with V read transposed from its slot; then they release the slot. Within a warpgroup the tiles are pipelined
+//   as in FlashAttention-3: tile n's S = Q K^T and tile n - 1's P V are queued together, and tile n's softmax runs
+//   while P V is still in flight. A consumer computes only the tiles its rows can see (causal) but releases all.
+// The producer warpgroup gives up registers (setmaxnreg) for the consumers, which hold S, P and O at once.
 // Tiles are what TMA writes with the 128-byte swizzle: per 64 channels a panel of [rows][64] bf16, 128-byte rows,
 // which wgmma reads through K_MAJOR_SW128 descriptors (Q, K: contraction over channels) and MN_MAJOR_SW128 ones
 // (V: contraction over keys, channels along N).
 
 #define TMA_QUERIES 128
 #define TMA_KEYS 64
-#define TMA_STAGES 2
+#define TMA_STAGES 3
 #define TMA_THREADS 384
+// Registers a thread after setmaxnreg: 128 x 40 + 256 x 232 fits the SM's 64 K.
+#define TMA_PRODUCER_REGISTERS 40
+#define TMA_CONSUMER_REGISTERS 232
 
 // Byte offsets in the block's dynamic shared memory (1024-byte aligned pieces).
 template <int D>
@@ -56,11 +61,11 @@ __device__ __forceinline__ void produce_tiles(unsigned char* smem, unsigned long
     }
 }
 
-// S[64 queries][64 keys] = Q K^T for consumer warpgroup `cw` from slot tile `k_tile`: D / 16 wgmma steps of 16
-// channels, each inside one panel (32 bytes along its 128-byte rows).
+// Queues S[64 queries][64 keys] = Q K^T for consumer warpgroup `cw` from slot tile `k_tile` as one wgmma group
+// (not waited for): D / 16 steps of 16 channels, each inside one panel (32 bytes along its 128-byte rows).
 template <int D>
-__device__ __forceinline__ void scores(float (&s)[TMA_KEYS / 8][4], const unsigned char* smem, int cw,
-                                       const unsigned char* k_tile) {
+__device__ __forceinline__ void issue_scores(float (&s)[TMA_KEYS / 8][4], const unsigned char* smem, int cw,
+                                             const unsigned char* k_tile) {
     using L = TmaLayout<D>;
 #pragma unroll
     for (int nt = 0; nt < TMA_KEYS / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
@@ -75,17 +80,10 @@ __device__ __forceinline__ void scores(float (&s)[TMA_KEYS / 8][4], const unsign
         wgmma_bf16_ss<TMA_KEYS>(d, q, k);
     }
     wgmma_commit();
-    wgmma_wait_all();
-    fence_registers<TMA_KEYS / 2>(d);
 }
 
-// O[64 queries][D] += P V: P from registers (the probabilities of s as bf16 A fragments, 16 keys a step), V from
-// slot tile `v_tile` read M/N-major (channels along N, panels KV_PANEL apart; 8-key row groups 1024 bytes apart).
-template <int D>
-__device__ __forceinline__ void accumulate_pv(float (&acc)[D / 8][4], const float (&s)[TMA_KEYS / 8][4],
-                                              const unsigned char* v_tile) {
-    using L = TmaLayout<D>;
-    unsigned p[TMA_KEYS / 16][4];
+// The probabilities of a tile's scores as bf16 A fragments of P V, 16 keys (two n8 tiles of s) a step.
+__device__ __forceinline__ void to_fragments(const float (&s)[TMA_KEYS / 8][4], unsigned (&p)[TMA_KEYS / 16][4]) {
 #pragma unroll
     for (int kk = 0; kk < TMA_KEYS / 16; ++kk) {
         p[kk][0] = pack_bf16x2(s[2 * kk][0], s[2 * kk][1]);
@@ -93,6 +91,15 @@ __device__ __forceinline__ void accumulate_pv(float (&acc)[D / 8][4], const floa
         p[kk][2] = pack_bf16x2(s[2 * kk + 1][0], s[2 * kk + 1][1]);
         p[kk][3] = pack_bf16x2(s[2 * kk + 1][2], s[2 * kk + 1][3]);
     }
+}
+
+// Queues O[64 queries][D] += P V as one wgmma group (not waited for; p must not change until it is): P from
+// registers, V from slot tile `v_tile` read M/N-major (channels along N, panels KV_PANEL apart; 8-key row groups
+// 1024 bytes apart).
+template <int D>
+__device__ __forceinline__ void issue_pv(float (&acc)[D / 8][4], const unsigned (&p)[TMA_KEYS / 16][4],
+                                         const unsigned char* v_tile) {
+    using L = TmaLayout<D>;
     float(&d)[D / 2] = reinterpret_cast<float(&)[D / 2]>(acc);
     fence_registers<D / 2>(d);
     wgmma_fence();
@@ -101,8 +108,6 @@ __device__ __forceinline__ void accumulate_pv(float (&acc)[D / 8][4], const floa
         wgmma_bf16_rs<D, true>(d, p[kk],
                                SmemOperand{v_tile + kk * 16 * L::PANEL_ROW, L::KV_PANEL, 1024, MN_MAJOR_SW128});
     wgmma_commit();
-    wgmma_wait_all();
-    fence_registers<D / 2>(d);
 }
 
 template <int D>
@@ -133,9 +138,11 @@ __device__ void attention_tma(const TensorMap* qmap, const TensorMap* kmap, cons
     __syncthreads();
     const int wg = threadIdx.x / 128;
     if (wg == 0) {
+        registers_decrease<TMA_PRODUCER_REGISTERS>();
         if (threadIdx.x == 0) produce_tiles<D>(smem, bars, qmap, kmap, vmap, bi, h, kh, q0, tiles);
         return;
     }
+    registers_increase<TMA_CONSUMER_REGISTERS>();
 
     // A consumer: its 64 queries, each thread rows g and g + 8 of its warp's 16.
     const int cw = wg - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -148,22 +155,49 @@ __device__ void attention_tma(const TensorMap* qmap, const TensorMap* kmap, cons
 #pragma unroll
     for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
 
+    // Tile n is in slot n % TMA_STAGES, its barriers' phase parity (n / TMA_STAGES) & 1. This warpgroup computes
+    // tiles 0 .. live - 1; it releases every tile, each only after waiting for it (a release counts toward the
+    // slot's current phase, so none may run ahead of the tile it is for).
+    const int live = min(tiles, (own_end + TMA_KEYS - 1) / TMA_KEYS);
+    auto slot = [](int n) { return n % TMA_STAGES; };
+    auto parity = [](int n) { return (unsigned)(n / TMA_STAGES) & 1u; };
+    auto k_tile = [&](int n) { return smem + L::K_AT + slot(n) * L::TILE; };
+    auto v_tile = [&](int n) { return smem + L::V_AT + slot(n) * L::TILE; };
+    float sc[TMA_KEYS / 8][4], correction[2];
+    unsigned p[TMA_KEYS / 16][4];
     mbarrier_wait(q_full, 0);
-    for (int n = 0; n < tiles; ++n) {
-        const int s = n % TMA_STAGES, k0 = n * TMA_KEYS;
-        const unsigned parity = (n / TMA_STAGES) & 1;
-        const bool seen = k0 < own_end;
-        float sc[TMA_KEYS / 8][4];
-        mbarrier_wait(k_full + s, parity);
-        if (seen) {
-            scores<D>(sc, smem, cw, smem + L::K_AT + s * L::TILE);
-            float correction[2];
-            online_softmax_tile(sc, k0, t, scale_log2, rows, correction);
-            rescale_rows<D>(acc, correction);
-        }
-        mbarrier_wait(v_full + s, parity);
-        if (seen) accumulate_pv<D>(acc, sc, smem + L::V_AT + s * L::TILE);
-        mbarrier_arrive(empty + s);
+    if (live > 0) {
+        mbarrier_wait(k_full + slot(0), parity(0));
+        issue_scores<D>(sc, smem, cw, k_tile(0));
+        wgmma_wait<0>();
+        fence_registers<TMA_KEYS / 2>(&sc[0][0]);
+        online_softmax_tile(sc, 0, t, scale_log2, rows, correction);  // O is still zero: nothing to rescale
+        to_fragments(sc, p);
+    }
+    for (int n = 1; n < live; ++n) {
+        mbarrier_wait(k_full + slot(n), parity(n));
+        issue_scores<D>(sc, smem, cw, k_tile(n));
+        mbarrier_wait(v_full + slot(n - 1), parity(n - 1));
+        issue_pv<D>(acc, p, v_tile(n - 1));
+        wgmma_wait<1>();  // S of tile n has landed; P V of tile n - 1 may still run
+        fence_registers<TMA_KEYS / 2>(&sc[0][0]);
+        online_softmax_tile(sc, n * TMA_KEYS, t, scale_log2, rows, correction);
+        wgmma_wait<0>();
+        fence_registers<D / 2>(&acc[0][0]);
+        mbarrier_arrive(empty + slot(n - 1));
+        rescale_rows<D>(acc, correction);  // O holds tiles up to n - 1, at the old running max
+        to_fragments(sc, p);
+    }
+    if (live > 0) {
+        mbarrier_wait(v_full + slot(live - 1), parity(live - 1));
+        issue_pv<D>(acc, p, v_tile(live - 1));
+        wgmma_wait<0>();
+        fence_registers<D / 2>(&acc[0][0]);
+        mbarrier_arrive(empty + slot(live - 1));
+    }
+    for (int n = live; n < tiles; ++n) {
+        mbarrier_wait(v_full + slot(n), parity(n));
+        mbarrier_arrive(empty + slot(n));
     }
     store_rows<D>(acc, rows, qi, t, o, bi, tq, hq, h);
 }

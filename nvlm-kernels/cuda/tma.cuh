@@ -37,6 +37,21 @@ __device__ __forceinline__ unsigned char* dynamic_smem_1024(unsigned needed) {
     return base + skip;
 }
 
+// setmaxnreg: every thread of the calling warpgroup gives up registers down to / asks for registers up to REGS
+// (a multiple of 8 in 24 .. 256), so that a warp-specialised kernel's producers lend theirs to its consumers.
+template <int REGS>
+__device__ __forceinline__ void registers_decrease() {
+#ifndef NVLM_CUDA_EMU
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(REGS));
+#endif
+}
+template <int REGS>
+__device__ __forceinline__ void registers_increase() {
+#ifndef NVLM_CUDA_EMU
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(REGS));
+#endif
+}
+
 __device__ __forceinline__ unsigned smem_address(const void* p) {
 #ifdef NVLM_CUDA_EMU
     (void)p;

@@ -147,11 +147,16 @@ __device__ __forceinline__ void wgmma_commit() {
 #endif
 }
 
-// Waits until every committed wgmma group has completed.
-__device__ __forceinline__ void wgmma_wait_all() {
+// Waits until at most PENDING of this warpgroup's committed wgmma groups are still running (groups complete in
+// order).
+template <int PENDING>
+__device__ __forceinline__ void wgmma_wait() {
 #ifdef NVLM_CUDA_EMU
-    __emu_wgmma_wait(0);
+    __emu_wgmma_wait(PENDING);
 #else
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(PENDING) : "memory");
 #endif
 }
+
+// Waits until every committed wgmma group has completed.
+__device__ __forceinline__ void wgmma_wait_all() { wgmma_wait<0>(); }

@@ -428,6 +428,13 @@ pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
             [1, 300, 300, 64, 8, 128],
             AttentionMask::Causal { query_offset: 0 },
         ),
+        // Ten key tiles a block: the TMA kernel's three-slot ring wraps, and the first consumer of the last block
+        // sees nine of them (it must release the tenth without running ahead).
+        (
+            "prefill 2x[600,4/1,128]",
+            [2, 600, 600, 4, 1, 128],
+            AttentionMask::Causal { query_offset: 0 },
+        ),
         (
             "decode 1 of 500, GQA 64/8",
             [1, 1, 500, 64, 8, 128],

@@ -37,9 +37,9 @@ pub(crate) fn attention(
 const TMA_QUERIES: usize = 128;
 
 /// Dynamic shared memory of `flash_attention_tma.cu` at head_dim `d`: its `TmaLayout<D>::BYTES` (Q for 128 queries,
-/// two ring slots of a 64-key K tile and V tile, seven mbarriers), plus 1024 bytes for aligning the start.
+/// three ring slots of a 64-key K tile and V tile, ten mbarriers), plus 1024 bytes for aligning the start.
 fn tma_shared_bytes(d: usize) -> u32 {
-    const STAGES: usize = 2;
+    const STAGES: usize = 3;
     const BARRIERS: usize = 8 * (1 + 3 * STAGES);
     let q = TMA_QUERIES * d * 2;
     let tile = 64 * d * 2;
