@@ -3,7 +3,7 @@
 // flash_common.cuh, wgmma.cuh and tma.cuh.
 //
 // A block is three warpgroups for 128 queries of one (batch, head):
-// - warpgroup 0 produces: one thread loads the block's Q once and then each 64-key tile of K and of V by TMA into
+// - warpgroup 0 produces: one thread loads the block's Q once and then each 128-key tile of K and of V by TMA into
 //   a ring of TMA_STAGES slots, each load completing on the slot's mbarrier (K and V apart, so S = Q K^T can start
 //   before V lands), and waits for the consumers to release a slot before refilling it;
 // - warpgroups 1 and 2 consume, 64 queries each: S = Q K^T by wgmma from shared memory, the online softmax in
@@ -17,7 +17,7 @@
 // (V: contraction over keys, channels along N).
 
 #define TMA_QUERIES 128
-#define TMA_KEYS 64
+#define TMA_KEYS 128
 #define TMA_STAGES 3
 #define TMA_THREADS 384
 // Registers a thread after setmaxnreg: 128 x 40 + 256 x 232 fits the SM's 64 K.
@@ -29,7 +29,7 @@ template <int D>
 struct TmaLayout {
     static constexpr unsigned PANEL_ROW = 128;                      // one 64-channel row of a panel
     static constexpr unsigned Q_PANEL = TMA_QUERIES * PANEL_ROW;    // [128 queries][64]
-    static constexpr unsigned KV_PANEL = TMA_KEYS * PANEL_ROW;      // [64 keys][64]
+    static constexpr unsigned KV_PANEL = TMA_KEYS * PANEL_ROW;      // [128 keys][64]
     static constexpr unsigned TILE = (D / 64) * KV_PANEL;           // one K or V tile
     static constexpr unsigned K_AT = (D / 64) * Q_PANEL;
     static constexpr unsigned V_AT = K_AT + TMA_STAGES * TILE;
@@ -61,7 +61,7 @@ __device__ __forceinline__ void produce_tiles(unsigned char* smem, unsigned long
     }
 }
 
-// Queues S[64 queries][64 keys] = Q K^T for consumer warpgroup `cw` from slot tile `k_tile` as one wgmma group
+// Queues S[64 queries][TMA_KEYS keys] = Q K^T for consumer warpgroup `cw` from slot tile `k_tile` as one wgmma group
 // (not waited for): D / 16 steps of 16 channels, each inside one panel (32 bytes along its 128-byte rows).
 template <int D>
 __device__ __forceinline__ void issue_scores(float (&s)[TMA_KEYS / 8][4], const unsigned char* smem, int cw,
@@ -204,7 +204,7 @@ __device__ void attention_tma(const TensorMap* qmap, const TensorMap* kmap, cons
 
 // Entry points: q, k, v (for the launch's bookkeeping; read through the maps), o, the CUDA-core kernels' integers,
 // scale, then the tensor maps of q [b, tq, hq, D], k and v [b, tk, hkv, D] (4-D, channels innermost; boxes of
-// 64 channels x 1 head x 128 queries / 64 keys x 1 batch entry; 128-byte swizzle).
+// 64 channels x 1 head x 128 queries / 128 keys x 1 batch entry; 128-byte swizzle).
 #define TMA_ENTRY_POINT(D)                                                                                          \
     extern "C" __global__ void __launch_bounds__(TMA_THREADS, 1) attention_tma_d##D(                                \
         const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16* o, int, int tq, int tk,    \

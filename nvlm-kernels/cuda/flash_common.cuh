@@ -138,14 +138,15 @@ __device__ __forceinline__ FlashRows flash_rows(const int (&qi)[2], int causal, 
                      {causal ? min(offset + qi[0] + 1, tk) : tk, causal ? min(offset + qi[1] + 1, tk) : tk}};
 }
 
-// Scales one tile's scores s (keys k0 + 8 n + 2 t + e % 2) to base-2 logits, masks the keys a row does not see,
-// folds the tile into the rows' running max and sum, and leaves the unnormalised probabilities in s; `correction`
-// gets the factor the rows' accumulated outputs must be scaled by.
-__device__ __forceinline__ void online_softmax_tile(float (&s)[FLASH_K / 8][4], int k0, int t, float scale_log2,
+// Scales one tile's scores s (TILES n8 tiles: keys k0 + 8 n + 2 t + e % 2) to base-2 logits, masks the keys a row
+// does not see, folds the tile into the rows' running max and sum, and leaves the unnormalised probabilities in s;
+// `correction` gets the factor the rows' accumulated outputs must be scaled by.
+template <int TILES>
+__device__ __forceinline__ void online_softmax_tile(float (&s)[TILES][4], int k0, int t, float scale_log2,
                                                     FlashRows& rows, float (&correction)[2]) {
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int nt = 0; nt < FLASH_K / 8; ++nt) {
+    for (int nt = 0; nt < TILES; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int key = k0 + nt * 8 + 2 * t + (e & 1);
@@ -156,7 +157,7 @@ __device__ __forceinline__ void online_softmax_tile(float (&s)[FLASH_K / 8][4], 
     float base[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        // The four lanes of a row group hold its 64 scores between them.
+        // The four lanes of a row group hold its 8 TILES scores between them.
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
         tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
         const float m_new = fmaxf(rows.m[r], tile_max[r]);
@@ -166,7 +167,7 @@ __device__ __forceinline__ void online_softmax_tile(float (&s)[FLASH_K / 8][4], 
     }
     float tile_sum[2] = {0.0f, 0.0f};
 #pragma unroll
-    for (int nt = 0; nt < FLASH_K / 8; ++nt) {
+    for (int nt = 0; nt < TILES; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             s[nt][e] = exp2f(s[nt][e] - base[e >> 1]);

@@ -428,12 +428,12 @@ pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
             [1, 300, 300, 64, 8, 128],
             AttentionMask::Causal { query_offset: 0 },
         ),
-        // Ten key tiles a block: the TMA kernel's three-slot ring wraps, and the first consumer of the last block
-        // sees nine of them (it must release the tenth without running ahead).
+        // Up to five 128-key tiles a block: the TMA kernel's three-slot ring wraps, and in the block of queries
+        // 384..511 the first consumer sees four of the five (it releases the fifth without computing it).
         (
-            "prefill 2x[600,4/1,128]",
-            [2, 600, 600, 4, 1, 128],
-            AttentionMask::Causal { query_offset: 0 },
+            "chunk 600 at 20, 2x[4/1,128]",
+            [2, 600, 620, 4, 1, 128],
+            AttentionMask::Causal { query_offset: 20 },
         ),
         (
             "decode 1 of 500, GQA 64/8",

@@ -36,25 +36,29 @@ pub(crate) fn attention(
 /// Queries a block of the TMA kernel takes (two consumer warpgroups of 64).
 const TMA_QUERIES: usize = 128;
 
+/// Keys a tile of the TMA kernel holds.
+const TMA_KEYS: usize = 128;
+
 /// Dynamic shared memory of `flash_attention_tma.cu` at head_dim `d`: its `TmaLayout<D>::BYTES` (Q for 128 queries,
-/// three ring slots of a 64-key K tile and V tile, ten mbarriers), plus 1024 bytes for aligning the start.
+/// three ring slots of a 128-key K tile and V tile, ten mbarriers), plus 1024 bytes for aligning the start: 225 KiB
+/// at head_dim 128, within Hopper's 227 KiB a block.
 fn tma_shared_bytes(d: usize) -> u32 {
     const STAGES: usize = 3;
     const BARRIERS: usize = 8 * (1 + 3 * STAGES);
     let q = TMA_QUERIES * d * 2;
-    let tile = 64 * d * 2;
+    let tile = TMA_KEYS * d * 2;
     (q + 2 * STAGES * tile + BARRIERS + 1024) as u32
 }
 
 /// The warp-specialised TMA kernel (`flash_attention_tma.cu`) on contiguous q, k, v: tensor maps with boxes of
-/// 64 channels x 1 head x 128 queries (q) or 64 keys (k, v) x 1 batch entry; three warpgroups a block.
+/// 64 channels x 1 head x 128 queries (q) or 128 keys (k, v) x 1 batch entry; three warpgroups a block.
 fn attention_tma(q: &Tensor, k: &Tensor, v: &Tensor, ints: &[usize; 8], scale: f32) -> Result<Tensor> {
     const OP: &str = "attention";
     let [b, tq, tk, hq, hkv, d] = [ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]];
     let maps = [
         bf16_map_4d(OP, q, [d, hq, tq, b], [64, 1, TMA_QUERIES as u32, 1])?,
-        bf16_map_4d(OP, k, [d, hkv, tk, b], [64, 1, 64, 1])?,
-        bf16_map_4d(OP, v, [d, hkv, tk, b], [64, 1, 64, 1])?,
+        bf16_map_4d(OP, k, [d, hkv, tk, b], [64, 1, TMA_KEYS as u32, 1])?,
+        bf16_map_4d(OP, v, [d, hkv, tk, b], [64, 1, TMA_KEYS as u32, 1])?,
     ];
     let scalars: Vec<Scalar> = ints
         .iter()
