@@ -101,21 +101,39 @@ __device__ __forceinline__ void mbarrier_arrive_expect_tx(unsigned long long* ba
 #endif
 }
 
+// A wait on an mbarrier longer than about two seconds (2^31 ns; the GPU's global timer read in units of 2^20 ns) is
+// a bug: every wait in these kernels is for work of the same block, microseconds away. The kernel then traps, so a
+// launch fails in seconds instead of hanging its process.
+#define MBARRIER_TIMEOUT_UNITS 2048u
+
+__device__ __forceinline__ unsigned timer_units() {
+#ifdef NVLM_CUDA_EMU
+    return 0;
+#else
+    unsigned long long ns;
+    asm volatile("mov.u64 %0, %%globaltimer;\n" : "=l"(ns));
+    return (unsigned)(ns >> 20);
+#endif
+}
+
 // Waits until the phase of `bar` with parity `parity` has completed (a fresh barrier is in phase 0; waiting for
 // parity 1 on it returns at once, which is how a producer's first pass through an empty ring goes).
 __device__ __forceinline__ void mbarrier_wait(unsigned long long* bar, unsigned parity) {
 #ifdef NVLM_CUDA_EMU
-    __emu_mbarrier_wait(bar, parity);
+    __emu_mbarrier_wait(bar, parity);  // the emulator reports a wait no thread can end as a deadlock
 #else
     const unsigned at = smem_address(bar);
-    unsigned done = 0;
-    do {
+    unsigned done = 0, started = 0;
+    for (unsigned tries = 0;; ++tries) {
         asm volatile(
             "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
             : "=r"(done)
             : "r"(at), "r"(parity)
             : "memory");
-    } while (!done);
+        if (done) break;
+        if (tries == 0) started = timer_units();
+        else if (timer_units() - started > MBARRIER_TIMEOUT_UNITS) __trap();
+    }
 #endif
 }
 

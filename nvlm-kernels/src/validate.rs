@@ -106,17 +106,35 @@ fn compare(
     })
 }
 
-/// The prefill attention kernels a case of `tq` queries at head_dim `d` is checked with on `device`: the one in use,
-/// and on a GPU, where the tensor-core kernels take the case, also the opt-in Hopper ones (`wgmma`, and for
-/// contiguous keys the warp-specialised TMA kernel; case names suffixed), so that a GPU run reports them before
-/// either is made the default.
+/// Which prefill attention kernels a pass of the attention checks runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The kernel in use ([`flash_kernel`]).
+    InUse,
+    /// On a GPU, the opt-in Hopper kernels other than the one in use, where they take the case: `wgmma`, and the
+    /// warp-specialised TMA kernel for contiguous keys (case names suffixed).
+    OptIn,
+}
+
+/// Environment variable: whether [`run_all`] also checks the opt-in Hopper attention kernels, so that a GPU run
+/// reports them before either is made the default. Unset or `0`: no. `1`: after every other check (a kernel that
+/// faults or traps leaves the process's CUDA context unusable, so it must come last). `only`: those checks alone
+/// (the GPU bundle runs them in a process of their own).
+pub const OPT_IN_ENV: &str = "NVLM_CHECK_OPT_IN";
+
+/// The kernels a case of `tq` queries at head_dim `d` (over a paged cache or contiguous keys) is checked with in
+/// `pass` on `device`, with the suffix of their case names.
 fn prefill_kernels(
     device: Device,
     tq: usize,
     d: usize,
     paged: bool,
+    pass: Pass,
 ) -> Vec<(Option<FlashKernel>, &'static str)> {
-    let mut kernels = vec![(None, "")];
+    if pass == Pass::InUse {
+        return vec![(None, "")];
+    }
+    let mut kernels = Vec::new();
     if matches!(device, Device::Cuda(_)) && tq >= 16 && (d == 64 || d == 128) {
         let hopper = [(FlashKernel::Wgmma, " wgmma"), (FlashKernel::Tma, " tma")];
         for (kernel, suffix) in hopper {
@@ -302,6 +320,69 @@ fn check_with(
     compare(op, case, &got, &want, tolerance)
 }
 
+/// Attention over contiguous keys (bf16): the ViT's 1,025 tokens, causal GQA prefill (one chunk long enough for the
+/// TMA kernel's ring to wrap), decode, small and odd head dims, chunks at an offset; with the kernels of `pass`.
+fn check_attention(device: Device, seed: u64, pass: Pass) -> Result<Vec<CheckReport>> {
+    let bf = DType::BF16;
+    let mut reports = Vec::new();
+    for (case, [batch, tq, tk, hq, hkv, d], mask) in [
+        (
+            "vit [1,1025,25,128]",
+            [1, 1025, 1025, 25, 25, 128],
+            AttentionMask::Bidirectional,
+        ),
+        (
+            "prefill GQA 64/8 [1,300]",
+            [1, 300, 300, 64, 8, 128],
+            AttentionMask::Causal { query_offset: 0 },
+        ),
+        // Up to five 128-key tiles a block: the TMA kernel's three-slot ring wraps, and in the block of queries
+        // 384..511 the first consumer sees four of the five (it releases the fifth without computing it).
+        (
+            "chunk 600 at 20, 2x[4/1,128]",
+            [2, 600, 620, 4, 1, 128],
+            AttentionMask::Causal { query_offset: 20 },
+        ),
+        (
+            "decode 1 of 500, GQA 64/8",
+            [1, 1, 500, 64, 8, 128],
+            AttentionMask::Causal { query_offset: 499 },
+        ),
+        (
+            "chunk 37 at 50, 2x[4/2,16]",
+            [2, 37, 87, 4, 2, 16],
+            AttentionMask::Causal { query_offset: 50 },
+        ),
+        (
+            "bidir 2x[33,3/1,72]",
+            [2, 33, 41, 3, 1, 72],
+            AttentionMask::Bidirectional,
+        ),
+        (
+            "chunk 70 at 80, 2x[4/2,64]",
+            [2, 70, 150, 4, 2, 64],
+            AttentionMask::Causal { query_offset: 80 },
+        ),
+    ] {
+        let q = random_tensor(seed + 6, &[batch, tq, hq, d], bf)?;
+        let k = random_tensor(seed + 7, &[batch, tk, hkv, d], bf)?;
+        let v = random_tensor(seed + 8, &[batch, tk, hkv, d], bf)?;
+        let scale = 1.0 / (d as f32).sqrt();
+        for (kernel, suffix) in prefill_kernels(device, tq, d, false, pass) {
+            let _scope = kernel.map(FlashKernelScope::set);
+            reports.push(check_with(
+                device,
+                "attention",
+                format!("{case}{suffix}"),
+                &[q.clone(), k.clone(), v.clone()],
+                ATTENTION_TOL,
+                |t| attention(&t[0], &t[1], &t[2], mask, scale),
+            )?);
+        }
+    }
+    Ok(reports)
+}
+
 /// Elementwise ops, norms, softmax, RoPE, attention, embedding, the LLM's input gather and argmax in bf16.
 pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
     let bf = DType::BF16;
@@ -417,61 +498,7 @@ pub fn check_other_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
             concat(&[&q, &k, &v], 1)
         },
     )?);
-    for (case, [batch, tq, tk, hq, hkv, d], mask) in [
-        (
-            "vit [1,1025,25,128]",
-            [1, 1025, 1025, 25, 25, 128],
-            AttentionMask::Bidirectional,
-        ),
-        (
-            "prefill GQA 64/8 [1,300]",
-            [1, 300, 300, 64, 8, 128],
-            AttentionMask::Causal { query_offset: 0 },
-        ),
-        // Up to five 128-key tiles a block: the TMA kernel's three-slot ring wraps, and in the block of queries
-        // 384..511 the first consumer sees four of the five (it releases the fifth without computing it).
-        (
-            "chunk 600 at 20, 2x[4/1,128]",
-            [2, 600, 620, 4, 1, 128],
-            AttentionMask::Causal { query_offset: 20 },
-        ),
-        (
-            "decode 1 of 500, GQA 64/8",
-            [1, 1, 500, 64, 8, 128],
-            AttentionMask::Causal { query_offset: 499 },
-        ),
-        (
-            "chunk 37 at 50, 2x[4/2,16]",
-            [2, 37, 87, 4, 2, 16],
-            AttentionMask::Causal { query_offset: 50 },
-        ),
-        (
-            "bidir 2x[33,3/1,72]",
-            [2, 33, 41, 3, 1, 72],
-            AttentionMask::Bidirectional,
-        ),
-        (
-            "chunk 70 at 80, 2x[4/2,64]",
-            [2, 70, 150, 4, 2, 64],
-            AttentionMask::Causal { query_offset: 80 },
-        ),
-    ] {
-        let q = random_tensor(seed + 6, &[batch, tq, hq, d], bf)?;
-        let k = random_tensor(seed + 7, &[batch, tk, hkv, d], bf)?;
-        let v = random_tensor(seed + 8, &[batch, tk, hkv, d], bf)?;
-        let scale = 1.0 / (d as f32).sqrt();
-        for (kernel, suffix) in prefill_kernels(device, tq, d, false) {
-            let _scope = kernel.map(FlashKernelScope::set);
-            reports.push(check_with(
-                device,
-                "attention",
-                format!("{case}{suffix}"),
-                &[q.clone(), k.clone(), v.clone()],
-                ATTENTION_TOL,
-                |t| attention(&t[0], &t[1], &t[2], mask, scale),
-            )?);
-        }
-    }
+    reports.extend(check_attention(device, seed, Pass::InUse)?);
     let table = random_tensor(seed + 9, &[1000, 256], bf)?;
     let ids = Tensor::from_vec(vec![3i32, 999, 0, 3, 512], &[5])?;
     reports.push(check_with(
@@ -629,25 +656,73 @@ pub fn check_layout_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
     Ok(reports)
 }
 
+/// The paged checks' geometry: blocks of 16 positions in a pool of 40, a 90-position sequence, Qwen2-72B's 8 KV heads
+/// x 128 and 64 query heads: `(block_size, pool, len, hkv, d, hq)`.
+const PAGED: (usize, usize, usize, usize, usize, usize) = (16, 40, 90, 8, 128, 64);
+/// The sequence's blocks, scattered over the pool.
+const PAGED_BLOCKS: [usize; 6] = [7, 2, 39, 11, 0, 23];
+
+/// The sequence's keys and values (`[90, 8, 128]` bf16) from `seed`.
+fn paged_keys_values(seed: u64) -> Result<(Tensor, Tensor)> {
+    let (_, _, len, hkv, d, _) = PAGED;
+    Ok((
+        random_tensor(seed, &[len, hkv, d], DType::BF16)?,
+        random_tensor(seed + 1, &[len, hkv, d], DType::BF16)?,
+    ))
+}
+
+/// The pool holding `rows` at the sequence's positions after two appends (0..60, then 60..90, as prefill then
+/// decode write), zeros elsewhere.
+fn paged_cache(rows: &Tensor) -> Result<Tensor> {
+    let (block_size, pool, _, hkv, d, _) = PAGED;
+    let table = BlockTable::new(&PAGED_BLOCKS, block_size, rows.device())?;
+    let mut cache = Tensor::zeros(&[pool * block_size, hkv, d], DType::BF16, rows.device())?;
+    paged_write(&mut cache, &rows.narrow0(0, 60)?, &table, 0)?;
+    paged_write(&mut cache, &rows.narrow0(60, 30)?, &table, 60)?;
+    Ok(cache)
+}
+
+/// Causal attention over the paged sequence for a decode step and prefill chunks of 7 and 40 queries at its end,
+/// with the kernels of `pass`.
+fn check_paged_prefill(device: Device, seed: u64, pass: Pass) -> Result<Vec<CheckReport>> {
+    let (block_size, _, len, _, d, hq) = PAGED;
+    let blocks = PAGED_BLOCKS;
+    let (keys, values) = paged_keys_values(seed)?;
+    let mut reports = Vec::new();
+    for (case, t) in [
+        ("decode 1 of 90, GQA 64/8", 1),
+        ("chunk 7 of 90, GQA 64/8", 7),
+        ("chunk 40 of 90, GQA 64/8", 40),
+    ] {
+        let q = random_tensor(seed + 2, &[t, hq, d], DType::BF16)?;
+        for (kernel, suffix) in prefill_kernels(device, t, d, true, pass) {
+            let _scope = kernel.map(FlashKernelScope::set);
+            reports.push(check_with(
+                device,
+                "paged_att",
+                format!("{case}{suffix}"),
+                &[q.clone(), keys.clone(), values.clone()],
+                ATTENTION_TOL,
+                |x| {
+                    let table = BlockTable::new(&blocks, block_size, x[0].device())?;
+                    let (kc, vc) = (paged_cache(&x[1])?, paged_cache(&x[2])?);
+                    paged_attention(&x[0], &kc, &vc, &table, len - t, 1.0 / (d as f32).sqrt())
+                },
+            )?);
+        }
+    }
+    Ok(reports)
+}
+
 /// The paged KV cache at Qwen2-72B's KV geometry (8 heads x 128, blocks of 16, the blocks of a 90-position sequence
 /// scattered over the pool): the in-place write (exact) and causal attention over the table for a decode step and a
 /// chunk of 7 prefill queries (bf16).
 pub fn check_paged_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
     let bf = DType::BF16;
-    let (block_size, pool, len, hkv, d, hq) = (16, 40, 90, 8, 128, 64);
-    let blocks = [7usize, 2, 39, 11, 0, 23];
-    let (keys, values) = (
-        random_tensor(seed, &[len, hkv, d], bf)?,
-        random_tensor(seed + 1, &[len, hkv, d], bf)?,
-    );
-    // The cache after writing positions 0..60, then 60..90 (two appends, as prefill then decode do).
-    let filled = |rows: &Tensor| -> Result<Tensor> {
-        let table = BlockTable::new(&blocks, block_size, rows.device())?;
-        let mut cache = Tensor::zeros(&[pool * block_size, hkv, d], bf, rows.device())?;
-        paged_write(&mut cache, &rows.narrow0(0, 60)?, &table, 0)?;
-        paged_write(&mut cache, &rows.narrow0(60, 30)?, &table, 60)?;
-        Ok(cache)
-    };
+    let (block_size, pool, len, hkv, d, hq) = PAGED;
+    let blocks = PAGED_BLOCKS;
+    let (keys, values) = paged_keys_values(seed)?;
+    let filled = paged_cache;
     let mut reports = vec![check_with(
         device,
         "paged_wr",
@@ -705,28 +780,7 @@ pub fn check_paged_ops(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
             paged_attention_rows(&x[0], &kc, &vc, &rows, 1.0 / (d as f32).sqrt())
         },
     )?);
-    for (case, t) in [
-        ("decode 1 of 90, GQA 64/8", 1),
-        ("chunk 7 of 90, GQA 64/8", 7),
-        ("chunk 40 of 90, GQA 64/8", 40),
-    ] {
-        let q = random_tensor(seed + 2, &[t, hq, d], bf)?;
-        for (kernel, suffix) in prefill_kernels(device, t, d, true) {
-            let _scope = kernel.map(FlashKernelScope::set);
-            reports.push(check_with(
-                device,
-                "paged_att",
-                format!("{case}{suffix}"),
-                &[q.clone(), keys.clone(), values.clone()],
-                ATTENTION_TOL,
-                |x| {
-                    let table = BlockTable::new(&blocks, block_size, x[0].device())?;
-                    let (kc, vc) = (filled(&x[1])?, filled(&x[2])?);
-                    paged_attention(&x[0], &kc, &vc, &table, len - t, 1.0 / (d as f32).sqrt())
-                },
-            )?);
-        }
-    }
+    reports.extend(check_paged_prefill(device, seed, Pass::InUse)?);
     // Split-K decode at a long context (positions 4,095 and 1,999 over a cache of random rows whose blocks run
     // backwards), 8 query heads a KV head; and the one-warp fallback for a GQA group wider than a block (64 query
     // heads on one KV head).
@@ -805,8 +859,22 @@ pub fn check_sampling(device: Device, seed: u64) -> Result<Vec<CheckReport>> {
     Ok(reports)
 }
 
-/// Every check at the shapes that matter for NVLM-D (hidden 3200 / 8192, FFN 12800 / 29568) and awkward ones.
+/// Every check at the shapes that matter for NVLM-D (hidden 3200 / 8192, FFN 12800 / 29568) and awkward ones, with
+/// the kernels in use; then, or instead, the opt-in Hopper attention kernels as [`OPT_IN_ENV`] says.
 pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
+    match std::env::var(OPT_IN_ENV).as_deref() {
+        Ok("only") => run_opt_in(device),
+        Ok("1") => {
+            let mut reports = run_in_use(device)?;
+            reports.extend(run_opt_in(device)?);
+            Ok(reports)
+        }
+        _ => run_in_use(device),
+    }
+}
+
+/// Every check with the kernels in use.
+fn run_in_use(device: Device) -> Result<Vec<CheckReport>> {
     let mut reports = Vec::new();
     for (rows, width) in [(1, 1), (3, 33), (1025, 3200), (7, 8192)] {
         reports.push(check_rms_norm(device, rows, width, DType::BF16, 11)?);
@@ -844,5 +912,12 @@ pub fn run_all(device: Device) -> Result<Vec<CheckReport>> {
     reports.extend(check_qk_norm_ops(device, 19)?);
     reports.extend(check_paged_ops(device, 20)?);
     reports.extend(check_sampling(device, 22)?);
+    Ok(reports)
+}
+
+/// The opt-in Hopper attention kernels on [`run_all`]'s attention cases (the same seeds), on a GPU.
+fn run_opt_in(device: Device) -> Result<Vec<CheckReport>> {
+    let mut reports = check_attention(device, 17, Pass::OptIn)?;
+    reports.extend(check_paged_prefill(device, 20, Pass::OptIn)?);
     Ok(reports)
 }

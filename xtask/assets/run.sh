@@ -87,6 +87,15 @@ tests() {
     if limit 300 "$t" --test-threads=1 --nocapture; then echo "VERDICT $name PASS"; else echo "VERDICT $name FAIL"; status=1; fi
   done
 
+  # The opt-in Hopper attention kernels (NVLM_FLASH=wgmma / tma) in a process of their own: a kernel that faults or
+  # traps leaves its process's CUDA context unusable, and must not take the other checks with it.
+  echo "== opt-in Hopper attention kernels (wgmma, warp-specialised TMA) vs the CPU reference"
+  if NVLM_CHECK_OPT_IN=only limit 180 "$HERE/bin/tests/gpu_ops" every_cuda_op --test-threads=1 --nocapture; then
+    echo "VERDICT opt-in-attention PASS"
+  else
+    echo "VERDICT opt-in-attention FAIL (the default kernels are unaffected: see the checks above)"
+  fi
+
   echo "== nvlm selftest: every op, then the tensor-parallel code path as an NCCL group of one (demo model)"
   if limit 300 "$HERE/bin/nvlm" selftest --device cuda --image "$HERE/shapes.png" 2>&1; then echo "VERDICT selftest PASS"; else echo "VERDICT selftest FAIL"; status=1; fi
 
@@ -122,7 +131,8 @@ PY
 bench() {
   local status=0
   # Figures of an earlier run in the same folder must not pass for this one's.
-  rm -f "$OUT/layers.jsonl" "$OUT/torch-layers.jsonl" "$OUT/gpu-results.json"
+  rm -f "$OUT/layers.jsonl" "$OUT/layers-opt-in.jsonl" "$OUT/layers-all.jsonl" "$OUT/torch-layers.jsonl" \
+    "$OUT/gpu-results.json"
   echo "== benchmark: nvlm (cuBLASLt) vs PyTorch on the same shapes"
   limit 180 "$HERE/bin/matmul-bench" 2>&1
   if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
@@ -133,6 +143,9 @@ bench() {
 
   echo "== benchmark: Qwen2-72B and InternViT-6B layers and attention at real dimensions (random bf16 weights)"
   limit 300 "$HERE/bin/layers-bench" --json "$OUT/layers.jsonl" 2>&1 || { echo "VERDICT layers-bench FAIL"; status=1; }
+  echo "== benchmark: attention with the opt-in Hopper kernels (wgmma, warp-specialised TMA), in a process of their own"
+  limit 120 "$HERE/bin/layers-bench" --opt-in-kernels --json "$OUT/layers-opt-in.jsonl" 2>&1 \
+    || echo "VERDICT layers-bench-opt-in FAIL (the default figures above stand)"
   if python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null; then
     echo "== the same cases in PyTorch (eager; torch.compile within a time budget)"
     "$HERE/bin/layers-bench" --list-cases \
@@ -141,7 +154,8 @@ bench() {
   fi
   echo "== ours vs PyTorch vs roofline; the Hopper goals (written to OUT/gpu-results.json)"
   gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1)
-  python3 "$HERE/bench_report.py" "$OUT/layers.jsonl" "$OUT/torch-layers.jsonl" --gpu "${gpu:-unknown}" \
+  cat "$OUT/layers.jsonl" "$OUT/layers-opt-in.jsonl" > "$OUT/layers-all.jsonl" 2>/dev/null
+  python3 "$HERE/bench_report.py" "$OUT/layers-all.jsonl" "$OUT/torch-layers.jsonl" --gpu "${gpu:-unknown}" \
     --out "$OUT/gpu-results.json" 2>&1 || echo "(bench_report.py failed)"
   return $status
 }

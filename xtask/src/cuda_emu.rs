@@ -43,8 +43,8 @@ fn build(root: &Path) -> Result<PathBuf> {
 }
 
 /// The environment that puts the emulator in front of any real CUDA: its libraries first on the loader path, its
-/// NVRTC by full path, a kernel cache of its own, two devices (for `--tp 2`), and `NVLM_REQUIRE_GPU=1` so that no
-/// GPU test can skip.
+/// NVRTC by full path, a kernel cache of its own, two devices (for `--tp 2`), `NVLM_REQUIRE_GPU=1` so that no GPU
+/// test can skip, and the op checks' opt-in Hopper attention kernels after the others (`NVLM_CHECK_OPT_IN=1`).
 fn env(dir: &Path) -> Vec<(&'static str, String)> {
     let path = |p: &Path| p.display().to_string();
     vec![
@@ -54,6 +54,7 @@ fn env(dir: &Path) -> Vec<(&'static str, String)> {
         ("NVLM_KERNEL_CACHE", path(&dir.join("kernel-cache"))),
         ("NVLM_CUDA_EMU_DEVICES", "2".into()),
         ("NVLM_REQUIRE_GPU", "1".into()),
+        ("NVLM_CHECK_OPT_IN", "1".into()),
     ]
 }
 
@@ -84,6 +85,20 @@ pub fn test(root: &Path, counts: &mut TestCounts) -> Result<()> {
     run::cargo_test(
         root,
         &["--workspace", "--bench", "layers", "--", "--scale", "64"],
+        &env,
+        counts,
+    )?;
+    run::cargo_test(
+        root,
+        &[
+            "--workspace",
+            "--bench",
+            "layers",
+            "--",
+            "--scale",
+            "64",
+            "--opt-in-kernels",
+        ],
         &env,
         counts,
     )

@@ -31,10 +31,20 @@ pub fn copy_bandwidth(device: Device, bytes: usize) -> anyhow::Result<f64> {
     Ok(2.0 * (bytes * ITERATIONS) as f64 / start.elapsed().as_secs_f64())
 }
 
-/// Times `nvlm_kernels::attention` on the case's shapes (random bf16 q, k, v), against the FLOP roofline: the
-/// `mma.sync` tensor-core kernel (the default), the Hopper `wgmma` one (`<case>-wgmma`, opt-in until measured) and
-/// the CUDA-core tiled kernel they replace (`<case>-cuda-cores`).
-pub fn run(device: Device, case: &Case, report: &mut Report) -> anyhow::Result<()> {
+/// Which attention kernels [`run`] times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// The `mma.sync` tensor-core kernel (the default) and the CUDA-core tiled kernel it replaces
+    /// (`<case>-cuda-cores`).
+    Default,
+    /// The opt-in Hopper kernels, `wgmma` (`<case>-wgmma`) and the warp-specialised TMA kernel (`<case>-tma`): run in
+    /// a process of their own (`--opt-in-kernels`), since one that faults leaves the CUDA context unusable.
+    OptIn,
+}
+
+/// Times `nvlm_kernels::attention` on the case's shapes (random bf16 q, k, v) with `kernels`, against the FLOP
+/// roofline.
+pub fn run(device: Device, case: &Case, kernels: Kernels, report: &mut Report) -> anyhow::Result<()> {
     let Kind::Attention {
         batch,
         queries,
@@ -66,12 +76,17 @@ pub fn run(device: Device, case: &Case, report: &mut Report) -> anyhow::Result<(
         if causal { "causal" } else { "bidirectional" }
     );
     let default = flash_kernel();
-    for (kernel, name) in [
-        (FlashKernel::MmaSync, case.name.clone()),
-        (FlashKernel::Wgmma, format!("{}-wgmma", case.name)),
-        (FlashKernel::Tma, format!("{}-tma", case.name)),
-        (FlashKernel::Off, format!("{}-cuda-cores", case.name)),
-    ] {
+    let variants = match kernels {
+        Kernels::Default => [
+            (FlashKernel::MmaSync, case.name.clone()),
+            (FlashKernel::Off, format!("{}-cuda-cores", case.name)),
+        ],
+        Kernels::OptIn => [
+            (FlashKernel::Wgmma, format!("{}-wgmma", case.name)),
+            (FlashKernel::Tma, format!("{}-tma", case.name)),
+        ],
+    };
+    for (kernel, name) in variants {
         set_flash_kernel(kernel);
         let timed = time_ms(device, || {
             attention(&q, &k, &v, mask, scale).map(drop).map_err(Into::into)

@@ -11,6 +11,8 @@
 //! A model is timed with one and with two layers; the difference is the cost of a layer and the full model is
 //! extrapolated from it (80 LLM layers, 45 ViT layers, TP 1). `--list-cases` prints every case as a JSON line (the GPU
 //! bundle's `torch_layers.py` times PyTorch on exactly those); `--json PATH` also writes the results as JSON lines.
+//! `--opt-in-kernels` times only the attention cases, with the opt-in Hopper kernels (`<case>-wgmma`, `<case>-tma`),
+//! in a process of their own.
 //! Without a GPU it says so and exits 0 (the CPU reference at these sizes would take hours). Run with
 //! `cargo xtask bench`; the GPU bundle runs it too. `--scale N` divides every size by N: a rehearsal of this code on
 //! a small device or the CUDA emulator (`--scale 64` runs in about a minute there), whose figures mean nothing.
@@ -52,12 +54,20 @@ fn main() -> anyhow::Result<()> {
         println!("layers bench: no CUDA device here, skipped (it runs in the GPU bundle)");
         return Ok(());
     }
+    let kernels = if args.iter().any(|a| a == "--opt-in-kernels") {
+        attention::Kernels::OptIn
+    } else {
+        attention::Kernels::Default
+    };
     let device = Device::cuda(0)?;
     let mut report = Report::new(json);
     let mut llm_bench: Option<llm::LlmBench> = None;
     let mut vit_bench: Option<vit::VitBench> = None;
     let mut failed = Vec::new();
     for case in cases() {
+        if kernels == attention::Kernels::OptIn && !matches!(case.kind, Kind::Attention { .. }) {
+            continue;
+        }
         // A case that fails is reported and the others still run: one GPU run gives every figure it can.
         let outcome = (|| -> anyhow::Result<()> {
             match case.kind {
@@ -83,7 +93,7 @@ fn main() -> anyhow::Result<()> {
                     }
                     vit_bench.as_ref().expect("made above").run(&case, &mut report)?;
                 }
-                Kind::Attention { .. } => attention::run(device, &case, &mut report)?,
+                Kind::Attention { .. } => attention::run(device, &case, kernels, &mut report)?,
                 Kind::DecodeAttention { .. } => attention::run_decode(device, &case, &mut report)?,
             }
             Ok(())
