@@ -1,6 +1,6 @@
-// FlashAttention-3's structure on Hopper (sm_90a) for prefill over contiguous keys: warp specialisation, TMA loads
-// and warpgroup MMA. The same inputs and outputs as flash_attention.cu, given as TMA tensor maps. Needs
-// flash_common.cuh, wgmma.cuh and tma.cuh.
+// FlashAttention-3's structure on Hopper (sm_90a) for prefill over contiguous keys or one sequence's paged cache:
+// warp specialisation, TMA loads and warpgroup MMA. The same inputs and outputs as flash_attention.cu, given as TMA
+// tensor maps. Needs flash_common.cuh, wgmma.cuh and tma.cuh.
 //
 // A block is three warpgroups for 128 queries of one (batch, head):
 // - warpgroup 0 produces: one thread loads the block's Q once and then each 128-key tile of K and of V by TMA into
@@ -37,11 +37,35 @@ struct TmaLayout {
     static constexpr unsigned BYTES = BARRIERS_AT + 8 * (1 + 3 * TMA_STAGES);
 };
 
+// Where the producer finds a tile's keys (or values) for one 64-channel panel: contiguous k/v [b, tk, hkv, D], one
+// box of TMA_KEYS rows, ...
+struct ContiguousTiles {
+    __device__ void load(unsigned char* panel, const TensorMap* map, unsigned long long* bar, int c0, int kh, int k0,
+                         int bi) const {
+        tma_load_4d(panel, map, bar, c0, kh, k0, bi);
+    }
+};
+
+// ... or one sequence's paged cache [slots, hkv, D]: a box of block_size rows per page of the tile, from the page's
+// slots. Pages past the table's `pages` load its last page again, whose keys the softmax masks (so the cache's
+// slots past the sequence must hold finite values, as a zeroed pool does: 0 x NaN would not vanish).
+struct PagedTiles {
+    const int* table;
+    int block_size, pages;
+    __device__ void load(unsigned char* panel, const TensorMap* map, unsigned long long* bar, int c0, int kh, int k0,
+                         int) const {
+        for (int j = 0; j < TMA_KEYS / block_size; ++j) {
+            const int page = min(k0 / block_size + j, pages - 1);
+            tma_load_3d(panel + j * block_size * 128, map, bar, c0, kh, table[page] * block_size);
+        }
+    }
+};
+
 // The producer thread: Q, then K and V tile by tile through the ring.
-template <int D>
+template <int D, typename Tiles>
 __device__ __forceinline__ void produce_tiles(unsigned char* smem, unsigned long long* bars, const TensorMap* qmap,
-                                              const TensorMap* kmap, const TensorMap* vmap, int bi, int h, int kh,
-                                              int q0, int tiles) {
+                                              const TensorMap* kmap, const TensorMap* vmap, const Tiles& source,
+                                              int bi, int h, int kh, int q0, int tiles) {
     using L = TmaLayout<D>;
     unsigned long long *q_full = bars, *k_full = bars + 1, *v_full = k_full + TMA_STAGES,
                        *empty = v_full + TMA_STAGES;
@@ -54,10 +78,10 @@ __device__ __forceinline__ void produce_tiles(unsigned char* smem, unsigned long
         unsigned char* v_tile = smem + L::V_AT + s * L::TILE;
         mbarrier_arrive_expect_tx(k_full + s, L::TILE);
         for (int p = 0; p < D / 64; ++p)
-            tma_load_4d(k_tile + p * L::KV_PANEL, kmap, k_full + s, 64 * p, kh, n * TMA_KEYS, bi);
+            source.load(k_tile + p * L::KV_PANEL, kmap, k_full + s, 64 * p, kh, n * TMA_KEYS, bi);
         mbarrier_arrive_expect_tx(v_full + s, L::TILE);
         for (int p = 0; p < D / 64; ++p)
-            tma_load_4d(v_tile + p * L::KV_PANEL, vmap, v_full + s, 64 * p, kh, n * TMA_KEYS, bi);
+            source.load(v_tile + p * L::KV_PANEL, vmap, v_full + s, 64 * p, kh, n * TMA_KEYS, bi);
     }
 }
 
@@ -110,10 +134,10 @@ __device__ __forceinline__ void issue_pv(float (&acc)[D / 8][4], const unsigned 
     wgmma_commit();
 }
 
-template <int D>
+template <int D, typename Tiles>
 __device__ void attention_tma(const TensorMap* qmap, const TensorMap* kmap, const TensorMap* vmap,
                               __nv_bfloat16* __restrict__ o, int tq, int tk, int hq, int hkv, int causal, int offset,
-                              float scale) {
+                              float scale, Tiles source) {
     using L = TmaLayout<D>;
     unsigned char* smem = dynamic_smem_1024(L::BYTES);
     unsigned long long* bars = reinterpret_cast<unsigned long long*>(smem + L::BARRIERS_AT);
@@ -139,7 +163,7 @@ __device__ void attention_tma(const TensorMap* qmap, const TensorMap* kmap, cons
     const int wg = threadIdx.x / 128;
     if (wg == 0) {
         registers_decrease<TMA_PRODUCER_REGISTERS>();
-        if (threadIdx.x == 0) produce_tiles<D>(smem, bars, qmap, kmap, vmap, bi, h, kh, q0, tiles);
+        if (threadIdx.x == 0) produce_tiles<D>(smem, bars, qmap, kmap, vmap, source, bi, h, kh, q0, tiles);
         return;
     }
     registers_increase<TMA_CONSUMER_REGISTERS>();
@@ -202,15 +226,23 @@ __device__ void attention_tma(const TensorMap* qmap, const TensorMap* kmap, cons
     store_rows<D>(acc, rows, qi, t, o, bi, tq, hq, h);
 }
 
-// Entry points: q, k, v (for the launch's bookkeeping; read through the maps), o, the CUDA-core kernels' integers,
-// scale, then the tensor maps of q [b, tq, hq, D], k and v [b, tk, hkv, D] (4-D, channels innermost; boxes of
-// 64 channels x 1 head x 128 queries / 128 keys x 1 batch entry; 128-byte swizzle).
-#define TMA_ENTRY_POINT(D)                                                                                          \
+// Entry points with the CUDA-core kernels' parameters (q, k, v and the table for the launch's bookkeeping; the
+// kernel reads them through the maps), then the tensor maps: q as [b, tq, hq, D] (4-D, boxes of 64 channels x 1
+// head x 128 queries x 1 batch entry), k and v as [b, tk, hkv, D] (boxes of 64 x 1 x 128 keys x 1) or, paged, as
+// the pool [slots, hkv, D] (3-D, boxes of 64 x 1 x block_size slots); all with the 128-byte swizzle.
+#define TMA_ENTRY_POINTS(D)                                                                                         \
     extern "C" __global__ void __launch_bounds__(TMA_THREADS, 1) attention_tma_d##D(                                \
         const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, __nv_bfloat16* o, int, int tq, int tk,    \
         int hq, int hkv, int, int causal, int offset, float scale, const __grid_constant__ TensorMap qmap,          \
         const __grid_constant__ TensorMap kmap, const __grid_constant__ TensorMap vmap) {                           \
-        attention_tma<D>(&qmap, &kmap, &vmap, o, tq, tk, hq, hkv, causal, offset, scale);                          \
+        attention_tma<D>(&qmap, &kmap, &vmap, o, tq, tk, hq, hkv, causal, offset, scale, ContiguousTiles{});        \
+    }                                                                                                               \
+    extern "C" __global__ void __launch_bounds__(TMA_THREADS, 1) paged_attention_tma_d##D(                          \
+        const __nv_bfloat16*, const __nv_bfloat16*, const __nv_bfloat16*, const int* table, __nv_bfloat16* o, int t, \
+        int hq, int hkv, int, int offset, int block_size, float scale, const __grid_constant__ TensorMap qmap,      \
+        const __grid_constant__ TensorMap kmap, const __grid_constant__ TensorMap vmap) {                           \
+        const PagedTiles pages{table, block_size, (offset + t + block_size - 1) / block_size};                      \
+        attention_tma<D>(&qmap, &kmap, &vmap, o, t, offset + t, hq, hkv, 1, offset, scale, pages);                  \
     }
-TMA_ENTRY_POINT(64)
-TMA_ENTRY_POINT(128)
+TMA_ENTRY_POINTS(64)
+TMA_ENTRY_POINTS(128)

@@ -137,8 +137,23 @@ __device__ __forceinline__ void mbarrier_wait(unsigned long long* bar, unsigned 
 #endif
 }
 
-// TMA: the box of the 4-D tensor `map` at coordinates c0 (innermost) .. c3 into shared memory at `dst` (laid out
+// TMA: the box of the 3-D tensor `map` at coordinates c0 (innermost) .. c2 into shared memory at `dst` (laid out
 // and swizzled as the map says, zeros outside the tensor), its bytes completing on `bar`. Issued by one thread.
+__device__ __forceinline__ void tma_load_3d(void* dst, const TensorMap* map, unsigned long long* bar, int c0, int c1,
+                                            int c2) {
+#ifdef NVLM_CUDA_EMU
+    const int coords[3] = {c0, c1, c2};
+    __emu_tma_load(dst, map, coords, 3, bar);
+#else
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+        "[%5];\n" ::"r"(smem_address(dst)),
+        "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(c2), "r"(smem_address(bar))
+        : "memory");
+#endif
+}
+
+// The same for a 4-D tensor, coordinates c0 (innermost) .. c3.
 __device__ __forceinline__ void tma_load_4d(void* dst, const TensorMap* map, unsigned long long* bar, int c0, int c1,
                                             int c2, int c3) {
 #ifdef NVLM_CUDA_EMU

@@ -356,6 +356,9 @@ pub fn paged_write(cache: &mut Tensor, rows: &Tensor, table: &BlockTable, start:
 /// of one sequence, over its first `query_offset + t` positions in the paged caches `k`/`v`
 /// `[slots, kv_heads, head_dim]` (query head `h` reads KV head `h / (hq / kv_heads)`). Output `[t, hq, head_dim]` in
 /// `q`'s dtype. The CPU reference gathers the rows and runs [`attention`]; the GPU reads them through the table.
+/// The slots of the sequence's last block past its length must hold finite values (a zeroed pool, or keys and
+/// values written earlier): Hopper's TMA kernel (`NVLM_FLASH=tma`) reads whole blocks and masks those keys, and a
+/// masked NaN would still poison the output.
 pub fn paged_attention(
     q: &Tensor,
     k: &Tensor,

@@ -111,8 +111,8 @@ fn compare(
 enum Pass {
     /// The kernel in use ([`flash_kernel`]).
     InUse,
-    /// On a GPU, the opt-in Hopper kernels other than the one in use, where they take the case: `wgmma`, and the
-    /// warp-specialised TMA kernel for contiguous keys (case names suffixed).
+    /// On a GPU, the opt-in Hopper kernels other than the one in use, where they take the case: `wgmma` and the
+    /// warp-specialised TMA kernel (case names suffixed).
     OptIn,
 }
 
@@ -122,13 +122,12 @@ enum Pass {
 /// (the GPU bundle runs them in a process of their own).
 pub const OPT_IN_ENV: &str = "NVLM_CHECK_OPT_IN";
 
-/// The kernels a case of `tq` queries at head_dim `d` (over a paged cache or contiguous keys) is checked with in
-/// `pass` on `device`, with the suffix of their case names.
+/// The kernels a case of `tq` queries at head_dim `d` is checked with in `pass` on `device`, with the suffix of
+/// their case names.
 fn prefill_kernels(
     device: Device,
     tq: usize,
     d: usize,
-    paged: bool,
     pass: Pass,
 ) -> Vec<(Option<FlashKernel>, &'static str)> {
     if pass == Pass::InUse {
@@ -138,7 +137,7 @@ fn prefill_kernels(
     if matches!(device, Device::Cuda(_)) && tq >= 16 && (d == 64 || d == 128) {
         let hopper = [(FlashKernel::Wgmma, " wgmma"), (FlashKernel::Tma, " tma")];
         for (kernel, suffix) in hopper {
-            if flash_kernel() != kernel && !(paged && kernel == FlashKernel::Tma) {
+            if flash_kernel() != kernel {
                 kernels.push((Some(kernel), suffix));
             }
         }
@@ -368,7 +367,7 @@ fn check_attention(device: Device, seed: u64, pass: Pass) -> Result<Vec<CheckRep
         let k = random_tensor(seed + 7, &[batch, tk, hkv, d], bf)?;
         let v = random_tensor(seed + 8, &[batch, tk, hkv, d], bf)?;
         let scale = 1.0 / (d as f32).sqrt();
-        for (kernel, suffix) in prefill_kernels(device, tq, d, false, pass) {
+        for (kernel, suffix) in prefill_kernels(device, tq, d, pass) {
             let _scope = kernel.map(FlashKernelScope::set);
             reports.push(check_with(
                 device,
@@ -695,7 +694,7 @@ fn check_paged_prefill(device: Device, seed: u64, pass: Pass) -> Result<Vec<Chec
         ("chunk 40 of 90, GQA 64/8", 40),
     ] {
         let q = random_tensor(seed + 2, &[t, hq, d], DType::BF16)?;
-        for (kernel, suffix) in prefill_kernels(device, t, d, true, pass) {
+        for (kernel, suffix) in prefill_kernels(device, t, d, pass) {
             let _scope = kernel.map(FlashKernelScope::set);
             reports.push(check_with(
                 device,

@@ -8,7 +8,7 @@ use nvlm_tensor::{DType, Tensor};
 
 use super::elementwise::name;
 use super::launch::{launch, launch_shaped, LaunchShape, Output, Scalar};
-use super::tma::bf16_map_4d;
+use super::tma::{bf16_map, TensorMap};
 use crate::{KernelError, Result};
 
 /// Attention of `q[b, tq, hq, d]` over `k`/`v` `[b, tk, hkv, d]`, bidirectional or causal with the queries at
@@ -55,11 +55,66 @@ fn tma_shared_bytes(d: usize) -> u32 {
 fn attention_tma(q: &Tensor, k: &Tensor, v: &Tensor, ints: &[usize; 8], scale: f32) -> Result<Tensor> {
     const OP: &str = "attention";
     let [b, tq, tk, hq, hkv, d] = [ints[0], ints[1], ints[2], ints[3], ints[4], ints[5]];
+    let keys = [64, 1, TMA_KEYS as u32, 1];
     let maps = [
-        bf16_map_4d(OP, q, [d, hq, tq, b], [64, 1, TMA_QUERIES as u32, 1])?,
-        bf16_map_4d(OP, k, [d, hkv, tk, b], [64, 1, TMA_KEYS as u32, 1])?,
-        bf16_map_4d(OP, v, [d, hkv, tk, b], [64, 1, TMA_KEYS as u32, 1])?,
+        bf16_map(OP, q, &[d, hq, tq, b], &[64, 1, TMA_QUERIES as u32, 1])?,
+        bf16_map(OP, k, &[d, hkv, tk, b], &keys)?,
+        bf16_map(OP, v, &[d, hkv, tk, b], &keys)?,
     ];
+    tma_launch(
+        OP,
+        "attention_tma",
+        &[q, k, v],
+        ints,
+        scale,
+        maps,
+        b * hq * tq.div_ceil(TMA_QUERIES),
+    )
+}
+
+/// Whether the TMA kernel can read a paged cache of `block_size` slots a block: whole blocks make its 128-key tiles,
+/// each block at least 8 rows (a TMA box that keeps the 128-byte swizzle's 1024-byte atoms aligned).
+fn tma_pages_fit(block_size: usize) -> bool {
+    block_size >= 8 && TMA_KEYS.is_multiple_of(block_size)
+}
+
+/// The TMA kernel over one sequence's paged cache: q as [1, t, hq, d]; k and v as the pool [slots, hkv, d], one box
+/// of `block_size` slots per block of a tile.
+fn paged_attention_tma(inputs: &[&Tensor; 4], ints: &[usize; 6], scale: f32) -> Result<Tensor> {
+    const OP: &str = "paged_attention";
+    let [q, k, v, _] = *inputs;
+    let [t, hq, hkv, d, _, block_size] = *ints;
+    let slots = k.shape()[0];
+    let pages = [64, 1, block_size as u32];
+    let maps = [
+        bf16_map(OP, q, &[d, hq, t, 1], &[64, 1, TMA_QUERIES as u32, 1])?,
+        bf16_map(OP, k, &[d, hkv, slots], &pages)?,
+        bf16_map(OP, v, &[d, hkv, slots], &pages)?,
+    ];
+    tma_launch(
+        OP,
+        "paged_attention_tma",
+        inputs,
+        ints,
+        scale,
+        maps,
+        hq * t.div_ceil(TMA_QUERIES),
+    )
+}
+
+/// Launches `<kernel>_d<head_dim>` of `flash_attention_tma.cu` over `blocks` blocks of three warpgroups: `inputs`
+/// (q first), a fresh output shaped like q, the i32 `ints`, `scale`, then the tensor maps.
+fn tma_launch(
+    op: &'static str,
+    kernel: &str,
+    inputs: &[&Tensor],
+    ints: &[usize],
+    scale: f32,
+    maps: [TensorMap; 3],
+    blocks: usize,
+) -> Result<Tensor> {
+    let q = inputs[0];
+    let d = q.shape()[q.shape().len() - 1];
     let scalars: Vec<Scalar> = ints
         .iter()
         .map(|&v| Scalar::I32(v as i32))
@@ -67,15 +122,15 @@ fn attention_tma(q: &Tensor, k: &Tensor, v: &Tensor, ints: &[usize; 8], scale: f
         .chain(maps.map(Scalar::TensorMap))
         .collect();
     let shape = LaunchShape {
-        grid: (b * hq * tq.div_ceil(TMA_QUERIES)) as u32,
+        grid: blocks as u32,
         block: 384,
         shared_bytes: tma_shared_bytes(d),
     };
     Ok(launch_shaped(
-        OP,
+        op,
         "flash_attention_tma",
-        &format!("attention_tma_d{d}"),
-        &[q, k, v],
+        &format!("{kernel}_d{d}"),
+        inputs,
         vec![Output::new(q.dtype(), q.shape())],
         &scalars,
         shape,
@@ -107,7 +162,8 @@ pub enum FlashKernel {
     /// `flash_attention_wgmma.cu`: Hopper's `wgmma` (sm_90a only; elsewhere `MmaSync`).
     Wgmma,
     /// `flash_attention_tma.cu`: FlashAttention-3's structure (a TMA producer warpgroup, two `wgmma` consumer
-    /// warpgroups) for contiguous keys; the paged cache takes `Wgmma`'s kernel (sm_90a only; elsewhere `MmaSync`).
+    /// warpgroups), for contiguous keys and paged caches whose blocks divide its 128-key tiles (others take
+    /// `Wgmma`'s kernel; sm_90a only, elsewhere `MmaSync`).
     Tma,
 }
 
@@ -236,8 +292,15 @@ pub(crate) fn paged_attention(
     let [t, hq, d] = [q.shape()[0], q.shape()[1], q.shape()[2]];
     let hkv = k.shape()[1];
     head_dim_fits(OP, d)?;
-    let plan = attention_kernel(OP, "paged_attention", &[q, k, v], 1, t, hq, d)?;
     let ints = [t, hq, hkv, d, offset, block_size];
+    if flash_kernel() == FlashKernel::Tma
+        && on_hopper(q)
+        && flash_fits(&[q, k, v], t, d)
+        && tma_pages_fit(block_size)
+    {
+        return paged_attention_tma(&[q, k, v, table], &ints, scale);
+    }
+    let plan = attention_kernel(OP, "paged_attention", &[q, k, v], 1, t, hq, d)?;
     attention_launch(OP, &plan, &[q, k, v, table], &ints, scale)
 }
 

@@ -152,7 +152,12 @@ pub const KERNEL_SOURCES: &[KernelSource] = &[
     KernelSource {
         name: "flash_attention_tma",
         source: include_str!("../../cuda/flash_attention_tma.cu"),
-        functions: &["attention_tma_d64", "attention_tma_d128"],
+        functions: &[
+            "attention_tma_d64",
+            "attention_tma_d128",
+            "paged_attention_tma_d64",
+            "paged_attention_tma_d128",
+        ],
         headers: &[ATTENTION_KEYS, FLASH_COMMON, WGMMA, TMA],
     },
     KernelSource {

@@ -17,16 +17,16 @@ pub(crate) struct TensorMap([u64; 16]);
 // SAFETY: plain bytes of CUtensorMap's size and alignment, which the kernel reads as its `TensorMap` parameter.
 unsafe impl DeviceRepr for TensorMap {}
 
-/// The map of the contiguous bf16 tensor `t` viewed as 4-D `dims` (innermost first), loading boxes of `box_dims`
-/// elements into shared memory with the 128-byte swizzle (the layout wgmma's swizzled descriptors read), zeros
-/// where a box reaches past the tensor. The innermost box dimension is at most 64 bf16 (one 128-byte row).
-pub(crate) fn bf16_map_4d(
-    op: &'static str,
-    t: &Tensor,
-    dims: [usize; 4],
-    box_dims: [u32; 4],
-) -> Result<TensorMap> {
-    if t.dtype() != DType::BF16 || dims.iter().product::<usize>() != t.shape().iter().product::<usize>() {
+/// The map of the contiguous bf16 tensor `t` viewed as `dims` (innermost first; 1 to 5 of them), loading boxes of
+/// `box_dims` elements into shared memory with the 128-byte swizzle (the layout wgmma's swizzled descriptors read),
+/// zeros where a box reaches past the tensor. The innermost box dimension is at most 64 bf16 (one 128-byte row).
+pub(crate) fn bf16_map(op: &'static str, t: &Tensor, dims: &[usize], box_dims: &[u32]) -> Result<TensorMap> {
+    let rank = dims.len();
+    if t.dtype() != DType::BF16
+        || !(1..=5).contains(&rank)
+        || box_dims.len() != rank
+        || dims.iter().product::<usize>() != t.shape().iter().product::<usize>()
+    {
         return Err(KernelError::invalid(
             op,
             format!(
@@ -40,23 +40,24 @@ pub(crate) fn bf16_map_4d(
     let stream = buffer.device.stream();
     let view = buffer.slice.slice(offset..offset + len);
     let (address, _read) = view.device_ptr(stream);
-    let global_dims = dims.map(|d| d as u64);
-    // Bytes between consecutive indices of dims 1..3 (dim 0 is contiguous).
-    let mut strides = [0u64; 3];
-    let mut stride = 2u64;
-    for (i, s) in strides.iter_mut().enumerate() {
-        stride *= global_dims[i];
-        *s = stride;
-    }
-    let element_strides = [1u32; 4];
+    let global_dims: Vec<u64> = dims.iter().map(|&d| d as u64).collect();
+    // Bytes between consecutive indices of dims 1.. (dim 0 is contiguous).
+    let strides: Vec<u64> = global_dims[..rank - 1]
+        .iter()
+        .scan(2u64, |stride, &d| {
+            *stride *= d;
+            Some(*stride)
+        })
+        .collect();
+    let element_strides = vec![1u32; rank];
     let mut map = TensorMap([0; 16]);
-    // SAFETY: `map` is 128 writable bytes, 64-byte aligned; the arrays hold `rank` (4) entries, strides rank - 1;
+    // SAFETY: `map` is 128 writable bytes, 64-byte aligned; the arrays hold `rank` entries, strides rank - 1;
     // `address` is the tensor's live device memory, which the launch using the map also takes as an argument.
     let status = unsafe {
         sys::cuTensorMapEncodeTiled(
             map.0.as_mut_ptr().cast(),
             sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-            4,
+            rank as u32,
             address as *mut c_void,
             global_dims.as_ptr(),
             strides.as_ptr(),
