@@ -40,12 +40,8 @@ __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_
     if (key_end > 0) load_tile_async<D, LD>(ks, k, keys, bi, kh, hkv, 0, key_end);
 
     float acc[D / 8][4];
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    // Rows g and g + 8 of the warp.
-    const int qi[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
-    FlashRows rows = flash_rows(qi, causal, offset, tk);
-    const float scale_log2 = scale * 1.4426950408889634f;
+    zero_tiles(acc);
+    FlashRows rows = flash_rows(q0 + warp * 16, g, causal, offset, tk, scale);
 
     for (int k0 = 0; k0 < key_end; k0 += FLASH_K) {
         load_tile_async<D, LD>(vs, v, keys, bi, kh, hkv, k0, key_end);  // vs is free: the last P V is done
@@ -73,7 +69,7 @@ __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_
 
         // Scale, mask and fold into the running max and sum; rescale the outputs so far.
         float correction[2];
-        online_softmax_tile(s, k0, t, scale_log2, rows, correction);
+        online_softmax_tile(s, k0, t, rows, correction);
         rescale_rows<D>(acc, correction);
 
         if (more) copy_async_wait<1>();  // this tile's V has landed (the next K may still be in flight)
@@ -99,7 +95,7 @@ __device__ void attention_flash(const __nv_bfloat16* __restrict__ q, const __nv_
         __syncthreads();  // every warp is done with vs before the next tile's V lands there
     }
 
-    store_rows<D>(acc, rows, qi, t, o, bi, tq, hq, h);
+    store_rows<D>(acc, rows, t, o, bi, tq, hq, h);
 }
 
 // Entry points with the CUDA-core kernels' parameters.

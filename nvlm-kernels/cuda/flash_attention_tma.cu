@@ -91,8 +91,7 @@ template <int D>
 __device__ __forceinline__ void issue_scores(float (&s)[TMA_KEYS / 8][4], const unsigned char* smem, int cw,
                                              const unsigned char* k_tile) {
     using L = TmaLayout<D>;
-#pragma unroll
-    for (int nt = 0; nt < TMA_KEYS / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+    zero_tiles(s);
     float(&d)[TMA_KEYS / 2] = reinterpret_cast<float(&)[TMA_KEYS / 2]>(s);
     fence_registers<TMA_KEYS / 2>(d);
     wgmma_fence();
@@ -171,13 +170,10 @@ __device__ void attention_tma(const TensorMap* qmap, const TensorMap* kmap, cons
     // A consumer: its 64 queries, each thread rows g and g + 8 of its warp's 16.
     const int cw = wg - 1, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const int first = q0 + 64 * cw;
-    const int qi[2] = {first + warp * 16 + g, first + warp * 16 + g + 8};
-    FlashRows rows = flash_rows(qi, causal, offset, tk);
+    FlashRows rows = flash_rows(first + warp * 16, g, causal, offset, tk, scale);
     const int own_end = first >= tq ? 0 : causal ? min(offset + min(first + 64, tq), tk) : tk;
-    const float scale_log2 = scale * 1.4426950408889634f;
     float acc[D / 8][4];
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
+    zero_tiles(acc);
 
     // Tile n is in slot n % TMA_STAGES, its barriers' phase parity (n / TMA_STAGES) & 1. This warpgroup computes
     // tiles 0 .. live - 1; it releases every tile, each only after waiting for it (a release counts toward the
@@ -195,7 +191,7 @@ __device__ void attention_tma(const TensorMap* qmap, const TensorMap* kmap, cons
         issue_scores<D>(sc, smem, cw, k_tile(0));
         wgmma_wait<0>();
         fence_registers<TMA_KEYS / 2>(&sc[0][0]);
-        online_softmax_tile(sc, 0, t, scale_log2, rows, correction);  // O is still zero: nothing to rescale
+        online_softmax_tile(sc, 0, t, rows, correction);  // O is still zero: nothing to rescale
         to_fragments(sc, p);
     }
     for (int n = 1; n < live; ++n) {
@@ -205,7 +201,7 @@ __device__ void attention_tma(const TensorMap* qmap, const TensorMap* kmap, cons
         issue_pv<D>(acc, p, v_tile(n - 1));
         wgmma_wait<1>();  // S of tile n has landed; P V of tile n - 1 may still run
         fence_registers<TMA_KEYS / 2>(&sc[0][0]);
-        online_softmax_tile(sc, n * TMA_KEYS, t, scale_log2, rows, correction);
+        online_softmax_tile(sc, n * TMA_KEYS, t, rows, correction);
         wgmma_wait<0>();
         fence_registers<D / 2>(&acc[0][0]);
         mbarrier_arrive(empty + slot(n - 1));
@@ -223,7 +219,7 @@ __device__ void attention_tma(const TensorMap* qmap, const TensorMap* kmap, cons
         mbarrier_wait(v_full + slot(n), parity(n));
         mbarrier_arrive(empty + slot(n));
     }
-    store_rows<D>(acc, rows, qi, t, o, bi, tq, hq, h);
+    store_rows<D>(acc, rows, t, o, bi, tq, hq, h);
 }
 
 // Entry points with the CUDA-core kernels' parameters (q, k, v and the table for the launch's bookkeeping; the

@@ -57,11 +57,8 @@ __device__ void attention_wgmma(const __nv_bfloat16* __restrict__ q, const __nv_
     stage_queries<D>(qs, q, blk, tq, hq, [](int r, int c) { return core_offset(r, c, D); });
 
     float acc[D / 8][4];
-#pragma unroll
-    for (int n = 0; n < D / 8; ++n) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.0f;
-    const int qi[2] = {q0 + warp * 16 + g, q0 + warp * 16 + g + 8};
-    FlashRows rows = flash_rows(qi, causal, offset, tk);
-    const float scale_log2 = scale * 1.4426950408889634f;
+    zero_tiles(acc);
+    FlashRows rows = flash_rows(q0 + warp * 16, g, causal, offset, tk, scale);
 
     for (int k0 = 0; k0 < key_end; k0 += FLASH_K) {
         // K by cp.async into its core-matrix layout; V transposed through registers. Zeros past key_end.
@@ -86,12 +83,11 @@ __device__ void attention_wgmma(const __nv_bfloat16* __restrict__ q, const __nv_
 
         // S = Q K^T: the K-major Q [64][D] and K [64][D] (B[kk][n] = K[n][kk]), 16 channels a step.
         float s[FLASH_K / 8][4];
-#pragma unroll
-        for (int nt = 0; nt < FLASH_K / 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+        zero_tiles(s);
         warpgroup_gemm<FLASH_K, D>(reinterpret_cast<float(&)[FLASH_K / 2]>(s), qs, ks);
 
         float correction[2];
-        online_softmax_tile(s, k0, t, scale_log2, rows, correction);
+        online_softmax_tile(s, k0, t, rows, correction);
         rescale_rows<D>(acc, correction);
 
         // P (bf16) over K's tile: rows 16 warp + g (+ 8), keys 8 nt + 2 t (+ 1), two at a time.
@@ -112,7 +108,7 @@ __device__ void attention_wgmma(const __nv_bfloat16* __restrict__ q, const __nv_
         warpgroup_gemm<D, FLASH_K>(reinterpret_cast<float(&)[D / 2]>(acc), ps, vt);
         __syncthreads();  // P V is done reading ks and vt before the next tile lands there
     }
-    store_rows<D>(acc, rows, qi, t, o, bi, tq, hq, h);
+    store_rows<D>(acc, rows, t, o, bi, tq, hq, h);
 }
 
 // Entry points with the CUDA-core kernels' parameters.

@@ -124,33 +124,48 @@ __device__ __forceinline__ void stage_queries(__nv_bfloat16* dst, const __nv_bfl
     }
 }
 
-// The running softmax state of a thread's two rows (g and g + 8 of its warp's 16): max of the base-2 logits, this
-// lane's part of the sum, and the keys each row sees.
+// A thread's two query rows (g and g + 8 of its warp's 16): their query indices, the keys each sees, the scale to
+// base-2 logits, and the running softmax state: max of the base-2 logits and this lane's part of the sum.
 struct FlashRows {
+    int q[2], visible[2];
+    float scale_log2;
     float m[2], l[2];
-    int visible[2];
 };
 
-// The starting state of rows qi (query indices).
-__device__ __forceinline__ FlashRows flash_rows(const int (&qi)[2], int causal, int offset, int tk) {
-    return FlashRows{{-INFINITY, -INFINITY},
-                     {0.0f, 0.0f},
-                     {causal ? min(offset + qi[0] + 1, tk) : tk, causal ? min(offset + qi[1] + 1, tk) : tk}};
+// The starting state of the rows of lane group g of the warp whose 16 rows start at query `first`.
+__device__ __forceinline__ FlashRows flash_rows(int first, int g, int causal, int offset, int tk, float scale) {
+    FlashRows rows;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        rows.q[r] = first + g + 8 * r;
+        rows.visible[r] = causal ? min(offset + rows.q[r] + 1, tk) : tk;
+        rows.m[r] = -INFINITY;
+        rows.l[r] = 0.0f;
+    }
+    rows.scale_log2 = scale * 1.4426950408889634f;
+    return rows;
+}
+
+// Zeros TILES n8 accumulator tiles (four registers each).
+template <int TILES>
+__device__ __forceinline__ void zero_tiles(float (&a)[TILES][4]) {
+#pragma unroll
+    for (int n = 0; n < TILES; ++n) a[n][0] = a[n][1] = a[n][2] = a[n][3] = 0.0f;
 }
 
 // Scales one tile's scores s (TILES n8 tiles: keys k0 + 8 n + 2 t + e % 2) to base-2 logits, masks the keys a row
 // does not see, folds the tile into the rows' running max and sum, and leaves the unnormalised probabilities in s;
 // `correction` gets the factor the rows' accumulated outputs must be scaled by.
 template <int TILES>
-__device__ __forceinline__ void online_softmax_tile(float (&s)[TILES][4], int k0, int t, float scale_log2,
-                                                    FlashRows& rows, float (&correction)[2]) {
+__device__ __forceinline__ void online_softmax_tile(float (&s)[TILES][4], int k0, int t, FlashRows& rows,
+                                                    float (&correction)[2]) {
     float tile_max[2] = {-INFINITY, -INFINITY};
 #pragma unroll
     for (int nt = 0; nt < TILES; ++nt) {
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
             const int key = k0 + nt * 8 + 2 * t + (e & 1);
-            s[nt][e] = key < rows.visible[e >> 1] ? s[nt][e] * scale_log2 : -INFINITY;
+            s[nt][e] = key < rows.visible[e >> 1] ? s[nt][e] * rows.scale_log2 : -INFINITY;
             tile_max[e >> 1] = fmaxf(tile_max[e >> 1], s[nt][e]);
         }
     }
@@ -190,10 +205,10 @@ __device__ __forceinline__ void rescale_rows(float (&acc)[D / 8][4], const float
     }
 }
 
-// O / l of the thread's two rows (query indices qi, those at or past tq skipped) into o[b, tq, hq, D] as bf16 pairs,
-// after summing each row's l over the four lanes of its group.
+// O / l of the thread's two rows (those at or past tq skipped) into o[b, tq, hq, D] as bf16 pairs, after summing
+// each row's l over the four lanes of its group.
 template <int D>
-__device__ __forceinline__ void store_rows(const float (&acc)[D / 8][4], FlashRows& rows, const int (&qi)[2], int t,
+__device__ __forceinline__ void store_rows(const float (&acc)[D / 8][4], FlashRows& rows, int t,
                                            __nv_bfloat16* __restrict__ o, int bi, int tq, int hq, int h) {
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -202,9 +217,9 @@ __device__ __forceinline__ void store_rows(const float (&acc)[D / 8][4], FlashRo
     }
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        if (qi[r] >= tq) continue;
+        if (rows.q[r] >= tq) continue;
         const float inv = rows.l[r] > 0.0f ? 1.0f / rows.l[r] : 0.0f;
-        unsigned* orow = reinterpret_cast<unsigned*>(o + (((size_t)bi * tq + qi[r]) * hq + h) * D);
+        unsigned* orow = reinterpret_cast<unsigned*>(o + (((size_t)bi * tq + rows.q[r]) * hq + h) * D);
 #pragma unroll
         for (int dn = 0; dn < D / 8; ++dn)
             orow[(dn * 8 + 2 * t) / 2] = pack_bf16x2(acc[dn][2 * r] * inv, acc[dn][2 * r + 1] * inv);

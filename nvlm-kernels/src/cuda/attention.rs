@@ -26,7 +26,7 @@ pub(crate) fn attention(
     head_dim_fits(OP, d)?;
     let causal = usize::from(causal_offset.is_some());
     let ints = [b, tq, tk, hq, hkv, d, causal, causal_offset.unwrap_or(0)];
-    if flash_kernel() == FlashKernel::Tma && on_hopper(q) && flash_fits(&[q, k, v], tq, d) {
+    if tma_takes(&[q, k, v], tq, d) {
         return attention_tma(q, k, v, &ints, scale);
     }
     let plan = attention_kernel(OP, "attention", &[q, k, v], b, tq, hq, d)?;
@@ -70,6 +70,12 @@ fn attention_tma(q: &Tensor, k: &Tensor, v: &Tensor, ints: &[usize; 8], scale: f
         maps,
         b * hq * tq.div_ceil(TMA_QUERIES),
     )
+}
+
+/// Whether the TMA kernel takes these inputs (q first): chosen ([`FlashKernel::Tma`]), on Hopper, and fitting the
+/// tensor-core kernels ([`flash_fits`]).
+fn tma_takes(inputs: &[&Tensor], tq: usize, d: usize) -> bool {
+    flash_kernel() == FlashKernel::Tma && on_hopper(inputs[0]) && flash_fits(inputs, tq, d)
 }
 
 /// Whether the TMA kernel can read a paged cache of `block_size` slots a block: whole blocks make its 128-key tiles,
@@ -293,11 +299,7 @@ pub(crate) fn paged_attention(
     let hkv = k.shape()[1];
     head_dim_fits(OP, d)?;
     let ints = [t, hq, hkv, d, offset, block_size];
-    if flash_kernel() == FlashKernel::Tma
-        && on_hopper(q)
-        && flash_fits(&[q, k, v], t, d)
-        && tma_pages_fit(block_size)
-    {
+    if tma_takes(&[q, k, v], t, d) && tma_pages_fit(block_size) {
         return paged_attention_tma(&[q, k, v, table], &ints, scale);
     }
     let plan = attention_kernel(OP, "paged_attention", &[q, k, v], 1, t, hq, d)?;
